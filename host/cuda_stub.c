@@ -1,0 +1,46 @@
+/* The CUDA entry points of a CPU-only build (LMF_CUDA=OFF or no nvcc): CUDA is never available. */
+#include "internal.h"
+#include "mezo_backend.h"
+
+static lmf_status_t not_compiled(void) {
+  return lmf_fail(LMF_ERR_NOT_COMPILED, "this liblmfuse was built without CUDA (LMF_CUDA=OFF)");
+}
+
+int lmf_cuda_compiled(void) { return 0; }
+int lmf_cuda_count_devices(void) { return 0; }
+lmf_status_t lmf_cuda_context_init(struct lmf_context *ctx) { (void)ctx; return not_compiled(); }
+lmf_status_t lmf_cuda_stream_sync(const struct lmf_context *ctx, lmf_stream_t stream) {
+  (void)ctx; (void)stream;
+  return not_compiled();
+}
+lmf_status_t lmf_cuda_alloc(const struct lmf_context *ctx, void **ptr, size_t bytes) {
+  (void)ctx; (void)ptr; (void)bytes;
+  return not_compiled();
+}
+void lmf_cuda_free(const struct lmf_context *ctx, void *ptr) { (void)ctx; (void)ptr; }
+lmf_status_t lmf_cuda_upload(const struct lmf_context *ctx, void *dst, const void *src, size_t bytes) {
+  (void)ctx; (void)dst; (void)src; (void)bytes;
+  return not_compiled();
+}
+lmf_status_t lmf_cuda_mezo_pass(const struct lmf_context *ctx, const lmf_mezo_tdesc *tensors,
+                                const lmf_mezo_chunk *chunks, int64_t num_chunks,
+                                const lmf_mezo_pass *pass, const float *grad_ptr,
+                                int32_t *skipped_ptr, lmf_stream_t stream) {
+  (void)ctx; (void)tensors; (void)chunks; (void)num_chunks; (void)pass; (void)grad_ptr;
+  (void)skipped_ptr; (void)stream;
+  return not_compiled();
+}
+lmf_status_t lmf_cuda_mezo_multi(const struct lmf_context *ctx, const lmf_mezo_tdesc *tensors,
+                                 const lmf_mezo_chunk *chunks, int64_t num_chunks,
+                                 const lmf_mezo_multi_pass *pass, const float *coeffs_ptr,
+                                 int32_t *skipped_ptr, lmf_stream_t stream) {
+  (void)ctx; (void)tensors; (void)chunks; (void)num_chunks; (void)pass; (void)coeffs_ptr;
+  (void)skipped_ptr; (void)stream;
+  return not_compiled();
+}
+lmf_status_t lmf_cuda_mezo_fill_z(const struct lmf_context *ctx, int32_t dist, uint64_t seed,
+                                  uint32_t uid, int64_t goff, int64_t n, float *out,
+                                  lmf_stream_t stream) {
+  (void)ctx; (void)dist; (void)seed; (void)uid; (void)goff; (void)n; (void)out; (void)stream;
+  return not_compiled();
+}
