@@ -6,106 +6,148 @@
 
 #include "lmfuse/mezo.h"
 #include "../mezo_backend.h"
+#include "philox_cpu.h"
 
 /* Elements per inner block: z for 256 elements lives in L1. */
 #define BLK 256
 #define BUF (BLK + 8)
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define LMF_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#define LMF_VECTOR_CLONES __attribute__((target_clones("arch=skylake-avx512", "avx2", "default")))
 #else
 #define LMF_VECTOR_CLONES
 #endif
 
-/* Raw Philox words of groups g0 .. g0+ng-1 into w[4*ng]. */
+/* z for the elements with global indices i0 .. i0+n-1 (n <= BLK) into z[0 .. n). */
 LMF_VECTOR_CLONES
-static void gen_words(uint64_t seed, uint32_t uid, uint32_t domain, uint64_t g0, int ng, uint32_t *w) {
-  for (int k = 0; k < ng; ++k) {
-    lmf_u32x4 r = lmf_z_words(seed, uid, domain, g0 + (uint64_t)k);
-    w[4 * k + 0] = r.x;
-    w[4 * k + 1] = r.y;
-    w[4 * k + 2] = r.z;
-    w[4 * k + 3] = r.w;
-  }
-}
-
-/* z for groups g0 .. g0+ng-1 into z[4*ng]. */
-LMF_VECTOR_CLONES
-static void gen_z(uint64_t seed, uint32_t uid, uint64_t g0, int ng, int dist, float *z) {
-  uint32_t w[BUF];
-  gen_words(seed, uid, LMF_DOMAIN_Z, g0, ng, w);
+static void gen_z(uint64_t seed, uint32_t uid, uint64_t i0, int n, int dist, float *z) {
+  uint32_t w[4 * LMF_PHILOX_BATCH];
   if (dist == LMF_MEZO_RADEMACHER) {
-    for (int k = 0; k < 4 * ng; ++k) z[k] = lmf_rademacher(w[k]);
+    uint64_t g0 = i0 / LMF_RADEMACHER_GROUP;
+    int ng = (int)((i0 + (uint64_t)n - 1) / LMF_RADEMACHER_GROUP - g0 + 1);
+    lmf_cpu_philox_rows(seed, uid, LMF_DOMAIN_Z, g0, ng, w);
+    /* Expand every bit of the groups in stream order (word j of group g is bits 32j.. of the
+     * group's 128), then take the n that belong to this block. */
+    float t[LMF_RADEMACHER_GROUP * 4];
+    for (int g = 0; g < ng; ++g)
+      for (int j = 0; j < 4; ++j) {
+        uint32_t word = w[j * LMF_PHILOX_BATCH + g];
+        float *o = t + LMF_RADEMACHER_GROUP * g + 32 * j;
+        for (uint32_t b = 0; b < 32; ++b) o[b] = lmf_rademacher_bit(word, b);
+      }
+    memcpy(z, t + (i0 - g0 * LMF_RADEMACHER_GROUP), (size_t)n * sizeof(float));
   } else {
-    for (int k = 0; k < 2 * ng; ++k) lmf_box_muller(w[2 * k], w[2 * k + 1], &z[2 * k], &z[2 * k + 1]);
+    uint64_t g0 = i0 / 4;
+    int shift = (int)(i0 - 4 * g0);
+    int ng = (shift + n + 3) / 4;
+    float c0[LMF_PHILOX_BATCH], s0[LMF_PHILOX_BATCH], c1[LMF_PHILOX_BATCH], s1[LMF_PHILOX_BATCH];
+    float t[4 * LMF_PHILOX_BATCH];
+    lmf_cpu_philox_rows(seed, uid, LMF_DOMAIN_Z, g0, ng, w);
+    const uint32_t *wx = w, *wy = w + LMF_PHILOX_BATCH, *wz = w + 2 * LMF_PHILOX_BATCH,
+                   *ww = w + 3 * LMF_PHILOX_BATCH;
+    for (int k = 0; k < ng; ++k) lmf_box_muller(wx[k], wy[k], &c0[k], &s0[k]);
+    for (int k = 0; k < ng; ++k) lmf_box_muller(wz[k], ww[k], &c1[k], &s1[k]);
+    for (int k = 0; k < ng; ++k) {
+      t[4 * k] = c0[k];
+      t[4 * k + 1] = s0[k];
+      t[4 * k + 2] = c1[k];
+      t[4 * k + 3] = s1[k];
+    }
+    memcpy(z, t + shift, (size_t)n * sizeof(float));
   }
 }
 
-static inline float load_elem(const void *data, int32_t dtype, int64_t j) {
-  switch (dtype) {
-    case LMF_DTYPE_F16: return lmf_f16_to_f32(((const uint16_t *)data)[j]);
-    case LMF_DTYPE_BF16: return lmf_bf16_to_f32(((const uint16_t *)data)[j]);
-    default: return ((const float *)data)[j];
+/* Stochastic-rounding words for elements i0 .. i0+n-1: word (i%4) of group i/4 in the rounding
+ * domain. */
+static void gen_round_words(uint64_t seed, uint32_t uid, uint32_t nonce, uint64_t i0, int n, uint32_t *r) {
+  uint32_t w[4 * LMF_PHILOX_BATCH];
+  uint64_t g0 = i0 / 4;
+  int shift = (int)(i0 - 4 * g0);
+  lmf_cpu_philox_rows(seed, uid, LMF_DOMAIN_ROUND | nonce, g0, (shift + n + 3) / 4, w);
+  for (int k = 0; k < n; ++k) {
+    int e = shift + k;
+    r[k] = w[(e & 3) * LMF_PHILOX_BATCH + (e >> 2)];
   }
 }
 
-static inline void store_elem(void *data, int32_t dtype, int64_t j, float x, int stochastic, uint32_t r) {
-  switch (dtype) {
-    case LMF_DTYPE_F16: ((uint16_t *)data)[j] = lmf_f32_to_f16_impl(x, stochastic, r); break;
-    case LMF_DTYPE_BF16: ((uint16_t *)data)[j] = lmf_f32_to_bf16_impl(x, stochastic, r); break;
-    default: ((float *)data)[j] = x; break;
+/* Block loads and stores: one simple loop per dtype, so each vectorises. */
+static void load_block(const void *data, int32_t dtype, int64_t j0, int n, float *x) {
+  if (dtype == LMF_DTYPE_F32) {
+    memcpy(x, (const float *)data + j0, (size_t)n * sizeof(float));
+  } else if (dtype == LMF_DTYPE_BF16) {
+    const uint16_t *h = (const uint16_t *)data + j0;
+    for (int k = 0; k < n; ++k) x[k] = lmf_bf16_to_f32(h[k]);
+  } else {
+    const uint16_t *h = (const uint16_t *)data + j0;
+    for (int k = 0; k < n; ++k) x[k] = lmf_f16_to_f32(h[k]);
   }
 }
 
-/* Where a block of local elements [j0, j1) sits in Philox groups. */
-typedef struct block_groups {
-  uint64_t g0; /* first group */
-  int shift;   /* (goff + j0) - 4 g0 */
-  int ng;      /* groups covered */
-} block_groups;
+/* rnd: stochastic-rounding words, or NULL for round to nearest even. */
+static void store_block(void *data, int32_t dtype, int64_t j0, int n, const float *x, const uint32_t *rnd) {
+  if (dtype == LMF_DTYPE_F32) {
+    memcpy((float *)data + j0, x, (size_t)n * sizeof(float));
+  } else if (dtype == LMF_DTYPE_BF16) {
+    uint16_t *h = (uint16_t *)data + j0;
+    if (rnd)
+      for (int k = 0; k < n; ++k) h[k] = lmf_f32_to_bf16_impl(x[k], 1, rnd[k]);
+    else
+      for (int k = 0; k < n; ++k) h[k] = lmf_f32_to_bf16_impl(x[k], 0, 0);
+  } else {
+    uint16_t *h = (uint16_t *)data + j0;
+    if (rnd)
+      for (int k = 0; k < n; ++k) h[k] = lmf_f32_to_f16_impl(x[k], 1, rnd[k]);
+    else
+      for (int k = 0; k < n; ++k) h[k] = lmf_f32_to_f16_impl(x[k], 0, 0);
+  }
+}
 
-static block_groups groups_of(const lmf_mezo_tdesc *t, int64_t j0, int64_t j1) {
-  block_groups b;
-  uint64_t gi0 = (uint64_t)(t->goff + j0);
-  b.g0 = gi0 / 4;
-  b.shift = (int)(gi0 - 4 * b.g0);
-  b.ng = (int)((b.shift + (j1 - j0) + 3) / 4);
-  return b;
+/* x += s z, x *= f, x -= s z: the steps of lmf_mezo_elem as whole-block loops, in the same order,
+ * so each element sees exactly the operations (and roundings) of the shared scalar code. */
+static void axpy_block(float *x, float s, const float *z, int n) {
+  for (int k = 0; k < n; ++k) x[k] = LMF_FADD(x[k], LMF_FMUL(s, z[k]));
+}
+static void scale_block(float *x, float f, int n) {
+  for (int k = 0; k < n; ++k) x[k] = LMF_FMUL(x[k], f);
+}
+static void sub_block(float *x, float s, const float *z, int n) {
+  for (int k = 0; k < n; ++k) x[k] = LMF_FSUB(x[k], LMF_FMUL(s, z[k]));
 }
 
 static void pass_chunk(const lmf_mezo_tdesc *t, int64_t begin, int64_t end, const lmf_mezo_pass *p,
                        uint32_t flags, float step) {
-  float za[BUF], zb[BUF];
+  float za[BUF], zb[BUF], x[BUF];
   uint32_t rw[BUF];
   const int master = t->master != NULL;
-  const int need_a = master ? ((flags & LMF_PASS_UPDATE) && step != 0.0f) : lmf_pass_needs_za(flags, step);
+  const int update = (flags & LMF_PASS_UPDATE) != 0;
+  const int need_a = master ? (update && step != 0.0f) : lmf_pass_needs_za(flags, step);
   const int need_b = master ? (flags & LMF_PASS_MASTER_B) != 0 : (flags & LMF_PASS_ADD_B) != 0;
   const int stochastic = !master && p->stochastic && t->dtype != LMF_DTYPE_F32;
-  const int write_master = master && (flags & LMF_PASS_WRITE_MASTER) && (flags & LMF_PASS_UPDATE);
+  const int write_master = master && (flags & LMF_PASS_WRITE_MASTER) && update;
   for (int64_t j0 = begin; j0 < end; j0 += BLK) {
-    int64_t j1 = end - j0 < BLK ? end : j0 + BLK;
-    block_groups g = groups_of(t, j0, j1);
-    if (need_a) gen_z(p->seed_a, t->uid, g.g0, g.ng, p->dist, za);
-    if (need_b) gen_z(p->seed_b, t->uid, g.g0, g.ng, p->dist, zb);
-    if (stochastic) gen_words(p->seed_a, t->uid, LMF_DOMAIN_ROUND | p->nonce, g.g0, g.ng, rw);
-    const float *a = za + g.shift, *b = zb + g.shift;
-    const uint32_t *r = rw + g.shift;
-    const int64_t n = j1 - j0;
-    if (master) {
-      float *m = t->master + j0;
-      for (int64_t k = 0; k < n; ++k) {
-        float v = lmf_mezo_master_elem(m[k], need_a ? a[k] : 0.0f, flags, p->decay, step, t->decay);
-        if (write_master) m[k] = v;
-        store_elem(t->data, t->dtype, j0 + k,
-                   lmf_mezo_working_from_master(v, need_b ? b[k] : 0.0f, flags, p->m_off), 0, 0);
+    const int n = (int)((end - j0 < BLK) ? end - j0 : BLK);
+    const uint64_t i0 = (uint64_t)(t->goff + j0);
+    if (need_a) gen_z(p->seed_a, t->uid, i0, n, p->dist, za);
+    if (need_b) gen_z(p->seed_b, t->uid, i0, n, p->dist, zb);
+    if (master) { /* see lmf_mezo_master_elem and lmf_mezo_working_from_master */
+      memcpy(x, t->master + j0, (size_t)n * sizeof(float));
+      if (update && t->decay) scale_block(x, p->decay, n);
+      if (update && step != 0.0f) sub_block(x, step, za, n);
+      if (write_master) memcpy(t->master + j0, x, (size_t)n * sizeof(float));
+      if (flags & LMF_PASS_MASTER_B) axpy_block(x, p->m_off, zb, n);
+      store_block(t->data, t->dtype, j0, n, x, NULL);
+    } else { /* see lmf_mezo_elem */
+      load_block(t->data, t->dtype, j0, n, x);
+      if (flags & LMF_PASS_ADD_A) axpy_block(x, p->add_a, za, n);
+      if (update && t->decay) scale_block(x, p->decay, n);
+      if (update && step != 0.0f) sub_block(x, step, za, n);
+      if (flags & LMF_PASS_ADD_B) axpy_block(x, p->add_b, zb, n);
+      const uint32_t *r = NULL;
+      if (stochastic) {
+        gen_round_words(p->seed_a, t->uid, p->nonce, i0, n, rw);
+        r = rw;
       }
-    } else {
-      for (int64_t k = 0; k < n; ++k) {
-        float x = load_elem(t->data, t->dtype, j0 + k);
-        x = lmf_mezo_elem(x, need_a ? a[k] : 0.0f, need_b ? b[k] : 0.0f, flags, p->add_a, p->add_b,
-                          p->decay, step, t->decay);
-        store_elem(t->data, t->dtype, j0 + k, x, stochastic, stochastic ? r[k] : 0u);
-      }
+      store_block(t->data, t->dtype, j0, n, x, r);
     }
   }
 }
@@ -136,28 +178,30 @@ lmf_status_t lmf_cpu_mezo_pass(const struct lmf_context *ctx, const lmf_mezo_tde
 
 static void multi_chunk(const lmf_mezo_tdesc *t, int64_t begin, int64_t end, const lmf_mezo_multi_pass *m,
                         const float *steps) {
-  float z[BUF], acc[BLK];
+  float z[BUF], x[BUF];
   uint32_t rw[BUF];
   const int master = t->master != NULL;
   const int stochastic = !master && m->stochastic && t->dtype != LMF_DTYPE_F32;
   for (int64_t j0 = begin; j0 < end; j0 += BLK) {
-    int64_t j1 = end - j0 < BLK ? end : j0 + BLK;
-    const int64_t n = j1 - j0;
-    block_groups g = groups_of(t, j0, j1);
-    for (int64_t k = 0; k < n; ++k) {
-      float x = master ? t->master[j0 + k] : load_elem(t->data, t->dtype, j0 + k);
-      acc[k] = t->decay ? LMF_FMUL(x, m->decay) : x;
-    }
+    const int n = (int)((end - j0 < BLK) ? end - j0 : BLK);
+    if (master)
+      memcpy(x, t->master + j0, (size_t)n * sizeof(float));
+    else
+      load_block(t->data, t->dtype, j0, n, x);
+    if (t->decay) scale_block(x, m->decay, n);
     for (int s = 0; s < m->num_seeds; ++s) {
       if (steps[s] == 0.0f) continue;
-      gen_z(m->seeds[s], t->uid, g.g0, g.ng, m->dist, z);
-      for (int64_t k = 0; k < n; ++k) acc[k] = LMF_FSUB(acc[k], LMF_FMUL(steps[s], z[g.shift + k]));
+      gen_z(m->seeds[s], t->uid, (uint64_t)(t->goff + j0), n, m->dist, z);
+      sub_block(x, steps[s], z, n);
     }
-    if (stochastic) gen_words(m->seeds[0], t->uid, LMF_DOMAIN_ROUND | m->nonce, g.g0, g.ng, rw);
-    for (int64_t k = 0; k < n; ++k) {
-      if (master) t->master[j0 + k] = acc[k];
-      store_elem(t->data, t->dtype, j0 + k, acc[k], stochastic, stochastic ? rw[g.shift + k] : 0u);
+    const uint32_t *r = NULL;
+    if (master) {
+      memcpy(t->master + j0, x, (size_t)n * sizeof(float));
+    } else if (stochastic) {
+      gen_round_words(m->seeds[0], t->uid, m->nonce, (uint64_t)(t->goff + j0), n, rw);
+      r = rw;
     }
+    store_block(t->data, t->dtype, j0, n, x, r);
   }
 }
 
@@ -185,12 +229,8 @@ lmf_status_t lmf_cpu_mezo_fill_z(const struct lmf_context *ctx, int32_t dist, ui
   int64_t blocks = (n + BLK - 1) / BLK;
 #pragma omp parallel for schedule(static) num_threads(num_threads(ctx))
   for (int64_t bi = 0; bi < blocks; ++bi) {
-    float z[BUF];
     int64_t j0 = bi * BLK, j1 = n - j0 < BLK ? n : j0 + BLK;
-    uint64_t gi0 = (uint64_t)(goff + j0), g0 = gi0 / 4;
-    int shift = (int)(gi0 - 4 * g0);
-    gen_z(seed, uid, g0, (int)((shift + (j1 - j0) + 3) / 4), dist, z);
-    memcpy(out + j0, z + shift, (size_t)(j1 - j0) * sizeof(float));
+    gen_z(seed, uid, (uint64_t)(goff + j0), (int)(j1 - j0), dist, out + j0);
   }
   return LMF_OK;
 }

@@ -55,17 +55,21 @@ LMF_HD void lmf_sincos_2pi_unit(float u, float *c_out, float *s_out) {
   cp = LMF_FADD(1.0f / 24.0f, LMF_FMUL(a2, cp));
   cp = LMF_FADD(-0.5f, LMF_FMUL(a2, cp));
   float cs = LMF_FADD(1.0f, LMF_FMUL(a2, cp));
-  /* rotate by q quarter turns */
-  float c = (q == 0) ? cs : (q == 1) ? -sn : (q == 2) ? -cs : sn;
-  float s = (q == 0) ? sn : (q == 1) ? cs : (q == 2) ? -sn : -cs;
-  *c_out = c;
-  *s_out = s;
+  /* Rotate by q quarter turns: swap for odd q, then flip signs by bit (branch-free, vectorisable).
+   * q: 0 (cs, sn)  1 (-sn, cs)  2 (-cs, -sn)  3 (sn, -cs) */
+  uint32_t odd = (uint32_t)q & 1u;
+  float a0 = odd ? sn : cs;
+  float b0 = odd ? cs : sn;
+  uint32_t cflip = (((uint32_t)q + 1u) & 2u) << 30;
+  uint32_t sflip = ((uint32_t)q & 2u) << 30;
+  *c_out = lmf_bits_f32(lmf_f32_bits(a0) ^ cflip);
+  *s_out = lmf_bits_f32(lmf_f32_bits(b0) ^ sflip);
 }
 
 /* Two standard normals from two 32-bit words. */
 LMF_HD void lmf_box_muller(uint32_t w0, uint32_t w1, float *z0, float *z1) {
-  float u1 = LMF_FMUL((float)((w0 >> 8) + 1u), 5.9604644775390625e-08f); /* (0, 1] */
-  float u2 = LMF_FMUL((float)(w1 >> 8), 5.9604644775390625e-08f);        /* [0, 1) */
+  float u1 = LMF_FMUL((float)(int32_t)((w0 >> 8) + 1u), 5.9604644775390625e-08f); /* (0, 1] */
+  float u2 = LMF_FMUL((float)(int32_t)(w1 >> 8), 5.9604644775390625e-08f); /* [0, 1) */
   float r = LMF_FSQRT(LMF_FMUL(-2.0f, lmf_log_unit(u1)));
   float c, s;
   lmf_sincos_2pi_unit(u2, &c, &s);
@@ -73,7 +77,13 @@ LMF_HD void lmf_box_muller(uint32_t w0, uint32_t w1, float *z0, float *z1) {
   *z1 = LMF_FMUL(r, s);
 }
 
-LMF_HD float lmf_rademacher(uint32_t w) { return (w & 0x80000000u) ? -1.0f : 1.0f; }
+/* +1 or -1 from bit `b` of a word: 1.0f with that bit as the sign. */
+LMF_HD float lmf_rademacher_bit(uint32_t w, uint32_t b) {
+  return lmf_bits_f32(0x3f800000u | (((w >> b) & 1u) << 31));
+}
+
+/* Rademacher elements per Philox output. */
+#define LMF_RADEMACHER_GROUP 128
 
 /* Raw Philox words of group g (= element index / 4). */
 LMF_HD lmf_u32x4 lmf_z_words(uint64_t seed, uint32_t uid, uint32_t domain, uint64_t group) {
@@ -85,18 +95,25 @@ LMF_HD lmf_u32x4 lmf_z_words(uint64_t seed, uint32_t uid, uint32_t domain, uint6
   return lmf_philox4x32_10_impl(c, (uint32_t)seed, (uint32_t)(seed >> 32));
 }
 
-/* The four z values of group g, elements 4g .. 4g+3. dist: 0 Gaussian, 1 Rademacher. */
-LMF_HD void lmf_z_group(uint64_t seed, uint32_t uid, uint64_t group, int dist, float z[4]) {
+/* The four Gaussian z values of group g, elements 4g .. 4g+3. */
+LMF_HD void lmf_gauss_group(uint64_t seed, uint32_t uid, uint64_t group, float z[4]) {
   lmf_u32x4 w = lmf_z_words(seed, uid, LMF_DOMAIN_Z, group);
+  lmf_box_muller(w.x, w.y, &z[0], &z[1]);
+  lmf_box_muller(w.z, w.w, &z[2], &z[3]);
+}
+
+/* z of one element with global index i: the slow path, for odd offsets and tests. dist: 0 Gaussian,
+ * 1 Rademacher. */
+LMF_HD float lmf_z_at(uint64_t seed, uint32_t uid, uint64_t i, int dist) {
   if (dist == 1) {
-    z[0] = lmf_rademacher(w.x);
-    z[1] = lmf_rademacher(w.y);
-    z[2] = lmf_rademacher(w.z);
-    z[3] = lmf_rademacher(w.w);
-  } else {
-    lmf_box_muller(w.x, w.y, &z[0], &z[1]);
-    lmf_box_muller(w.z, w.w, &z[2], &z[3]);
+    lmf_u32x4 w = lmf_z_words(seed, uid, LMF_DOMAIN_Z, i / LMF_RADEMACHER_GROUP);
+    uint32_t q = (uint32_t)(i % LMF_RADEMACHER_GROUP);
+    uint32_t word = q < 64 ? (q < 32 ? w.x : w.y) : (q < 96 ? w.z : w.w);
+    return lmf_rademacher_bit(word, q & 31u);
   }
+  float z[4];
+  lmf_gauss_group(seed, uid, i / 4, z);
+  return z[i % 4];
 }
 
 #endif

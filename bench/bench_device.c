@@ -1,0 +1,206 @@
+#define _GNU_SOURCE
+#include "bench_device.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_util.h"
+
+#if defined(LMF_HAVE_CUDA)
+#include <cuda_runtime_api.h>
+#define CK(x)                                                                          \
+  do {                                                                                 \
+    cudaError_t e_ = (x);                                                              \
+    if (e_ != cudaSuccess) {                                                           \
+      fprintf(stderr, "lmfuse-bench: %s: %s\n", #x, cudaGetErrorString(e_));           \
+      exit(2);                                                                         \
+    }                                                                                  \
+  } while (0)
+#endif
+
+static void cpu_name(char *out, size_t n) {
+  snprintf(out, n, "CPU (%d threads)", omp_get_max_threads());
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  if (!f) return;
+  char line[512];
+  while (fgets(line, sizeof line, f)) {
+    char *c = strchr(line, ':');
+    if (strncmp(line, "model name", 10) == 0 && c) {
+      c[strcspn(c, "\n")] = 0;
+      snprintf(out, n, "%s, %d threads", c + 2, omp_get_max_threads());
+      break;
+    }
+  }
+  fclose(f);
+}
+
+int bdev_open(bench_dev *d, int backend, int threads) {
+  memset(d, 0, sizeof *d);
+  lmf_context_config_t cfg = LMF_CONTEXT_CONFIG_INIT;
+  cfg.backend = backend;
+  cfg.cpu_threads = threads;
+  if (threads > 0) omp_set_num_threads(threads);
+  lmf_status_t st = lmf_context_create(&d->ctx, &cfg);
+  if (st != LMF_OK) {
+    fprintf(stderr, "lmfuse-bench: %s\n", lmf_last_error());
+    return 0;
+  }
+  int32_t b = 0;
+  lmf_context_backend(d->ctx, &b);
+  d->cuda = b == LMF_BACKEND_CUDA;
+#if defined(LMF_HAVE_CUDA)
+  if (d->cuda) {
+    struct cudaDeviceProp p;
+    CK(cudaGetDeviceProperties(&p, 0));
+    snprintf(d->name, sizeof d->name, "%s (%d SMs)", p.name, p.multiProcessorCount);
+    cudaStream_t s;
+    CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    d->stream = (lmf_stream_t)s;
+    return 1;
+  }
+#endif
+  cpu_name(d->name, sizeof d->name);
+  return 1;
+}
+
+void bdev_close(bench_dev *d) {
+#if defined(LMF_HAVE_CUDA)
+  if (d->cuda) cudaStreamDestroy((cudaStream_t)d->stream);
+#endif
+  lmf_context_destroy(d->ctx);
+}
+
+void *bdev_alloc(bench_dev *d, size_t bytes) {
+#if defined(LMF_HAVE_CUDA)
+  if (d->cuda) {
+    void *p = NULL;
+    CK(cudaMalloc(&p, bytes));
+    return p;
+  }
+#endif
+  void *p = NULL;
+  if (posix_memalign(&p, 64, bytes) != 0) {
+    fprintf(stderr, "lmfuse-bench: out of host memory (%zu bytes)\n", bytes);
+    exit(2);
+  }
+  return p;
+}
+
+void bdev_free(bench_dev *d, void *p) {
+#if defined(LMF_HAVE_CUDA)
+  if (d->cuda) {
+    cudaFree(p);
+    return;
+  }
+#endif
+  (void)d;
+  free(p);
+}
+
+void bdev_upload(bench_dev *d, void *dst, const void *src, size_t bytes) {
+#if defined(LMF_HAVE_CUDA)
+  if (d->cuda) {
+    CK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+    return;
+  }
+#endif
+  (void)d;
+  memcpy(dst, src, bytes);
+}
+
+void bdev_sync(bench_dev *d) { lmf_stream_synchronize(d->ctx, d->stream); }
+
+double bdev_time_ms(bench_dev *d, void (*fn)(void *), void *arg, int warmup, int repeats) {
+  double *t = (double *)malloc(sizeof(double) * (size_t)repeats);
+  for (int i = 0; i < warmup; ++i) fn(arg);
+  bdev_sync(d);
+#if defined(LMF_HAVE_CUDA)
+  if (d->cuda) {
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    for (int i = 0; i < repeats; ++i) {
+      CK(cudaEventRecord(a, (cudaStream_t)d->stream));
+      fn(arg);
+      CK(cudaEventRecord(b, (cudaStream_t)d->stream));
+      CK(cudaEventSynchronize(b));
+      float ms = 0;
+      CK(cudaEventElapsedTime(&ms, a, b));
+      t[i] = ms;
+    }
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    double m = bench_median(t, repeats);
+    free(t);
+    return m;
+  }
+#endif
+  for (int i = 0; i < repeats; ++i) {
+    double t0 = bench_now_ms();
+    fn(arg);
+    t[i] = bench_now_ms() - t0;
+  }
+  double m = bench_median(t, repeats);
+  free(t);
+  return m;
+}
+
+typedef struct copy_arg {
+  bench_dev *d;
+  void *dst;
+  const void *src;
+  size_t bytes;
+} copy_arg;
+
+static void copy_once(void *p) {
+  copy_arg *c = (copy_arg *)p;
+#if defined(LMF_HAVE_CUDA)
+  if (c->d->cuda) {
+    CK(cudaMemcpyAsync(c->dst, c->src, c->bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)c->d->stream));
+    return;
+  }
+#endif
+  /* The CPU floor: every thread copies its slice, as the MeZO passes split their work. */
+#pragma omp parallel
+  {
+    int nt = omp_get_num_threads(), id = omp_get_thread_num();
+    size_t per = (c->bytes / (size_t)nt + 63) & ~(size_t)63;
+    size_t b = per * (size_t)id;
+    if (b < c->bytes) {
+      size_t n = c->bytes - b < per ? c->bytes - b : per;
+      memcpy((char *)c->dst + b, (const char *)c->src + b, n);
+    }
+  }
+}
+
+double bdev_copy_gbs(bench_dev *d, size_t bytes, int warmup, int repeats) {
+  copy_arg c = {d, bdev_alloc(d, bytes), bdev_alloc(d, bytes), bytes};
+  /* Touch both buffers so the copy measures memory, not page faults. */
+  void *h = calloc(1, bytes);
+  memset(h, 0x3c, bytes);
+  bdev_upload(d, (void *)c.src, h, bytes);
+  bdev_upload(d, c.dst, h, bytes);
+  free(h);
+  double ms = bdev_time_ms(d, copy_once, &c, warmup, repeats);
+  bdev_free(d, c.dst);
+  bdev_free(d, (void *)c.src);
+  return 2.0 * (double)bytes / (ms * 1e6);
+}
+
+size_t bdev_mem_used(bench_dev *d) {
+#if defined(LMF_HAVE_CUDA)
+  if (d->cuda) {
+    size_t fr = 0, tot = 0;
+    CK(cudaMemGetInfo(&fr, &tot));
+    return tot - fr;
+  }
+#endif
+  (void)d;
+  return bench_peak_rss();
+}
+
+void bdev_mem_reset_peak(bench_dev *d) {
+  if (!d->cuda) bench_reset_peak_rss();
+}

@@ -1,0 +1,34 @@
+/* lmfuse-bench: memory, copies and timers on the context's backend (host memory and wall clock on
+ * the CPU; cudaMalloc and CUDA events on the GPU). */
+#ifndef LMF_BENCH_DEVICE_H
+#define LMF_BENCH_DEVICE_H
+
+#include <stddef.h>
+
+#include "lmfuse/lmfuse.h"
+
+typedef struct bench_dev {
+  lmf_context_t *ctx;
+  int cuda;
+  lmf_stream_t stream;
+  char name[256]; /* the machine, in words */
+} bench_dev;
+
+int bdev_open(bench_dev *d, int backend, int threads);
+void bdev_close(bench_dev *d);
+void *bdev_alloc(bench_dev *d, size_t bytes);
+void bdev_free(bench_dev *d, void *p);
+void bdev_upload(bench_dev *d, void *dst, const void *src, size_t bytes);
+void bdev_sync(bench_dev *d);
+
+/* Median milliseconds of fn(arg) over `repeats` runs after `warmup` runs. */
+double bdev_time_ms(bench_dev *d, void (*fn)(void *), void *arg, int warmup, int repeats);
+
+/* Bandwidth of a plain copy of `bytes` on the device, counting bytes read plus bytes written (GB/s). */
+double bdev_copy_gbs(bench_dev *d, size_t bytes, int warmup, int repeats);
+
+/* Memory in use on the device (GPU: total - free) or the peak RSS (CPU), in bytes. */
+size_t bdev_mem_used(bench_dev *d);
+void bdev_mem_reset_peak(bench_dev *d);
+
+#endif

@@ -1,0 +1,9 @@
+/* The benchmark families of lmfuse-bench; each returns 0 on success. */
+#ifndef LMF_BENCH_FAMILIES_H
+#define LMF_BENCH_FAMILIES_H
+
+#include "bench_util.h"
+
+int bench_mezo(const bench_opts *o);
+
+#endif

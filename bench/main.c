@@ -1,0 +1,75 @@
+/* lmfuse-bench: microbenchmarks of lmfuse on the default backend (the GPU if there is one, else the
+ * CPU), each beside its same-run floor and peer. Prints a table, then JSON lines. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_families.h"
+#include "bench_util.h"
+#include "lmfuse/lmfuse.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: lmfuse-bench [mezo|all] [options]\n"
+          "  --backend auto|cpu|cuda   default auto: the GPU if present, else the CPU\n"
+          "  --numel N                 MeZO parameters (default 1e8)\n"
+          "  --tensors T               tensors they are split into (default 100)\n"
+          "  --repeats R               timed repetitions, median reported (default 5 CPU, 20 GPU)\n"
+          "  --warmup W                untimed runs first (default 1)\n"
+          "  --threads N               CPU threads (default: OpenMP's)\n"
+          "  --no-peer                 skip the same-run PyTorch peers\n");
+}
+
+int main(int argc, char **argv) {
+  bench_opts o = {100000000, 100, 0, 1, 1, LMF_BACKEND_AUTO, 0};
+  const char *family = "all";
+  for (int i = 1; i < argc; ++i) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      usage(stdout);
+      return 0;
+    } else if (!strcmp(a, "--no-peer")) {
+      o.peer = 0;
+    } else if (a[0] == '-' && !v) {
+      fprintf(stderr, "lmfuse-bench: %s needs a value\n", a);
+      return 2;
+    } else if (!strcmp(a, "--numel")) {
+      o.numel = (int64_t)strtod(v, NULL), ++i;
+    } else if (!strcmp(a, "--tensors")) {
+      o.tensors = atoi(v), ++i;
+    } else if (!strcmp(a, "--repeats")) {
+      o.repeats = atoi(v), ++i;
+    } else if (!strcmp(a, "--warmup")) {
+      o.warmup = atoi(v), ++i;
+    } else if (!strcmp(a, "--threads")) {
+      o.threads = atoi(v), ++i;
+    } else if (!strcmp(a, "--backend")) {
+      o.backend = !strcmp(v, "cpu") ? LMF_BACKEND_CPU : !strcmp(v, "cuda") ? LMF_BACKEND_CUDA
+                                                                            : LMF_BACKEND_AUTO;
+      ++i;
+    } else if (a[0] != '-') {
+      family = a;
+    } else {
+      fprintf(stderr, "lmfuse-bench: unknown option %s\n", a);
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (o.numel < o.tensors || o.tensors < 1 || o.warmup < 0) {
+    fprintf(stderr, "lmfuse-bench: need numel >= tensors >= 1 and warmup >= 0\n");
+    return 2;
+  }
+  if (o.repeats <= 0) o.repeats = lmf_backend_available(LMF_BACKEND_CUDA) && o.backend != LMF_BACKEND_CPU ? 20 : 5;
+  printf("lmfuse %s\n", lmf_version_string());
+  int rc = 0;
+  int all = !strcmp(family, "all");
+  if (all || !strcmp(family, "mezo")) rc |= bench_mezo(&o);
+  else {
+    fprintf(stderr, "lmfuse-bench: unknown family '%s'\n", family);
+    usage(stderr);
+    return 2;
+  }
+  bench_print_json_lines();
+  return rc;
+}
