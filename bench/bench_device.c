@@ -80,6 +80,7 @@ void *bdev_alloc(bench_dev *d, size_t bytes) {
     return p;
   }
 #endif
+  (void)d;
   void *p = NULL;
   if (posix_memalign(&p, 64, bytes) != 0) {
     fprintf(stderr, "lmfuse-bench: out of host memory (%zu bytes)\n", bytes);

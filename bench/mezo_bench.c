@@ -37,7 +37,7 @@ static void run_perturb(void *p) {
 static void run_fused(void *p) {
   mezo_case *c = (mezo_case *)p;
   lmf_mezo_step_args_t a;
-  lmf_mezo_step_args_init(&a);
+  lmf_mezo_step_args_init(&a, sizeof a);
   a.seed = c->seed;
   a.grad = 0.5f;
   a.lr = 1e-6f;

@@ -16,18 +16,16 @@ int lmf_backend_available(int32_t backend) {
 
 int lmf_cuda_device_count(void) { return lmf_cuda_count_devices(); }
 
-lmf_status_t lmf_context_config_init(lmf_context_config_t *config) {
-  if (!config) return lmf_fail(LMF_ERR_NULL_POINTER, "lmf_context_config_init: config is NULL");
-  lmf_context_config_t d = LMF_CONTEXT_CONFIG_INIT;
-  *config = d;
-  return LMF_OK;
+lmf_status_t lmf_context_config_init(lmf_context_config_t *config, size_t struct_size) {
+  const lmf_context_config_t d = LMF_CONTEXT_CONFIG_INIT;
+  return lmf_init_struct(config, struct_size, &d, sizeof d, "lmf_context_config_init");
 }
 
 lmf_status_t lmf_context_create(lmf_context_t **out, const lmf_context_config_t *config) {
   if (!out) return lmf_fail(LMF_ERR_NULL_POINTER, "lmf_context_create: out is NULL");
   lmf_context_config_t cfg = LMF_CONTEXT_CONFIG_INIT;
   if (config) {
-    lmf_status_t st = lmf_check_struct(config, offsetof(lmf_context_config_t, backend) + sizeof(int32_t),
+    lmf_status_t st = lmf_check_struct(config, sizeof(lmf_context_config_t),
                                        sizeof(lmf_context_config_t), LMF_CONTEXT_CONFIG_VERSION,
                                        "lmf_context_create: config");
     if (st != LMF_OK) return st;

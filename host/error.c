@@ -73,3 +73,15 @@ lmf_status_t lmf_check_struct(const void *ptr, size_t min_size, size_t max_size,
                     version, max_version);
   return LMF_OK;
 }
+
+lmf_status_t lmf_init_struct(void *dst, size_t caller_size, const void *defaults, size_t lib_size,
+                             const char *what) {
+  if (!dst) return lmf_fail(LMF_ERR_NULL_POINTER, "%s: the struct pointer is NULL", what);
+  /* Version 1 of every struct is its current size; later versions only append. */
+  if (caller_size < lib_size || caller_size > lib_size)
+    return lmf_fail(LMF_ERR_STRUCT_SIZE, "%s: struct_size is %zu; this library's struct has %zu bytes "
+                    "(pass sizeof of the struct)", what, caller_size, lib_size);
+  memcpy(dst, defaults, caller_size);
+  memcpy(dst, &caller_size, sizeof caller_size);
+  return LMF_OK;
+}

@@ -28,6 +28,11 @@ lmf_status_t lmf_fail(lmf_status_t status, const char *fmt, ...) LMF_PRINTF(2, 3
 lmf_status_t lmf_check_struct(const void *ptr, size_t min_size, size_t max_size, uint32_t max_version,
                               const char *what);
 
+/* The body of every *_init(ptr, struct_size) function: copies struct_size bytes of `defaults` (a struct
+ * of lib_size bytes whose struct_size field is set) to dst and writes struct_size into its header. */
+lmf_status_t lmf_init_struct(void *dst, size_t caller_size, const void *defaults, size_t lib_size,
+                             const char *what);
+
 /* Reads the struct_size/version header of a config struct (assumed valid). */
 size_t lmf_struct_size_of(const void *ptr);
 

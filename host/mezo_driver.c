@@ -3,13 +3,13 @@
 
 #include "mezo_plan.h"
 
-lmf_status_t lmf_mezo_driver_args_init(lmf_mezo_driver_args_t *args) {
-  if (!args) return lmf_fail(LMF_ERR_NULL_POINTER, "lmf_mezo_driver_args_init: args is NULL");
-  memset(args, 0, sizeof *args);
-  args->struct_size = sizeof *args;
-  args->version = LMF_MEZO_DRIVER_ARGS_VERSION;
-  args->eps = 1e-3f;
-  return LMF_OK;
+lmf_status_t lmf_mezo_driver_args_init(lmf_mezo_driver_args_t *args, size_t struct_size) {
+  lmf_mezo_driver_args_t d;
+  memset(&d, 0, sizeof d);
+  d.struct_size = sizeof d;
+  d.version = LMF_MEZO_DRIVER_ARGS_VERSION;
+  d.eps = 1e-3f;
+  return lmf_init_struct(args, struct_size, &d, sizeof d, "lmf_mezo_driver_args_init");
 }
 
 /* Calls the loss; on failure restores the plan and reports. */
@@ -64,7 +64,7 @@ lmf_status_t lmf_mezo_train_step(lmf_mezo_plan_t *plan, const lmf_mezo_driver_ar
 
   float g = (lp - lm) / (2.0f * a.eps);
   lmf_mezo_step_args_t s;
-  lmf_mezo_step_args_init(&s);
+  lmf_mezo_step_args_init(&s, sizeof s);
   s.seed = a.seed;
   s.grad = g;
   s.lr = a.lr;

@@ -53,18 +53,20 @@ lmf_status_t lmf_mezo_restore(lmf_mezo_plan_t *plan, lmf_stream_t stream) {
   return perturb_to(plan, plan->pert_seed, -plan->pert_offset, 0.0f, stream);
 }
 
-lmf_status_t lmf_mezo_step_args_init(lmf_mezo_step_args_t *args) {
-  if (!args) return lmf_fail(LMF_ERR_NULL_POINTER, "lmf_mezo_step_args_init: args is NULL");
-  memset(args, 0, sizeof *args);
-  args->struct_size = sizeof *args;
-  args->version = LMF_MEZO_STEP_ARGS_VERSION;
-  return LMF_OK;
+lmf_status_t lmf_mezo_step_args_init(lmf_mezo_step_args_t *args, size_t struct_size) {
+  lmf_mezo_step_args_t d;
+  memset(&d, 0, sizeof d);
+  d.struct_size = sizeof d;
+  d.version = LMF_MEZO_STEP_ARGS_VERSION;
+  return lmf_init_struct(args, struct_size, &d, sizeof d, "lmf_mezo_step_args_init");
 }
 
 static lmf_status_t check_lr_wd(const char *fn, float lr, float wd) {
   if (!lmf_isfinite_f32(lr)) return lmf_fail(LMF_ERR_NONFINITE, "%s: lr is not finite", fn);
   if (!lmf_isfinite_f32(wd) || wd < 0.0f)
     return lmf_fail(LMF_ERR_INVALID_ARGUMENT, "%s: weight_decay must be finite and >= 0", fn);
+  if (!lmf_isfinite_f32(1.0f - lr * wd))
+    return lmf_fail(LMF_ERR_NONFINITE, "%s: the decay factor 1 - lr * weight_decay overflows", fn);
   return LMF_OK;
 }
 
@@ -111,12 +113,12 @@ lmf_status_t lmf_mezo_step(lmf_mezo_plan_t *plan, const lmf_mezo_step_args_t *ar
   return LMF_OK;
 }
 
-lmf_status_t lmf_mezo_multi_args_init(lmf_mezo_multi_args_t *args) {
-  if (!args) return lmf_fail(LMF_ERR_NULL_POINTER, "lmf_mezo_multi_args_init: args is NULL");
-  memset(args, 0, sizeof *args);
-  args->struct_size = sizeof *args;
-  args->version = LMF_MEZO_MULTI_ARGS_VERSION;
-  return LMF_OK;
+lmf_status_t lmf_mezo_multi_args_init(lmf_mezo_multi_args_t *args, size_t struct_size) {
+  lmf_mezo_multi_args_t d;
+  memset(&d, 0, sizeof d);
+  d.struct_size = sizeof d;
+  d.version = LMF_MEZO_MULTI_ARGS_VERSION;
+  return lmf_init_struct(args, struct_size, &d, sizeof d, "lmf_mezo_multi_args_init");
 }
 
 lmf_status_t lmf_mezo_update_multi(lmf_mezo_plan_t *plan, const lmf_mezo_multi_args_t *args,

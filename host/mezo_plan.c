@@ -4,11 +4,9 @@
 
 #include "mezo_plan.h"
 
-lmf_status_t lmf_mezo_config_init(lmf_mezo_config_t *config) {
-  if (!config) return lmf_fail(LMF_ERR_NULL_POINTER, "lmf_mezo_config_init: config is NULL");
-  lmf_mezo_config_t d = LMF_MEZO_CONFIG_INIT;
-  *config = d;
-  return LMF_OK;
+lmf_status_t lmf_mezo_config_init(lmf_mezo_config_t *config, size_t struct_size) {
+  const lmf_mezo_config_t d = LMF_MEZO_CONFIG_INIT;
+  return lmf_init_struct(config, struct_size, &d, sizeof d, "lmf_mezo_config_init");
 }
 
 typedef struct span {
@@ -111,8 +109,7 @@ lmf_status_t lmf_mezo_plan_create(lmf_mezo_plan_t **out, lmf_context_t *ctx,
                     num_tensors);
   lmf_mezo_config_t cfg = LMF_MEZO_CONFIG_INIT;
   if (config) {
-    lmf_status_t st = lmf_check_struct(config, offsetof(lmf_mezo_config_t, dist) + sizeof(int32_t),
-                                       sizeof(lmf_mezo_config_t), LMF_MEZO_CONFIG_VERSION,
+    lmf_status_t st = lmf_check_struct(config, sizeof(lmf_mezo_config_t), sizeof(lmf_mezo_config_t), LMF_MEZO_CONFIG_VERSION,
                                        "lmf_mezo_plan_create: config");
     if (st != LMF_OK) return st;
     memcpy(&cfg, config, lmf_struct_size_of(config));

@@ -163,12 +163,13 @@ lmf_status_t lmf_cpu_mezo_pass(const struct lmf_context *ctx, const lmf_mezo_tde
   float step = 0.0f;
   if (flags & LMF_PASS_UPDATE) {
     float g = grad_ptr ? *grad_ptr : pass->grad;
-    int skip = !lmf_isfinite_f32(g);
+    step = LMF_FMUL(pass->lr, g);
+    int skip = !lmf_isfinite_f32(step); /* g non-finite, or lr * g overflows */
     if (skipped_ptr) *skipped_ptr = skip;
-    if (skip)
+    if (skip) {
       flags &= ~(uint32_t)LMF_PASS_UPDATE;
-    else
-      step = LMF_FMUL(pass->lr, g);
+      step = 0.0f;
+    }
   }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads(ctx))
   for (int64_t c = 0; c < num_chunks; ++c)
@@ -213,8 +214,8 @@ lmf_status_t lmf_cpu_mezo_multi(const struct lmf_context *ctx, const lmf_mezo_td
   int skip = 0;
   for (int s = 0; s < pass->num_seeds; ++s) {
     float c = coeffs_ptr ? coeffs_ptr[s] : pass->coeffs[s];
-    skip |= !lmf_isfinite_f32(c);
     steps[s] = LMF_FMUL(pass->lr, c);
+    skip |= !lmf_isfinite_f32(steps[s]); /* c non-finite, or lr * c overflows */
   }
   if (skipped_ptr) *skipped_ptr = skip;
   if (skip) return LMF_OK;

@@ -13,8 +13,11 @@
  *   - a call that fails writes nothing to its outputs and changes no parameter;
  *   - the library never aborts, exits, or prints to stdout.
  *
- * Config structs start with `size_t struct_size` and `uint32_t version`, come with an init function
- * and an _INIT macro, and only grow at the end: fields past a caller's struct_size take their defaults.
+ * Config structs start with `size_t struct_size` and `uint32_t version`, come with an _INIT macro and
+ * an `_init(ptr, sizeof *ptr)` function, and only grow at the end. struct_size must be at least the
+ * size of version 1 of the struct and at most this library's size; fields a later version adds past
+ * a caller's struct_size take their defaults. The _init functions write exactly the caller's
+ * struct_size bytes, so a caller built against an older header is never overrun.
  */
 #ifndef LMFUSE_LMFUSE_H
 #define LMFUSE_LMFUSE_H
@@ -133,9 +136,10 @@ typedef struct lmf_context_config {
 #define LMF_CONTEXT_CONFIG_INIT \
   { sizeof(lmf_context_config_t), LMF_CONTEXT_CONFIG_VERSION, LMF_BACKEND_AUTO, 0, 0 }
 
-/* Fills *config with the defaults (the same as LMF_CONTEXT_CONFIG_INIT). For callers that cannot use
- * the macro, such as Python's ctypes. */
-LMF_API lmf_status_t lmf_context_config_init(lmf_context_config_t *config);
+/* Fills the first struct_size bytes of *config with the defaults (as LMF_CONTEXT_CONFIG_INIT) and sets
+ * config->struct_size = struct_size. Pass sizeof *config. For callers that cannot use the macro, such as
+ * Python's ctypes. */
+LMF_API lmf_status_t lmf_context_config_init(lmf_context_config_t *config, size_t struct_size);
 
 /* Creates a context. config may be NULL for the defaults. Asking for LMF_BACKEND_CUDA on a machine with
  * no device gives LMF_ERR_NO_DEVICE (or LMF_ERR_NOT_COMPILED in a CPU-only build); AUTO falls back to

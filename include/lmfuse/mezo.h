@@ -82,7 +82,8 @@ typedef struct lmf_mezo_config {
 
 typedef struct lmf_mezo_plan lmf_mezo_plan_t;
 
-LMF_API lmf_status_t lmf_mezo_config_init(lmf_mezo_config_t *config);
+/* Defaults into the first struct_size bytes (pass sizeof *ptr); see lmfuse.h. */
+LMF_API lmf_status_t lmf_mezo_config_init(lmf_mezo_config_t *config, size_t struct_size);
 
 /* Builds a plan over `num_tensors` tensors (0 is allowed: every pass is then a no-op). Checks every
  * descriptor (NULL data, numel < 1, offsets that overflow, unknown dtype, a master on an fp32 tensor is
@@ -132,7 +133,8 @@ typedef struct lmf_mezo_step_args {
                              else the same kind of memory as grad_ptr */
 } lmf_mezo_step_args_t;
 
-LMF_API lmf_status_t lmf_mezo_step_args_init(lmf_mezo_step_args_t *args);
+/* Defaults into the first struct_size bytes (pass sizeof *ptr); see lmfuse.h. */
+LMF_API lmf_status_t lmf_mezo_step_args_init(lmf_mezo_step_args_t *args, size_t struct_size);
 LMF_API lmf_status_t lmf_mezo_step(lmf_mezo_plan_t *plan, const lmf_mezo_step_args_t *args,
                                    lmf_stream_t stream);
 
@@ -152,7 +154,8 @@ typedef struct lmf_mezo_multi_args {
   int32_t *skipped_ptr;   /* optional, as in lmf_mezo_step_args_t */
 } lmf_mezo_multi_args_t;
 
-LMF_API lmf_status_t lmf_mezo_multi_args_init(lmf_mezo_multi_args_t *args);
+/* Defaults into the first struct_size bytes (pass sizeof *ptr); see lmfuse.h. */
+LMF_API lmf_status_t lmf_mezo_multi_args_init(lmf_mezo_multi_args_t *args, size_t struct_size);
 LMF_API lmf_status_t lmf_mezo_update_multi(lmf_mezo_plan_t *plan, const lmf_mezo_multi_args_t *args,
                                            lmf_stream_t stream);
 
@@ -190,7 +193,8 @@ typedef struct lmf_mezo_step_result {
   int32_t skipped;  /* 1 if grad was not finite and the update was skipped */
 } lmf_mezo_step_result_t;
 
-LMF_API lmf_status_t lmf_mezo_driver_args_init(lmf_mezo_driver_args_t *args);
+/* Defaults into the first struct_size bytes (pass sizeof *ptr); see lmfuse.h. */
+LMF_API lmf_status_t lmf_mezo_driver_args_init(lmf_mezo_driver_args_t *args, size_t struct_size);
 /* One MeZO step: [perturb +eps unless the plan already carries +eps z(seed)], loss, perturb -2 eps,
  * loss, fused restore + update [+ next perturbation]. result may be NULL. */
 LMF_API lmf_status_t lmf_mezo_train_step(lmf_mezo_plan_t *plan, const lmf_mezo_driver_args_t *args,

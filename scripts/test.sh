@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what is missing, then builds and tests
+#   1. the default build (the CUDA backend too when nvcc is found; its GPU cases skip without a GPU),
+#   2. a CPU-only build (LMF_CUDA=OFF),
+#   3. the CPU suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+# The Python bindings' pytest suite runs inside 1 and 2 (CTest label `python`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+jobs=$(nproc)
+run() { echo "+ $*"; "$@"; }
+
+run cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+run cmake --build build -j"$jobs"
+run ctest --test-dir build --output-on-failure -j"$jobs"
+
+run cmake -S . -B build-cpu -DCMAKE_BUILD_TYPE=Release -DLMF_CUDA=OFF
+run cmake --build build-cpu -j"$jobs"
+run ctest --test-dir build-cpu --output-on-failure -j"$jobs"
+
+run cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLMF_CUDA=OFF -DLMF_SANITIZE=ON \
+  -DLMF_BUILD_BENCH=OFF
+run cmake --build build-asan -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  run ctest --test-dir build-asan --output-on-failure -j"$jobs" -L cpu -LE python
