@@ -36,9 +36,13 @@ lmf_status_t lmf_mezo_train_step(lmf_mezo_plan_t *plan, const lmf_mezo_driver_ar
   const lmf_mezo_driver_args_t a = *args;
   if (!lmf_isfinite_f32(a.eps) || a.eps <= 0.0f)
     return lmf_fail(LMF_ERR_INVALID_ARGUMENT, "%s: eps must be finite and > 0", fn);
+  if (!lmf_isfinite_f32(-2.0f * a.eps))
+    return lmf_fail(LMF_ERR_NONFINITE, "%s: -2 * eps overflows", fn);
   if (!lmf_isfinite_f32(a.lr)) return lmf_fail(LMF_ERR_NONFINITE, "%s: lr is not finite", fn);
   if (!lmf_isfinite_f32(a.weight_decay) || a.weight_decay < 0.0f)
     return lmf_fail(LMF_ERR_INVALID_ARGUMENT, "%s: weight_decay must be finite and >= 0", fn);
+  if (!lmf_isfinite_f32(1.0f - a.lr * a.weight_decay))
+    return lmf_fail(LMF_ERR_NONFINITE, "%s: the decay factor 1 - lr * weight_decay overflows", fn);
   if (a.perturb_next != 0 && a.perturb_next != 1)
     return lmf_fail(LMF_ERR_INVALID_ARGUMENT, "%s: perturb_next is %d, must be 0 or 1", fn,
                     a.perturb_next);

@@ -15,11 +15,14 @@
  * and lmf_mezo_train_step, which runs a whole step around the caller's loss callback.
  *
  * z is a pure function of (seed, tensor uid, global element index i): Philox4x32-10 keyed by the seed
- * (key = low, high 32 bits), counter = (low32(i/4), high32(i/4), uid, domain); word i%4 of the output
- * gives the element's value. Gaussian: words (w0,w1) and (w2,w3) feed Box-Muller (cos for the even
- * element, sin for the odd one) through lmfuse's own log/sin/cos, so CPU and GPU agree bit for bit.
- * Rademacher: the sign of word i%4 (+1 or -1 exactly). z is therefore identical on every pass, backend,
- * launch geometry, sharding (pass the shard's global_offset) and tensor order.
+ * (key = low, high 32 bits), domain word 0x5a000000.
+ *   Gaussian: counter = (low32(i/4), high32(i/4), uid, domain); words (w0,w1) and (w2,w3) of the output
+ *   feed Box-Muller (cos for the even element, sin for the odd one) through lmfuse's own log/sin/cos,
+ *   so CPU and GPU agree bit for bit.
+ *   Rademacher: counter = (low32(i/128), high32(i/128), uid, domain); the element is -1 if bit i%32 of
+ *   word (i%128)/32 is set, else +1 (exactly). One Philox output serves 128 elements.
+ * z is therefore identical on every pass, backend, launch geometry, sharding (pass the shard's
+ * global_offset) and tensor order. docs/mezo.md gives the full definition.
  *
  * Arithmetic is fp32 with one rounding per stored value. Precision modes for 16-bit parameters:
  *   - plain (round to nearest even): each pass rounds to 16 bits, so restore is not exact;

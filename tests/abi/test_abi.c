@@ -1,0 +1,187 @@
+/* Pins the ABI: enum values, constants, and the size and field offsets of every public struct on
+ * x86-64 Linux, as literal numbers. A change here breaks every compiled caller and every ctypes
+ * binding: it needs a new SONAME, not a test update. Also checks that only public symbols are exported. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stddef.h>
+
+#include "lmf_check.h"
+#include "lmfuse/lmfuse.h"
+#include "lmfuse/mezo.h"
+
+#define PIN(expr, value) LMF_CHECK_EQ_INT((expr), (value))
+
+void test_abi_enums(void) {
+  PIN(LMF_OK, 0);
+  PIN(LMF_ERR_INVALID_ARGUMENT, 1);
+  PIN(LMF_ERR_NULL_POINTER, 2);
+  PIN(LMF_ERR_UNSUPPORTED_DTYPE, 3);
+  PIN(LMF_ERR_INVALID_SIZE, 4);
+  PIN(LMF_ERR_STRUCT_SIZE, 5);
+  PIN(LMF_ERR_OVERLAP, 6);
+  PIN(LMF_ERR_OUT_OF_MEMORY, 7);
+  PIN(LMF_ERR_NO_DEVICE, 8);
+  PIN(LMF_ERR_NOT_COMPILED, 9);
+  PIN(LMF_ERR_CUDA, 10);
+  PIN(LMF_ERR_INVALID_STATE, 11);
+  PIN(LMF_ERR_CALLBACK, 12);
+  PIN(LMF_ERR_NONFINITE, 13);
+  PIN(LMF_ERR_IO, 14);
+  PIN(LMF_ERR_PARSE, 15);
+  PIN(LMF_ERR_INTERNAL, 16);
+
+  PIN(LMF_BACKEND_AUTO, 0);
+  PIN(LMF_BACKEND_CPU, 1);
+  PIN(LMF_BACKEND_CUDA, 2);
+
+  PIN(LMF_DTYPE_F32, 0);
+  PIN(LMF_DTYPE_F16, 1);
+  PIN(LMF_DTYPE_BF16, 2);
+  PIN(LMF_DTYPE_I32, 3);
+  PIN(LMF_DTYPE_I64, 4);
+
+  PIN(LMF_MEZO_GAUSSIAN, 0);
+  PIN(LMF_MEZO_RADEMACHER, 1);
+  PIN(LMF_ROUND_NEAREST, 0);
+  PIN(LMF_ROUND_STOCHASTIC, 1);
+
+  PIN(LMF_MEZO_MAX_SEEDS, 64);
+  PIN(LMF_CONTEXT_CONFIG_VERSION, 1);
+  PIN(LMF_MEZO_CONFIG_VERSION, 1);
+  PIN(LMF_MEZO_STEP_ARGS_VERSION, 1);
+  PIN(LMF_MEZO_MULTI_ARGS_VERSION, 1);
+  PIN(LMF_MEZO_DRIVER_ARGS_VERSION, 1);
+
+  /* Enums are passed as int32_t fields: they must be int-sized. */
+  PIN(sizeof(lmf_status_t), 4);
+  PIN(sizeof(lmf_backend_t), 4);
+  PIN(sizeof(lmf_dtype_t), 4);
+  PIN(sizeof(lmf_mezo_dist_t), 4);
+  PIN(sizeof(lmf_rounding_t), 4);
+  PIN(sizeof(lmf_stream_t), sizeof(void *));
+}
+
+void test_abi_structs(void) {
+#if !(defined(__x86_64__) && defined(__linux__))
+  LMF_SKIP("the pinned layout is x86-64 Linux's");
+#else
+  PIN(sizeof(lmf_context_config_t), 24);
+  PIN(offsetof(lmf_context_config_t, struct_size), 0);
+  PIN(offsetof(lmf_context_config_t, version), 8);
+  PIN(offsetof(lmf_context_config_t, backend), 12);
+  PIN(offsetof(lmf_context_config_t, device), 16);
+  PIN(offsetof(lmf_context_config_t, cpu_threads), 20);
+
+  PIN(sizeof(lmf_mezo_tensor_t), 48);
+  PIN(offsetof(lmf_mezo_tensor_t, data), 0);
+  PIN(offsetof(lmf_mezo_tensor_t, master), 8);
+  PIN(offsetof(lmf_mezo_tensor_t, numel), 16);
+  PIN(offsetof(lmf_mezo_tensor_t, global_offset), 24);
+  PIN(offsetof(lmf_mezo_tensor_t, uid), 32);
+  PIN(offsetof(lmf_mezo_tensor_t, dtype), 36);
+  PIN(offsetof(lmf_mezo_tensor_t, weight_decay), 40);
+  PIN(offsetof(lmf_mezo_tensor_t, reserved), 44);
+
+  PIN(sizeof(lmf_mezo_config_t), 24);
+  PIN(offsetof(lmf_mezo_config_t, struct_size), 0);
+  PIN(offsetof(lmf_mezo_config_t, version), 8);
+  PIN(offsetof(lmf_mezo_config_t, dist), 12);
+  PIN(offsetof(lmf_mezo_config_t, rounding), 16);
+
+  PIN(sizeof(lmf_mezo_step_args_t), 72);
+  PIN(offsetof(lmf_mezo_step_args_t, struct_size), 0);
+  PIN(offsetof(lmf_mezo_step_args_t, version), 8);
+  PIN(offsetof(lmf_mezo_step_args_t, seed), 16);
+  PIN(offsetof(lmf_mezo_step_args_t, grad), 24);
+  PIN(offsetof(lmf_mezo_step_args_t, lr), 28);
+  PIN(offsetof(lmf_mezo_step_args_t, weight_decay), 32);
+  PIN(offsetof(lmf_mezo_step_args_t, perturb_next), 36);
+  PIN(offsetof(lmf_mezo_step_args_t, next_seed), 40);
+  PIN(offsetof(lmf_mezo_step_args_t, next_scale), 48);
+  PIN(offsetof(lmf_mezo_step_args_t, grad_ptr), 56);
+  PIN(offsetof(lmf_mezo_step_args_t, skipped_ptr), 64);
+
+  PIN(sizeof(lmf_mezo_multi_args_t), 64);
+  PIN(offsetof(lmf_mezo_multi_args_t, struct_size), 0);
+  PIN(offsetof(lmf_mezo_multi_args_t, version), 8);
+  PIN(offsetof(lmf_mezo_multi_args_t, num_seeds), 16);
+  PIN(offsetof(lmf_mezo_multi_args_t, seeds), 24);
+  PIN(offsetof(lmf_mezo_multi_args_t, coeffs), 32);
+  PIN(offsetof(lmf_mezo_multi_args_t, coeffs_ptr), 40);
+  PIN(offsetof(lmf_mezo_multi_args_t, lr), 48);
+  PIN(offsetof(lmf_mezo_multi_args_t, weight_decay), 52);
+  PIN(offsetof(lmf_mezo_multi_args_t, skipped_ptr), 56);
+
+  PIN(sizeof(lmf_mezo_driver_args_t), 48);
+  PIN(offsetof(lmf_mezo_driver_args_t, struct_size), 0);
+  PIN(offsetof(lmf_mezo_driver_args_t, version), 8);
+  PIN(offsetof(lmf_mezo_driver_args_t, seed), 16);
+  PIN(offsetof(lmf_mezo_driver_args_t, eps), 24);
+  PIN(offsetof(lmf_mezo_driver_args_t, lr), 28);
+  PIN(offsetof(lmf_mezo_driver_args_t, weight_decay), 32);
+  PIN(offsetof(lmf_mezo_driver_args_t, perturb_next), 36);
+  PIN(offsetof(lmf_mezo_driver_args_t, next_seed), 40);
+
+  PIN(sizeof(lmf_mezo_step_result_t), 16);
+  PIN(offsetof(lmf_mezo_step_result_t, loss_plus), 0);
+  PIN(offsetof(lmf_mezo_step_result_t, loss_minus), 4);
+  PIN(offsetof(lmf_mezo_step_result_t, grad), 8);
+  PIN(offsetof(lmf_mezo_step_result_t, skipped), 12);
+#endif
+}
+
+/* The _INIT macros and the _init functions agree, and struct_size/version come first. */
+void test_abi_init(void) {
+  lmf_context_config_t cc = LMF_CONTEXT_CONFIG_INIT;
+  PIN(cc.struct_size, sizeof cc);
+  PIN(cc.version, LMF_CONTEXT_CONFIG_VERSION);
+  lmf_mezo_config_t mc = LMF_MEZO_CONFIG_INIT, mi;
+  PIN(mc.struct_size, sizeof mc);
+  PIN(mc.version, LMF_MEZO_CONFIG_VERSION);
+  PIN(mc.dist, LMF_MEZO_GAUSSIAN);
+  PIN(mc.rounding, LMF_ROUND_NEAREST);
+  LMF_CHECK_OK(lmf_mezo_config_init(&mi, sizeof mi));
+  PIN(mi.struct_size, sizeof mi);
+  PIN(mi.version, LMF_MEZO_CONFIG_VERSION);
+  PIN(mi.dist, LMF_MEZO_GAUSSIAN);
+  PIN(mi.rounding, LMF_ROUND_NEAREST);
+
+  lmf_mezo_step_args_t sa;
+  LMF_CHECK_OK(lmf_mezo_step_args_init(&sa, sizeof sa));
+  PIN(sa.struct_size, sizeof sa);
+  PIN(sa.version, LMF_MEZO_STEP_ARGS_VERSION);
+  LMF_CHECK(sa.grad_ptr == NULL && sa.skipped_ptr == NULL && sa.perturb_next == 0);
+  LMF_CHECK(sa.lr == 0.0f && sa.weight_decay == 0.0f);
+  lmf_mezo_multi_args_t ma;
+  LMF_CHECK_OK(lmf_mezo_multi_args_init(&ma, sizeof ma));
+  PIN(ma.struct_size, sizeof ma);
+  PIN(ma.version, LMF_MEZO_MULTI_ARGS_VERSION);
+  LMF_CHECK(ma.seeds == NULL && ma.coeffs == NULL && ma.coeffs_ptr == NULL && ma.skipped_ptr == NULL);
+  lmf_mezo_driver_args_t da;
+  LMF_CHECK_OK(lmf_mezo_driver_args_init(&da, sizeof da));
+  PIN(da.struct_size, sizeof da);
+  PIN(da.version, LMF_MEZO_DRIVER_ARGS_VERSION);
+  LMF_CHECK(da.eps == 1e-3f); /* the documented default (spec: eps = 1e-3) */
+  PIN(da.perturb_next, 0);
+}
+
+/* Only lmf_* API functions are exported; internal helpers (also named lmf_*) stay hidden. */
+void test_abi_exports(void) {
+  const char *public_fns[] = {"lmf_version", "lmf_version_string", "lmf_status_string", "lmf_last_error",
+                              "lmf_clear_error", "lmf_dtype_size", "lmf_dtype_name", "lmf_convert_host",
+                              "lmf_backend_available", "lmf_cuda_device_count", "lmf_context_config_init",
+                              "lmf_context_create", "lmf_context_destroy", "lmf_context_backend",
+                              "lmf_stream_synchronize", "lmf_mezo_config_init", "lmf_mezo_plan_create",
+                              "lmf_mezo_plan_destroy", "lmf_mezo_plan_numel", "lmf_mezo_plan_perturbation",
+                              "lmf_mezo_perturb", "lmf_mezo_restore", "lmf_mezo_step_args_init",
+                              "lmf_mezo_step", "lmf_mezo_multi_args_init", "lmf_mezo_update_multi",
+                              "lmf_mezo_fill_z", "lmf_mezo_driver_args_init", "lmf_mezo_train_step",
+                              "lmf_philox4x32_10"};
+  for (size_t i = 0; i < sizeof public_fns / sizeof public_fns[0]; ++i)
+    LMF_CHECK_MSG(dlsym(RTLD_DEFAULT, public_fns[i]) != NULL, "%s is not exported", public_fns[i]);
+  const char *internal[] = {"lmf_fail", "lmf_check_struct", "lmf_struct_size_of", "lmf_is_float_dtype",
+                            "lmf_cpu_mezo_pass", "lmf_cpu_mezo_multi", "lmf_cpu_mezo_fill_z",
+                            "lmf_cuda_compiled", "lmf_cuda_count_devices", "lmf_mezo_run_pass"};
+  for (size_t i = 0; i < sizeof internal / sizeof internal[0]; ++i)
+    LMF_CHECK_MSG(dlsym(RTLD_DEFAULT, internal[i]) == NULL, "internal symbol %s is exported", internal[i]);
+}

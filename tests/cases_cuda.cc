@@ -1,0 +1,12 @@
+// The CUDA cases (label cuda): each compares the CUDA backend with the CPU backend and is reported
+// SKIPPED when no CUDA device is usable (or the build has no CUDA backend).
+#include "lmf_register.h"
+
+LMF_CASE(Cuda, ContextAndDevices, test_cuda_context)
+LMF_CASE(Cuda, PhiloxViaFillZ, test_cuda_philox_via_fill_z)
+LMF_CASE(Cuda, PassesMatchCpu, test_cuda_passes_match_cpu)
+LMF_CASE(Cuda, UserStream, test_cuda_user_stream)
+LMF_CASE(Cuda, DeviceGradAndSkipFlags, test_cuda_device_grad_and_skip_flags)
+LMF_CASE(Cuda, TrainStepsMatchCpu, test_cuda_train_steps_match_cpu)
+LMF_CASE(Cuda, EmptyPlan, test_cuda_empty_plan)
+LMF_CASE(MezoSpec, V11_MoreThan2e31ElementsCuda, test_cuda_more_than_2e31_elements)
