@@ -179,10 +179,10 @@ lmf_status_t lmf_mezo_plan_create(lmf_mezo_plan_t **out, lmf_context_t *ctx,
       plan_free(p);
       return st;
     }
-  } else {
-    p->d_tensors = p->tensors;
+  } else if (ctx->backend != LMF_BACKEND_CUDA) {
+    p->d_tensors = p->tensors; /* the CPU backend reads the host tables */
     p->d_chunks = p->chunks;
-  }
+  } /* an empty CUDA plan has no device tables: its passes launch nothing */
   *out = p;
   return LMF_OK;
 }

@@ -25,26 +25,26 @@ log "build rc=$rc in $(( $(date +%s) - t0 ))s"
 [ $rc -eq 0 ] || { tail -40 "$OUT/build.log"; exit 1; }
 
 t0=$(date +%s)
-ctest --test-dir "$B" -L cuda --output-on-failure -j4 > "$OUT/ctest-cuda.log" 2>&1
-log "ctest -L cuda rc=$? in $(( $(date +%s) - t0 ))s: $(grep -E 'tests passed|tests failed' "$OUT/ctest-cuda.log")"
-grep -E "Failed|\*\*\*" "$OUT/ctest-cuda.log" | head -20 | tee -a "$OUT/summary.txt"
+ctest --test-dir "$B" --output-on-failure -j8 > "$OUT/ctest.log" 2>&1
+log "ctest (all labels) rc=$? in $(( $(date +%s) - t0 ))s: $(grep -E 'tests passed|tests failed' "$OUT/ctest.log")"
+grep -E "\(Failed\)|\(Skipped\)|Not Run" "$OUT/ctest.log" | head -20 | tee -a "$OUT/summary.txt"
 
 # compute-sanitizer memcheck over the CUDA test binary (small cases only: it is slow).
-cuda_bin=$(find "$B/tests" -maxdepth 2 -type f -name 'lmf_tests_cuda*' -perm -u+x | head -1)
-if [ -n "$cuda_bin" ] && command -v compute-sanitizer > /dev/null; then
+cuda_bin="$B/tests/lmfuse_cuda_tests"
+if [ -x "$cuda_bin" ] && command -v compute-sanitizer > /dev/null; then
   t0=$(date +%s)
-  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$cuda_bin" \
-    --gtest_filter="${LMF_SANITIZER_FILTER:--*Large*:*Stats*:*Convergence*}" > "$OUT/sanitizer.log" 2>&1
+  timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$cuda_bin" \
+    --gtest_filter="${LMF_SANITIZER_FILTER:--*2e31*}" > "$OUT/sanitizer.log" 2>&1
   log "compute-sanitizer memcheck rc=$? in $(( $(date +%s) - t0 ))s: $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"
 fi
 
 t0=$(date +%s)
-"$B/bench/lmfuse-bench" mezo --repeats 20 > "$OUT/bench-mezo.log" 2>&1
+LMFUSE_PYTHON=python3 "$B/bench/lmfuse-bench" mezo --repeats 20 > "$OUT/bench-mezo.log" 2>&1
 log "bench rc=$? in $(( $(date +%s) - t0 ))s"
 sed -n '/MeZO passes/,/^extra/p' "$OUT/bench-mezo.log" | tee -a "$OUT/summary.txt"
 
 t0=$(date +%s)
 LMFUSE_LIBRARY="$B/host/liblmfuse.so" PYTHONPATH="$ROOT/python_bindings" \
-  timeout 200 python3 -m pytest -q -x "$ROOT/tests/python" > "$OUT/pytest.log" 2>&1
+  timeout 120 python3 -m pytest -q -x "$ROOT/tests/python" > "$OUT/pytest.log" 2>&1
 log "pytest rc=$? in $(( $(date +%s) - t0 ))s: $(tail -1 "$OUT/pytest.log")"
 cat "$OUT/summary.txt" > /dev/null
