@@ -114,6 +114,50 @@ static void sub_block(float *x, float s, const float *z, int n) {
   for (int k = 0; k < n; ++k) x[k] = LMF_FSUB(x[k], LMF_FMUL(s, z[k]));
 }
 
+/* lmf_mezo_elem over a block in one loop; the flags are compile-time constants at every call site
+ * below, so each combination becomes its own branch-free vectorised loop. */
+static inline __attribute__((always_inline)) void elem_block(float *v, const float *za, const float *zb,
+                                                             int n, const int fa, const int fdec,
+                                                             const int fstep, const int fb, float add_a,
+                                                             float decay, float step, float add_b) {
+  for (int k = 0; k < n; ++k) {
+    float x = v[k];
+    if (fa) x = LMF_FADD(x, LMF_FMUL(add_a, za[k]));
+    if (fdec) x = LMF_FMUL(x, decay);
+    if (fstep) x = LMF_FSUB(x, LMF_FMUL(step, za[k]));
+    if (fb) x = LMF_FADD(x, LMF_FMUL(add_b, zb[k]));
+    v[k] = x;
+  }
+}
+
+static inline __attribute__((always_inline)) void elem_block_dispatch(float *v, const float *za,
+                                                                      const float *zb, int n, int fa,
+                                                                      int fdec, int fstep, int fb,
+                                                                      float add_a, float decay,
+                                                                      float step, float add_b) {
+#define LMF_EB(A, D, S, B) elem_block(v, za, zb, n, A, D, S, B, add_a, decay, step, add_b)
+  switch ((fa << 3) | (fdec << 2) | (fstep << 1) | fb) {
+    case 0: break;
+    case 1: LMF_EB(0, 0, 0, 1); break;
+    case 2: LMF_EB(0, 0, 1, 0); break;
+    case 3: LMF_EB(0, 0, 1, 1); break;
+    case 4: LMF_EB(0, 1, 0, 0); break;
+    case 5: LMF_EB(0, 1, 0, 1); break;
+    case 6: LMF_EB(0, 1, 1, 0); break;
+    case 7: LMF_EB(0, 1, 1, 1); break;
+    case 8: LMF_EB(1, 0, 0, 0); break;
+    case 9: LMF_EB(1, 0, 0, 1); break;
+    case 10: LMF_EB(1, 0, 1, 0); break;
+    case 11: LMF_EB(1, 0, 1, 1); break;
+    case 12: LMF_EB(1, 1, 0, 0); break;
+    case 13: LMF_EB(1, 1, 0, 1); break;
+    case 14: LMF_EB(1, 1, 1, 0); break;
+    default: LMF_EB(1, 1, 1, 1); break;
+  }
+#undef LMF_EB
+}
+
+LMF_VECTOR_CLONES
 static void pass_chunk(const lmf_mezo_tdesc *t, int64_t begin, int64_t end, const lmf_mezo_pass *p,
                        uint32_t flags, float step) {
   float za[BUF], zb[BUF], x[BUF];
@@ -137,11 +181,13 @@ static void pass_chunk(const lmf_mezo_tdesc *t, int64_t begin, int64_t end, cons
       if (flags & LMF_PASS_MASTER_B) axpy_block(x, p->m_off, zb, n);
       store_block(t->data, t->dtype, j0, n, x, NULL);
     } else { /* see lmf_mezo_elem */
-      load_block(t->data, t->dtype, j0, n, x);
-      if (flags & LMF_PASS_ADD_A) axpy_block(x, p->add_a, za, n);
-      if (update && t->decay) scale_block(x, p->decay, n);
-      if (update && step != 0.0f) sub_block(x, step, za, n);
-      if (flags & LMF_PASS_ADD_B) axpy_block(x, p->add_b, zb, n);
+      /* fp32 works in place; 16-bit through the fp32 block x */
+      float *v = t->dtype == LMF_DTYPE_F32 ? (float *)t->data + j0 : x;
+      if (v == x) load_block(t->data, t->dtype, j0, n, x);
+      elem_block_dispatch(v, za, zb, n, (flags & LMF_PASS_ADD_A) != 0, update && t->decay,
+                          update && step != 0.0f, (flags & LMF_PASS_ADD_B) != 0, p->add_a, p->decay,
+                          step, p->add_b);
+      if (v != x) continue;
       const uint32_t *r = NULL;
       if (stochastic) {
         gen_round_words(p->seed_a, t->uid, p->nonce, i0, n, rw);
@@ -177,6 +223,7 @@ lmf_status_t lmf_cpu_mezo_pass(const struct lmf_context *ctx, const lmf_mezo_tde
   return LMF_OK;
 }
 
+LMF_VECTOR_CLONES
 static void multi_chunk(const lmf_mezo_tdesc *t, int64_t begin, int64_t end, const lmf_mezo_multi_pass *m,
                         const float *steps) {
   float z[BUF], x[BUF];

@@ -106,11 +106,17 @@ LMF_AVX512 static void rows_avx512(uint64_t seed, uint32_t uid, uint32_t domain,
   if (k < ng) rows_avx2(seed, uid, domain, g0 + (uint64_t)k, ng - k, out + k);
 }
 
+/* Rounds ng up to whole vectors: the extra lanes cost nothing and the rows have room (see the header). */
+static int round_up(int ng, int lanes) {
+  int r = (ng + lanes - 1) / lanes * lanes;
+  return r <= LMF_PHILOX_BATCH ? r : ng;
+}
+
 void lmf_cpu_philox_rows(uint64_t seed, uint32_t uid, uint32_t domain, uint64_t g0, int ng, uint32_t *out) {
-  if (__builtin_cpu_supports("avx512f"))
-    rows_avx512(seed, uid, domain, g0, ng, out);
+  if (__builtin_cpu_supports("avx512f") && ng > 8)
+    rows_avx512(seed, uid, domain, g0, round_up(ng, 16), out);
   else if (__builtin_cpu_supports("avx2"))
-    rows_avx2(seed, uid, domain, g0, ng, out);
+    rows_avx2(seed, uid, domain, g0, round_up(ng, 8), out);
   else
     rows_portable(seed, uid, domain, g0, ng, out);
 }

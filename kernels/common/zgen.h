@@ -2,7 +2,7 @@
  *
  * Philox4x32-10, key = (low32(seed), high32(seed)), counter = (low32(i/4), high32(i/4), uid, domain);
  * element i takes word i%4. Gaussian: Box-Muller on (w0,w1) -> elements 4k, 4k+1 and (w2,w3) ->
- * 4k+2, 4k+3 (cos for the even element, sin for the odd one). Rademacher: the top bit of the word.
+ * 4k+2, 4k+3 (cos for the even element, sin for the odd one).
  * log, sin and cos are computed here with +, -, *, / and sqrt only (each correctly rounded on both
  * backends, never contracted), so CPU and GPU give the same bits. */
 #ifndef LMF_COMMON_ZGEN_H
