@@ -1,8 +1,10 @@
 /* z for MeZO: a pure function of (seed, tensor uid, global element index, distribution).
  *
- * Philox4x32-10, key = (low32(seed), high32(seed)), counter = (low32(i/4), high32(i/4), uid, domain);
- * element i takes word i%4. Gaussian: Box-Muller on (w0,w1) -> elements 4k, 4k+1 and (w2,w3) ->
- * 4k+2, 4k+3 (cos for the even element, sin for the odd one).
+ * Philox4x32-10, key = (low32(seed), high32(seed)).
+ * Gaussian: counter = (low32(i/4), high32(i/4), uid, domain); element i takes word i%4: Box-Muller on
+ * (w0,w1) -> elements 4k, 4k+1 and (w2,w3) -> 4k+2, 4k+3 (cos for the even element, sin for the odd).
+ * Rademacher needs one bit, not 32, so it takes all 128: element i is -1 when bit i%32 of word
+ * (i%128)/32 of the output for counter (low32(i/128), high32(i/128), uid, domain) is set, else +1.
  * log, sin and cos are computed here with +, -, *, / and sqrt only (each correctly rounded on both
  * backends, never contracted), so CPU and GPU give the same bits. */
 #ifndef LMF_COMMON_ZGEN_H
