@@ -36,6 +36,10 @@ if [ -x "$cuda_bin" ] && command -v compute-sanitizer > /dev/null; then
   timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$cuda_bin" \
     --gtest_filter="${LMF_SANITIZER_FILTER:--*2e31*}" > "$OUT/sanitizer.log" 2>&1
   log "compute-sanitizer memcheck rc=$? in $(( $(date +%s) - t0 ))s: $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"
+  t0=$(date +%s)
+  timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 "$cuda_bin" \
+    --gtest_filter='Cuda.PassesMatchCpu:Cuda.TrainStepsMatchCpu' > "$OUT/racecheck.log" 2>&1
+  log "compute-sanitizer racecheck rc=$? in $(( $(date +%s) - t0 ))s: $(grep -E 'ERROR SUMMARY' "$OUT/racecheck.log" | tail -1)"
 fi
 
 t0=$(date +%s)
