@@ -81,6 +81,26 @@ def fill_z(context, n, seed, uid=0, offset=0, dist="gaussian", out=None, stream=
     return result
 
 
+def _skip_flag(args, skipped, host_value, ctx, host_reason):
+    """Points args.skipped_ptr at the caller's int32 tensor ``skipped`` or, where the flag is host
+    memory (a host g, or a CPU context), at a fresh c_int32 that is returned for reading after the
+    call. Returns None when the flag lives on the device."""
+    if skipped is not None:
+        s = describe(skipped, "skipped", (_ffi.LMF_DTYPE_I32,))
+        if host_value:
+            if s.device != ("cpu", 0):
+                raise ValueError("skipped must be a CPU tensor when " + host_reason)
+        else:
+            check_device(s, ctx, "skipped")
+        args.skipped_ptr = s.ptr
+        return None
+    if host_value or ctx.backend == "cpu":
+        flag = ctypes.c_int32(0)
+        args.skipped_ptr = ctypes.addressof(flag)
+        return flag
+    return None
+
+
 class Plan:
     """A MeZO plan over a list of parameter tensors; see the module docstring.
 
@@ -209,19 +229,9 @@ class Plan:
             args.perturb_next = 1
             args.next_seed = _seed(next_seed, "next_seed")
             args.next_scale = float(next_scale)
-        flag = ctypes.c_int32(0)
-        if skipped is not None:
-            s = describe(skipped, "skipped", (_ffi.LMF_DTYPE_I32,))
-            if host_grad:
-                if s.device != ("cpu", 0):
-                    raise ValueError("skipped must be a CPU tensor when grad is a host float")
-            else:
-                check_device(s, ctx, "skipped")
-            args.skipped_ptr = s.ptr
-        elif host_grad or ctx.backend == "cpu":
-            args.skipped_ptr = ctypes.addressof(flag)
+        flag = _skip_flag(args, skipped, host_grad, ctx, "grad is a host float")
         check(_ffi.lib().lmf_mezo_step(self.handle, ctypes.byref(args), self._stream(stream)))
-        if skipped is None and (host_grad or ctx.backend == "cpu"):
+        if flag is not None:
             return bool(flag.value)
         if skipped is not None and ctx.backend == "cpu":
             return bool(int(skipped.reshape(-1)[0]))
@@ -251,19 +261,9 @@ class Plan:
             if c.numel < n:
                 raise ValueError("coeffs has %d elements for %d seeds" % (c.numel, n))
             args.coeffs_ptr = c.ptr
-        flag = ctypes.c_int32(0)
-        if skipped is not None:
-            s = describe(skipped, "skipped", (_ffi.LMF_DTYPE_I32,))
-            if host_coeffs:
-                if s.device != ("cpu", 0):
-                    raise ValueError("skipped must be a CPU tensor when coeffs are host floats")
-            else:
-                check_device(s, ctx, "skipped")
-            args.skipped_ptr = s.ptr
-        elif host_coeffs or ctx.backend == "cpu":
-            args.skipped_ptr = ctypes.addressof(flag)
+        flag = _skip_flag(args, skipped, host_coeffs, ctx, "coeffs are host floats")
         check(_ffi.lib().lmf_mezo_update_multi(self.handle, ctypes.byref(args), self._stream(stream)))
-        if skipped is None and (host_coeffs or ctx.backend == "cpu"):
+        if flag is not None:
             return bool(flag.value)
         return None
 
