@@ -33,7 +33,7 @@
  *     exact and updates accumulate in fp32.
  *
  * The plan remembers, on the host, the perturbation it currently carries (seed and total offset), so a
- * step restores exactly what was added. All calls enqueue on `stream` (CUDA) and return; none syncs the
+ * step restores exactly what was added. A plan is not thread-safe: serialise the calls on one plan. All calls enqueue on `stream` (CUDA) and return; none syncs the
  * host, allocates, or frees. Pointers are device pointers on a CUDA context and host pointers on a CPU
  * context.
  */
