@@ -5,5 +5,6 @@
 #include "bench_util.h"
 
 int bench_mezo(const bench_opts *o);
+int bench_logits(const bench_opts *o);
 
 #endif

@@ -10,7 +10,7 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: lmfuse-bench [mezo|all] [options]\n"
+          "usage: lmfuse-bench [mezo|logits|all] [options]\n"
           "  --backend auto|cpu|cuda   default auto: the GPU if present, else the CPU\n"
           "  --numel N                 MeZO parameters (default 1e8)\n"
           "  --tensors T               tensors they are split into (default 100)\n"
@@ -64,12 +64,14 @@ int main(int argc, char **argv) {
   printf("lmfuse %s\n", lmf_version_string());
   int rc = 0;
   int all = !strcmp(family, "all");
-  if (all || !strcmp(family, "mezo")) rc |= bench_mezo(&o);
-  else {
+  int known = all || !strcmp(family, "mezo") || !strcmp(family, "logits");
+  if (!known) {
     fprintf(stderr, "lmfuse-bench: unknown family '%s'\n", family);
     usage(stderr);
     return 2;
   }
+  if (all || !strcmp(family, "mezo")) rc |= bench_mezo(&o);
+  if (all || !strcmp(family, "logits")) rc |= bench_logits(&o);
   bench_print_json_lines();
   return rc;
 }

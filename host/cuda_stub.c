@@ -1,5 +1,6 @@
 /* The CUDA entry points of a CPU-only build (LMF_CUDA=OFF or no nvcc): CUDA is never available. */
 #include "internal.h"
+#include "logits_backend.h"
 #include "mezo_backend.h"
 
 static lmf_status_t not_compiled(void) {
@@ -42,5 +43,15 @@ lmf_status_t lmf_cuda_mezo_fill_z(const struct lmf_context *ctx, int32_t dist, u
                                   uint32_t uid, int64_t goff, int64_t n, float *out,
                                   lmf_stream_t stream) {
   (void)ctx; (void)dist; (void)seed; (void)uid; (void)goff; (void)n; (void)out; (void)stream;
+  return not_compiled();
+}
+lmf_status_t lmf_cuda_logits_workspace(const struct lmf_context *ctx, const lmf_lg_job *job,
+                                       size_t *bytes) {
+  (void)ctx; (void)job; (void)bytes;
+  return not_compiled();
+}
+lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job *job, void *workspace,
+                                 size_t workspace_bytes, lmf_stream_t stream) {
+  (void)ctx; (void)job; (void)workspace; (void)workspace_bytes; (void)stream;
   return not_compiled();
 }

@@ -8,6 +8,10 @@
 What is here:
     MeZO                     the optimizer (torch tensors, CPU or CUDA); lmfuse.optim
     Plan, fill_z             the low-level MeZO passes (torch tensors or numpy arrays); lmfuse.mezo
+    combine_logits           fused multi-model logit combination + sampling (EFT, proxy-tuning,
+                             DExperts, contrastive, CFG, GeDi); with LogitsInput, SparseLogitsInput,
+                             GeDi, GeDiState, verify_draft and the method helpers eft, proxy_tune,
+                             dexperts, contrastive, cfg, emulated_disalignment, gedi; lmfuse.logits
     Context                  which backend runs the work ("auto", "cpu", "cuda")
     LmfuseError              raised by every failed library call (.status, .status_name, .message)
     version(), version_string(), backend_available(name), cuda_device_count(), library_path()
@@ -22,14 +26,22 @@ from .context import Context
 from .errors import LmfuseError
 from .mezo import Plan, StepResult, fill_z
 
+from .logits import (ROW_ALL_MASKED, ROW_BAD_INDEX, ROW_NONFINITE, ROW_OK, DraftResult, GeDi,
+                     GeDiState, LogitsInput, LogitsResult, SparseLogitsInput, cfg, combine_logits,
+                     contrastive, dexperts, eft, emulated_disalignment, gedi, proxy_tune,
+                     verify_draft)
+
 try:
     from .optim import MeZO, step_seed
 except ImportError:  # torch is not installed: Plan and fill_z still work on numpy arrays
     MeZO = step_seed = None
 
-__all__ = ["Context", "LmfuseError", "MeZO", "Plan", "StepResult", "backend_available",
-           "cuda_device_count", "fill_z", "find_library", "library_path", "step_seed", "version",
-           "version_string"]
+__all__ = ["Context", "DraftResult", "GeDi", "GeDiState", "LmfuseError", "LogitsInput",
+           "LogitsResult", "MeZO", "Plan", "SparseLogitsInput", "StepResult", "backend_available",
+           "cfg", "combine_logits", "contrastive", "cuda_device_count", "dexperts", "eft",
+           "emulated_disalignment", "fill_z", "find_library", "gedi", "library_path",
+           "proxy_tune", "step_seed", "verify_draft", "version", "version_string", "ROW_OK",
+           "ROW_ALL_MASKED", "ROW_NONFINITE", "ROW_BAD_INDEX"]
 
 
 def version():

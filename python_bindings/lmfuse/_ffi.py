@@ -1,11 +1,14 @@
-"""ctypes mirror of the public C ABI: include/lmfuse/lmfuse.h and include/lmfuse/mezo.h.
+"""ctypes mirror of the public C ABI: include/lmfuse/lmfuse.h, mezo.h and logits.h.
 
 Every public struct is a ``ctypes.Structure`` with the fields of the header in the same order;
 ``new(cls)`` gives one filled with the library's defaults (through its ``*_init(ptr, struct_size)``
 function, which writes exactly ``ctypes.sizeof(cls)`` bytes), with the version these bindings were
 written for. ``bind(lib)``
 sets argtypes/restype of every exported function. Users normally need none of this: see
-``lmfuse.Context``, ``lmfuse.Plan`` and ``lmfuse.MeZO``.
+``lmfuse.Context``, ``lmfuse.Plan``, ``lmfuse.MeZO`` and ``lmfuse.combine_logits``.
+
+A family's functions missing from the loaded library (an older build) are left unbound rather than
+failing the load: the other families keep working and ``require(name)`` says what is missing.
 """
 
 import ctypes
@@ -151,6 +154,84 @@ class MezoStepResult(Structure):
     ]
 
 
+# ---- logits.h --------------------------------------------------------------------------------------
+
+LMF_ROW_OK, LMF_ROW_ALL_MASKED, LMF_ROW_NONFINITE, LMF_ROW_BAD_INDEX = 0, 1, 2, 3
+ROW_STATUS_NAMES = {LMF_ROW_OK: "LMF_ROW_OK", LMF_ROW_ALL_MASKED: "LMF_ROW_ALL_MASKED",
+                    LMF_ROW_NONFINITE: "LMF_ROW_NONFINITE", LMF_ROW_BAD_INDEX: "LMF_ROW_BAD_INDEX"}
+LMF_LOGITS_MAX_MODELS = 16
+LMF_LOGITS_PARAMS_VERSION = 1
+LMF_LOGITS_OUTPUTS_VERSION = 1
+
+
+class LogitsModel(Structure):
+    """lmf_logits_model_t (a fixed-size record, no struct_size; reserved must be 0)"""
+    _fields_ = [
+        ("logits", c_void_p),        # const void *
+        ("row_index", c_void_p),     # const int32_t *
+        ("coeff_rows", c_void_p),    # const float *
+        ("sparse_index", c_void_p),  # const int32_t *
+        ("row_stride", c_int64),
+        ("dtype", c_int32),
+        ("vocab", c_int32),
+        ("coeff", c_float),
+        ("temperature", c_float),
+        ("sparse_k", c_int32),
+        ("sparse_fill", c_float),
+        ("reserved", c_int32 * 2),
+    ]
+
+
+class LogitsParams(Structure):
+    """lmf_logits_params_t"""
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("version", c_uint32),
+        ("num_rows", c_int32),
+        ("vocab_out", c_int32),
+        ("plausibility_model", c_int32),
+        ("plausibility_alpha", c_float),
+        ("nucleus_model", c_int32),
+        ("nucleus_p", c_float),
+        ("bias", c_void_p),              # const float *
+        ("bias_row_stride", c_int64),
+        ("gedi_pos_model", c_int32),
+        ("gedi_neg_model", c_int32),
+        ("gedi_omega", c_float),
+        ("gedi_logit_scale", c_float),
+        ("gedi_bias_pos", c_float),
+        ("gedi_bias_neg", c_float),
+        ("gedi_class_bias", c_float),
+        ("gedi_filter_p", c_float),
+        ("gedi_target_p", c_float),
+        ("gedi_L_pos", c_void_p),        # float *
+        ("gedi_L_neg", c_void_p),        # float *
+        ("gedi_n", c_void_p),            # int32_t *
+        ("temperature", c_float),
+        ("temperature_rows", c_void_p),  # const float *
+        ("top_k", c_int32),
+        ("top_p", c_float),
+        ("min_p", c_float),
+        ("seeds", c_void_p),             # const uint64_t *
+        ("offsets", c_void_p),           # const uint64_t *
+    ]
+
+
+class LogitsOutputs(Structure):
+    """lmf_logits_outputs_t"""
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("version", c_uint32),
+        ("tokens", c_void_p),            # int32_t *
+        ("status", c_void_p),            # int32_t *
+        ("token_logprob", c_void_p),     # float *
+        ("lse", c_void_p),               # float *
+        ("logprobs", c_void_p),          # float *
+        ("logprobs_row_stride", c_int64),
+        ("gedi_logp_desired", c_void_p), # float *
+    ]
+
+
 # int (*lmf_mezo_loss_fn)(void *user_data, float *loss)
 LOSS_FN = ctypes.CFUNCTYPE(c_int, c_void_p, POINTER(c_float))
 
@@ -161,6 +242,8 @@ _INIT = {
     MezoStepArgs: ("lmf_mezo_step_args_init", LMF_MEZO_STEP_ARGS_VERSION),
     MezoMultiArgs: ("lmf_mezo_multi_args_init", LMF_MEZO_MULTI_ARGS_VERSION),
     MezoDriverArgs: ("lmf_mezo_driver_args_init", LMF_MEZO_DRIVER_ARGS_VERSION),
+    LogitsParams: ("lmf_logits_params_init", LMF_LOGITS_PARAMS_VERSION),
+    LogitsOutputs: ("lmf_logits_outputs_init", LMF_LOGITS_OUTPUTS_VERSION),
 }
 
 _S = c_int  # lmf_status_t
@@ -200,6 +283,18 @@ _PROTOS = {
     "lmf_philox4x32_10": (None, [POINTER(c_uint32), POINTER(c_uint32), POINTER(c_uint32)]),
 }
 
+# Families that a library may lack (built before they existed): bound when present.
+_OPTIONAL_PROTOS = {
+    "lmf_logits_params_init": (_S, [_P, c_size_t]),
+    "lmf_logits_outputs_init": (_S, [_P, c_size_t]),
+    "lmf_logits_workspace_size": (_S, [_P, POINTER(LogitsModel), c_size_t, POINTER(LogitsParams),
+                                       POINTER(c_size_t)]),
+    "lmf_logits_combine": (_S, [_P, POINTER(LogitsModel), c_size_t, POINTER(LogitsParams),
+                                POINTER(LogitsOutputs), _P, c_size_t, _P]),
+    "lmf_logits_verify_draft": (_S, [_P, POINTER(LogitsModel), c_size_t, POINTER(LogitsParams),
+                                     c_int32, _P, c_int32, _P, _P, _P, _P, c_size_t, _P]),
+}
+
 _lib = None
 
 
@@ -210,7 +305,26 @@ def bind(lib):
         fn = getattr(lib, name)
         fn.restype = restype
         fn.argtypes = argtypes
+    for name, (restype, argtypes) in _OPTIONAL_PROTOS.items():
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            continue
+        fn.restype = restype
+        fn.argtypes = argtypes
     _lib = lib
+
+
+def require(name):
+    """The bound function ``name`` of the loaded library; raises NotImplementedError naming the
+    library when it does not export it (a build older than the family ``name`` belongs to)."""
+    l = lib()
+    try:
+        return getattr(l, name)
+    except AttributeError:
+        raise NotImplementedError("lmfuse: %s does not export %s; rebuild liblmfuse from this "
+                                  "source tree" % (getattr(l, "_lmfuse_path", "liblmfuse"), name)) \
+            from None
 
 
 def new(cls, **fields):
@@ -220,7 +334,7 @@ def new(cls, **fields):
     """
     init_name, version = _INIT[cls]
     s = cls()
-    status = getattr(lib(), init_name)(ctypes.byref(s), ctypes.sizeof(cls))
+    status = require(init_name)(ctypes.byref(s), ctypes.sizeof(cls))
     if status != 0:  # a library whose struct differs in size from these bindings'
         from .errors import check
         check(status)

@@ -4,9 +4,11 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "lmf_check.h"
 #include "lmfuse/lmfuse.h"
+#include "lmfuse/logits.h"
 #include "lmfuse/mezo.h"
 
 #define PIN(expr, value) LMF_CHECK_EQ_INT((expr), (value))
@@ -52,6 +54,14 @@ void test_abi_enums(void) {
   PIN(LMF_MEZO_MULTI_ARGS_VERSION, 1);
   PIN(LMF_MEZO_DRIVER_ARGS_VERSION, 1);
 
+  PIN(LMF_ROW_OK, 0);
+  PIN(LMF_ROW_ALL_MASKED, 1);
+  PIN(LMF_ROW_NONFINITE, 2);
+  PIN(LMF_ROW_BAD_INDEX, 3);
+  PIN(LMF_LOGITS_MAX_MODELS, 16);
+  PIN(LMF_LOGITS_PARAMS_VERSION, 1);
+  PIN(LMF_LOGITS_OUTPUTS_VERSION, 1);
+
   /* Enums are passed as int32_t fields: they must be int-sized. */
   PIN(sizeof(lmf_status_t), 4);
   PIN(sizeof(lmf_backend_t), 4);
@@ -59,6 +69,7 @@ void test_abi_enums(void) {
   PIN(sizeof(lmf_mezo_dist_t), 4);
   PIN(sizeof(lmf_rounding_t), 4);
   PIN(sizeof(lmf_stream_t), sizeof(void *));
+  PIN(sizeof(lmf_row_status_t), 4);
 }
 
 void test_abi_structs(void) {
@@ -127,6 +138,62 @@ void test_abi_structs(void) {
   PIN(offsetof(lmf_mezo_step_result_t, loss_minus), 4);
   PIN(offsetof(lmf_mezo_step_result_t, grad), 8);
   PIN(offsetof(lmf_mezo_step_result_t, skipped), 12);
+
+  PIN(sizeof(lmf_logits_model_t), 72);
+  PIN(offsetof(lmf_logits_model_t, logits), 0);
+  PIN(offsetof(lmf_logits_model_t, row_index), 8);
+  PIN(offsetof(lmf_logits_model_t, coeff_rows), 16);
+  PIN(offsetof(lmf_logits_model_t, sparse_index), 24);
+  PIN(offsetof(lmf_logits_model_t, row_stride), 32);
+  PIN(offsetof(lmf_logits_model_t, dtype), 40);
+  PIN(offsetof(lmf_logits_model_t, vocab), 44);
+  PIN(offsetof(lmf_logits_model_t, coeff), 48);
+  PIN(offsetof(lmf_logits_model_t, temperature), 52);
+  PIN(offsetof(lmf_logits_model_t, sparse_k), 56);
+  PIN(offsetof(lmf_logits_model_t, sparse_fill), 60);
+  PIN(offsetof(lmf_logits_model_t, reserved), 64);
+
+  PIN(sizeof(lmf_logits_params_t), 168);
+  PIN(offsetof(lmf_logits_params_t, struct_size), 0);
+  PIN(offsetof(lmf_logits_params_t, version), 8);
+  PIN(offsetof(lmf_logits_params_t, num_rows), 12);
+  PIN(offsetof(lmf_logits_params_t, vocab_out), 16);
+  PIN(offsetof(lmf_logits_params_t, plausibility_model), 20);
+  PIN(offsetof(lmf_logits_params_t, plausibility_alpha), 24);
+  PIN(offsetof(lmf_logits_params_t, nucleus_model), 28);
+  PIN(offsetof(lmf_logits_params_t, nucleus_p), 32);
+  PIN(offsetof(lmf_logits_params_t, bias), 40);
+  PIN(offsetof(lmf_logits_params_t, bias_row_stride), 48);
+  PIN(offsetof(lmf_logits_params_t, gedi_pos_model), 56);
+  PIN(offsetof(lmf_logits_params_t, gedi_neg_model), 60);
+  PIN(offsetof(lmf_logits_params_t, gedi_omega), 64);
+  PIN(offsetof(lmf_logits_params_t, gedi_logit_scale), 68);
+  PIN(offsetof(lmf_logits_params_t, gedi_bias_pos), 72);
+  PIN(offsetof(lmf_logits_params_t, gedi_bias_neg), 76);
+  PIN(offsetof(lmf_logits_params_t, gedi_class_bias), 80);
+  PIN(offsetof(lmf_logits_params_t, gedi_filter_p), 84);
+  PIN(offsetof(lmf_logits_params_t, gedi_target_p), 88);
+  PIN(offsetof(lmf_logits_params_t, gedi_L_pos), 96);
+  PIN(offsetof(lmf_logits_params_t, gedi_L_neg), 104);
+  PIN(offsetof(lmf_logits_params_t, gedi_n), 112);
+  PIN(offsetof(lmf_logits_params_t, temperature), 120);
+  PIN(offsetof(lmf_logits_params_t, temperature_rows), 128);
+  PIN(offsetof(lmf_logits_params_t, top_k), 136);
+  PIN(offsetof(lmf_logits_params_t, top_p), 140);
+  PIN(offsetof(lmf_logits_params_t, min_p), 144);
+  PIN(offsetof(lmf_logits_params_t, seeds), 152);
+  PIN(offsetof(lmf_logits_params_t, offsets), 160);
+
+  PIN(sizeof(lmf_logits_outputs_t), 72);
+  PIN(offsetof(lmf_logits_outputs_t, struct_size), 0);
+  PIN(offsetof(lmf_logits_outputs_t, version), 8);
+  PIN(offsetof(lmf_logits_outputs_t, tokens), 16);
+  PIN(offsetof(lmf_logits_outputs_t, status), 24);
+  PIN(offsetof(lmf_logits_outputs_t, token_logprob), 32);
+  PIN(offsetof(lmf_logits_outputs_t, lse), 40);
+  PIN(offsetof(lmf_logits_outputs_t, logprobs), 48);
+  PIN(offsetof(lmf_logits_outputs_t, logprobs_row_stride), 56);
+  PIN(offsetof(lmf_logits_outputs_t, gedi_logp_desired), 64);
 #endif
 }
 
@@ -163,6 +230,35 @@ void test_abi_init(void) {
   PIN(da.version, LMF_MEZO_DRIVER_ARGS_VERSION);
   LMF_CHECK(da.eps == 1e-3f); /* the documented default (spec: eps = 1e-3) */
   PIN(da.perturb_next, 0);
+
+  /* Logits: no _INIT macros; the _init functions give every mask, GeDi and filter off. */
+  lmf_logits_params_t lp;
+  memset(&lp, 0x7f, sizeof lp);
+  LMF_CHECK_OK(lmf_logits_params_init(&lp, sizeof lp));
+  PIN(lp.struct_size, sizeof lp);
+  PIN(lp.version, LMF_LOGITS_PARAMS_VERSION);
+  PIN(lp.vocab_out, 0);
+  PIN(lp.plausibility_model, -1);
+  PIN(lp.nucleus_model, -1);
+  PIN(lp.gedi_pos_model, -1);
+  PIN(lp.gedi_neg_model, -1);
+  PIN(lp.top_k, 0);
+  LMF_CHECK(lp.top_p == 1.0f && lp.min_p == 0.0f);
+  LMF_CHECK(lp.temperature >= 0.0f);
+  /* GeDi's code's defaults (logits.h): omega 30, logit scale 1, biases 0, filter_p = target_p = 0.8. */
+  LMF_CHECK(lp.gedi_omega == 30.0f && lp.gedi_logit_scale == 1.0f);
+  LMF_CHECK(lp.gedi_bias_pos == 0.0f && lp.gedi_bias_neg == 0.0f && lp.gedi_class_bias == 0.0f);
+  LMF_CHECK(lp.gedi_filter_p == 0.8f && lp.gedi_target_p == 0.8f);
+  LMF_CHECK(lp.bias == NULL && lp.bias_row_stride == 0 && lp.temperature_rows == NULL);
+  LMF_CHECK(lp.seeds == NULL && lp.offsets == NULL);
+  LMF_CHECK(lp.gedi_L_pos == NULL && lp.gedi_L_neg == NULL && lp.gedi_n == NULL);
+  lmf_logits_outputs_t lo;
+  memset(&lo, 0x7f, sizeof lo);
+  LMF_CHECK_OK(lmf_logits_outputs_init(&lo, sizeof lo));
+  PIN(lo.struct_size, sizeof lo);
+  PIN(lo.version, LMF_LOGITS_OUTPUTS_VERSION);
+  LMF_CHECK(lo.tokens == NULL && lo.status == NULL && lo.token_logprob == NULL && lo.lse == NULL);
+  LMF_CHECK(lo.logprobs == NULL && lo.logprobs_row_stride == 0 && lo.gedi_logp_desired == NULL);
 }
 
 /* Only lmf_* API functions are exported; internal helpers (also named lmf_*) stay hidden. */
@@ -176,12 +272,15 @@ void test_abi_exports(void) {
                               "lmf_mezo_perturb", "lmf_mezo_restore", "lmf_mezo_step_args_init",
                               "lmf_mezo_step", "lmf_mezo_multi_args_init", "lmf_mezo_update_multi",
                               "lmf_mezo_fill_z", "lmf_mezo_driver_args_init", "lmf_mezo_train_step",
-                              "lmf_philox4x32_10"};
+                              "lmf_philox4x32_10", "lmf_logits_params_init", "lmf_logits_outputs_init",
+                              "lmf_logits_workspace_size", "lmf_logits_combine", "lmf_logits_verify_draft"};
   for (size_t i = 0; i < sizeof public_fns / sizeof public_fns[0]; ++i)
     LMF_CHECK_MSG(dlsym(RTLD_DEFAULT, public_fns[i]) != NULL, "%s is not exported", public_fns[i]);
   const char *internal[] = {"lmf_fail", "lmf_check_struct", "lmf_struct_size_of", "lmf_is_float_dtype",
                             "lmf_cpu_mezo_pass", "lmf_cpu_mezo_multi", "lmf_cpu_mezo_fill_z",
-                            "lmf_cuda_compiled", "lmf_cuda_count_devices", "lmf_mezo_run_pass"};
+                            "lmf_cuda_compiled", "lmf_cuda_count_devices", "lmf_mezo_run_pass",
+                            "lmf_cpu_logits_workspace", "lmf_cpu_logits_run", "lmf_cuda_logits_workspace",
+                            "lmf_cuda_logits_run"};
   for (size_t i = 0; i < sizeof internal / sizeof internal[0]; ++i)
     LMF_CHECK_MSG(dlsym(RTLD_DEFAULT, internal[i]) == NULL, "internal symbol %s is exported", internal[i]);
 }

@@ -1,0 +1,363 @@
+/* CUDA backend of the logits family against the CPU backend (label cuda): the same host-described call
+ * runs on a CPU context and on a CUDA context (tests/logits/lg_common.c copies every buffer to the device
+ * and back); tokens, row statuses, verify outcomes and GeDi's n must be equal, floats within 1e-5.
+ * Every case is reported SKIPPED when no CUDA device is usable or the build has no CUDA backend. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../logits/lg_common.h"
+#include "lmf_check.h"
+#include "lmf_test_util.h"
+
+#define TOL 1e-5
+
+#define REQUIRE_CUDA()                                                                            \
+  do {                                                                                            \
+    if (!lt_cuda_usable())                                                                        \
+      LMF_SKIP(lmf_backend_available(LMF_BACKEND_CUDA) ? "test helpers built without CUDA"        \
+                                                       : "no usable CUDA device (or a CPU-only build)"); \
+  } while (0)
+
+typedef struct backends {
+  lmf_context_t *cpu;
+  lmf_context_t *cuda;
+} backends;
+
+static int backends_open(backends *b) {
+  b->cpu = lt_context(LMF_BACKEND_CPU, 0);
+  b->cuda = lt_context(LMF_BACKEND_CUDA, 0);
+  return b->cpu && b->cuda;
+}
+
+static void backends_close(backends *b) {
+  lmf_context_destroy(b->cpu);
+  lmf_context_destroy(b->cuda);
+}
+
+/* n values, multiples of 1/64 in [-8, 8]. */
+static void fill_q(float *x, int64_t n, double sd, uint64_t seed) {
+  uint64_t s = seed;
+  for (int64_t i = 0; i < n; ++i) {
+    double v = nearbyint(sd * lt_normal(&s) * 64.0) / 64.0;
+    x[i] = (float)(v > 8.0 ? 8.0 : v < -8.0 ? -8.0 : v);
+  }
+}
+
+/* Runs the call on both backends (the GeDi state of each from the same starting values) and compares. */
+static void parity_at(backends *be, const lmf_logits_model_t *m, size_t K, const lmf_logits_params_t *p,
+                      int gedi, const char *what, const char *file, int line) {
+  const int32_t B = p->num_rows, V = lg_vocab_out(m, p);
+  lg_out oc, og;
+  memset(&oc, 0, sizeof oc);
+  memset(&og, 0, sizeof og);
+  float *Lp[2] = {NULL, NULL}, *Ln[2] = {NULL, NULL};
+  int32_t *n[2] = {NULL, NULL};
+  lmf_logits_params_t pc = *p, pg = *p;
+  if (gedi) {
+    for (int i = 0; i < 2; ++i) {
+      Lp[i] = (float *)lt_malloc(sizeof(float) * (size_t)B);
+      Ln[i] = (float *)lt_malloc(sizeof(float) * (size_t)B);
+      n[i] = (int32_t *)lt_malloc(sizeof(int32_t) * (size_t)B);
+      if (!Lp[i] || !Ln[i] || !n[i]) goto done;
+      memcpy(Lp[i], p->gedi_L_pos, sizeof(float) * (size_t)B);
+      memcpy(Ln[i], p->gedi_L_neg, sizeof(float) * (size_t)B);
+      memcpy(n[i], p->gedi_n, sizeof(int32_t) * (size_t)B);
+    }
+    pc.gedi_L_pos = Lp[0], pc.gedi_L_neg = Ln[0], pc.gedi_n = n[0];
+    pg.gedi_L_pos = Lp[1], pg.gedi_L_neg = Ln[1], pg.gedi_n = n[1];
+  }
+  if (!lg_out_alloc(&oc, B, V, V + 1, gedi) || !lg_out_alloc(&og, B, V, V + 1, gedi)) goto done;
+  if (!lmf_t_check_status(lg_combine_at(be->cpu, m, K, &pc, &oc, file, line), LMF_OK, what, file, line)) goto done;
+  if (!lmf_t_check_status(lg_combine_at(be->cuda, m, K, &pg, &og, file, line), LMF_OK, what, file, line)) goto done;
+  for (int32_t b = 0; b < B; ++b) {
+    char w[160];
+    snprintf(w, sizeof w, "%s: row %d, CPU vs CUDA", what, (int)b);
+    if (!lg_row_near_at(&oc, b, &og, b, TOL, w, file, line)) break;
+    if (gedi) {
+      lmf_t_check(fabsf(Lp[0][b] - Lp[1][b]) <= TOL && fabsf(Ln[0][b] - Ln[1][b]) <= TOL && n[0][b] == n[1][b] &&
+                      (oc.tokens[b] < 0 || fabsf(oc.gedi_logp_desired[b] - og.gedi_logp_desired[b]) <= TOL),
+                  file, line, "%s: GeDi state or logP(desired) differs", w);
+    }
+  }
+done:
+  for (int i = 0; i < 2; ++i) {
+    free(Lp[i]);
+    free(Ln[i]);
+    free(n[i]);
+  }
+  lg_out_free(&oc);
+  lg_out_free(&og);
+}
+#define PARITY(be, m, K, p, gedi, what) parity_at((be), (m), (K), (p), (gedi), (what), __FILE__, __LINE__)
+
+/* The spec's vectors T1, T3, T4, T5a, T7 in each dtype. */
+void test_cuda_logits_spec_vectors(void) {
+  REQUIRE_CUDA();
+  backends be;
+  if (!backends_open(&be)) {
+    backends_close(&be);
+    return;
+  }
+  for (int di = 0; di < 3; ++di) {
+    const int32_t dt = lg_dtypes[di];
+    lg_models ms;
+    lmf_logits_params_t p;
+    uint64_t seeds[1] = {5};
+    /* T1, greedy and sampled with filters. */
+    lg_models_init(&ms);
+    lg_models_add(&ms, dt, lg_t1_zL, 1, 5, 1.0f);
+    lg_models_add(&ms, dt, lg_t1_zSf, 1, 5, 1.0f);
+    lg_models_add(&ms, dt, lg_t1_zSb, 1, 5, -1.0f);
+    lg_params(&p, 1);
+    PARITY(&be, ms.m, ms.K, &p, 0, "T1 greedy");
+    p.temperature = 0.7f;
+    p.seeds = seeds;
+    p.top_k = 3;
+    PARITY(&be, ms.m, ms.K, &p, 0, "T9 top-k 3");
+    p.top_k = 0;
+    p.top_p = 0.9f;
+    PARITY(&be, ms.m, ms.K, &p, 0, "T9 top-p 0.9");
+    p.top_p = 1.0f;
+    p.min_p = 0.05f;
+    PARITY(&be, ms.m, ms.K, &p, 0, "T9 min-p 0.05");
+    lg_models_free(&ms);
+    /* T3. */
+    lg_models_init(&ms);
+    lg_models_add(&ms, dt, lg_t3_zE, 1, 5, 1.0f);
+    lg_models_add(&ms, dt, lg_t3_zA, 1, 5, -1.0f);
+    lg_params(&p, 1);
+    p.plausibility_model = 0;
+    p.plausibility_alpha = 0.1f;
+    PARITY(&be, ms.m, ms.K, &p, 0, "T3");
+    lg_models_free(&ms);
+    /* T4. */
+    lg_models_init(&ms);
+    lg_models_add(&ms, dt, lg_t4_zb, 1, 5, 1.0f);
+    lg_models_add(&ms, dt, lg_t4_ze, 1, 5, 2.0f);
+    lg_models_add(&ms, dt, lg_t4_za, 1, 5, -2.0f);
+    lg_params(&p, 1);
+    p.nucleus_model = 0;
+    p.nucleus_p = 0.9f;
+    PARITY(&be, ms.m, ms.K, &p, 0, "T4");
+    lg_models_free(&ms);
+    /* T5a, 5c. */
+    {
+      float Lp[1] = {-12.0f}, Ln[1] = {-13.0f};
+      int32_t n[1] = {4};
+      lg_models_init(&ms);
+      lg_models_add(&ms, dt, lg_t5_zLM, 1, 5, 1.0f);
+      lg_models_add(&ms, dt, lg_t5_zPos, 1, 5, 0.0f);
+      lg_models_add(&ms, dt, lg_t5_zNeg, 1, 5, 0.0f);
+      lg_params(&p, 1);
+      p.gedi_pos_model = 1;
+      p.gedi_neg_model = 2;
+      p.gedi_omega = 30.0f;
+      p.gedi_logit_scale = 1.0f;
+      p.gedi_filter_p = 0.8f;
+      p.gedi_target_p = 0.8f;
+      p.gedi_L_pos = Lp;
+      p.gedi_L_neg = Ln;
+      p.gedi_n = n;
+      PARITY(&be, ms.m, ms.K, &p, 1, "T5a");
+      p.gedi_omega = 5.0f;
+      p.gedi_filter_p = 0.5f;
+      p.gedi_target_p = 0.54f;
+      PARITY(&be, ms.m, ms.K, &p, 1, "T5c");
+      lg_models_free(&ms);
+    }
+    /* T7: statuses. */
+    {
+      const float inf = INFINITY;
+      float e[4 * 4] = {1, 0.5f, 0, 0.2f, 1, 0.5f, 0, 0.2f, 1, NAN, 0, 0.2f, 1, 0.5f, inf, 0.2f};
+      float a[4 * 4] = {0, 0, 0, -inf, -inf, -inf, -inf, -inf, 0, 0, 0, 0, 0, 0, 0, 0};
+      lg_models_init(&ms);
+      lg_models_add(&ms, dt, e, 4, 4, 1.0f);
+      lg_models_add(&ms, dt, a, 4, 4, -1.0f);
+      lg_params(&p, 4);
+      PARITY(&be, ms.m, ms.K, &p, 0, "T7");
+      lg_models_free(&ms);
+    }
+  }
+  backends_close(&be);
+}
+
+/* Batches of random rows, sizes that exercise one row per block and the vocabulary split over blocks. */
+void test_cuda_logits_random_batches(void) {
+  REQUIRE_CUDA();
+  backends be;
+  if (!backends_open(&be)) {
+    backends_close(&be);
+    return;
+  }
+  static const struct {
+    int32_t B, V;
+  } shapes[] = {{1, 152064}, {3, 32000}, {37, 4099}, {256, 1024}, {1024, 64}};
+  for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
+    const int32_t B = shapes[si].B, V = shapes[si].V;
+    float *z = (float *)lt_malloc(sizeof(float) * (size_t)B * V);
+    float *bias = (float *)lt_malloc(sizeof(float) * (size_t)V);
+    uint64_t *seeds = (uint64_t *)lt_malloc(sizeof(uint64_t) * (size_t)B);
+    uint64_t *offsets = (uint64_t *)lt_malloc(sizeof(uint64_t) * (size_t)B);
+    float *temps = (float *)lt_malloc(sizeof(float) * (size_t)B);
+    float *Lp = (float *)lt_malloc(sizeof(float) * (size_t)B), *Ln = (float *)lt_malloc(sizeof(float) * (size_t)B);
+    int32_t *n = (int32_t *)lt_malloc(sizeof(int32_t) * (size_t)B);
+    lg_models ms;
+    lg_models_init(&ms);
+    if (z && bias && seeds && offsets && temps && Lp && Ln && n) {
+      static const float coeff[4] = {1.0f, 1.0f, -1.0f, 0.0f};
+      for (int k = 0; k < 4; ++k) {
+        fill_q(z, (int64_t)B * V, k == 0 ? 2.0 : 1.0, 100 * si + (uint64_t)k);
+        lg_models_add(&ms, lg_dtypes[k % 3], z, B, V, coeff[k]);
+      }
+      fill_q(bias, V, 0.5, 7);
+      for (int32_t b = 0; b < B; ++b) {
+        seeds[b] = 1000 + (uint64_t)b;
+        offsets[b] = (uint64_t)(b % 5);
+        temps[b] = (b % 3 == 0) ? 0.0f : (b % 3 == 1 ? 0.7f : 1.0f);
+        n[b] = b % 7;
+        Lp[b] = -2.0f * (float)n[b];
+        Ln[b] = -2.25f * (float)n[b];
+      }
+      char what[96];
+      lmf_logits_params_t p;
+      lg_params(&p, B);
+      p.temperature_rows = temps;
+      p.seeds = seeds;
+      p.offsets = offsets;
+      snprintf(what, sizeof what, "B %d V %d: EFT, per-row T", (int)B, (int)V);
+      PARITY(&be, ms.m, 3, &p, 0, what);
+      p.top_k = 50;
+      p.top_p = 0.9f;
+      p.min_p = 0.02f;
+      p.bias = bias;
+      snprintf(what, sizeof what, "B %d V %d: filters and bias", (int)B, (int)V);
+      PARITY(&be, ms.m, 3, &p, 0, what);
+      lg_params(&p, B);
+      p.temperature = 1.0f;
+      p.seeds = seeds;
+      p.plausibility_model = 0;
+      p.plausibility_alpha = 0.05f;
+      p.nucleus_model = 1;
+      p.nucleus_p = 0.95f;
+      snprintf(what, sizeof what, "B %d V %d: plausibility and nucleus", (int)B, (int)V);
+      PARITY(&be, ms.m, 3, &p, 0, what);
+      lg_params(&p, B);
+      p.gedi_pos_model = 1;
+      p.gedi_neg_model = 3;
+      p.gedi_omega = 30.0f;
+      p.gedi_logit_scale = 1.0f;
+      p.gedi_filter_p = 0.8f;
+      p.gedi_target_p = 0.8f;
+      p.gedi_L_pos = Lp;
+      p.gedi_L_neg = Ln;
+      p.gedi_n = n;
+      ms.m[1].coeff = 0.0f;
+      ms.m[2].coeff = 0.0f;
+      snprintf(what, sizeof what, "B %d V %d: GeDi", (int)B, (int)V);
+      PARITY(&be, ms.m, 4, &p, 1, what);
+    }
+    lg_models_free(&ms);
+    free(z);
+    free(bias);
+    free(seeds);
+    free(offsets);
+    free(temps);
+    free(Lp);
+    free(Ln);
+    free(n);
+  }
+  backends_close(&be);
+}
+
+/* Strided, row-indexed, per-row coefficient and sparse inputs. */
+void test_cuda_logits_layouts(void) {
+  REQUIRE_CUDA();
+  backends be;
+  if (!backends_open(&be)) {
+    backends_close(&be);
+    return;
+  }
+  enum { B = 5, V = 3000, PAD = 13, P = 8, SK = 40 };
+  float *z = (float *)lt_malloc(sizeof(float) * P * (V + PAD));
+  float vals[B * SK];
+  int32_t ids[B * SK];
+  static const int32_t ri[B] = {6, 1, 3, 3, 0};
+  float c1[B] = {1.0f, 0.5f, -1.0f, 2.0f, 0.0f};
+  uint64_t seeds[B] = {1, 2, 3, 4, 5};
+  lg_models ms;
+  lg_models_init(&ms);
+  if (z) {
+    for (int k = 0; k < 2; ++k) {
+      fill_q(z, P * (V + PAD), 1.5, 50 + (uint64_t)k);
+      lg_models_add(&ms, lg_dtypes[k + 1], z, P, V + PAD, k ? -0.5f : 1.0f);
+      ms.m[k].vocab = V;
+      ms.m[k].row_index = ri;
+    }
+    ms.m[1].coeff_rows = c1;
+    fill_q(vals, B * SK, 2.0, 60);
+    for (int i = 0; i < B * SK; ++i) ids[i] = (int32_t)((i * 37) % V);
+    lg_models_add(&ms, LMF_DTYPE_F32, vals, B, SK, 1.0f);
+    ms.m[2].sparse_index = ids;
+    ms.m[2].sparse_k = SK;
+    ms.m[2].sparse_fill = -20.0f;
+    ms.m[2].vocab = V;
+    lmf_logits_params_t p;
+    lg_params(&p, B);
+    p.vocab_out = V;
+    p.temperature = 1.0f;
+    p.top_k = 100;
+    p.seeds = seeds;
+    PARITY(&be, ms.m, ms.K, &p, 0, "strided, row-indexed, per-row coefficients, sparse");
+  }
+  lg_models_free(&ms);
+  free(z);
+  backends_close(&be);
+}
+
+/* Speculative verification: the same acceptances and tokens on both backends. */
+void test_cuda_logits_verify(void) {
+  REQUIRE_CUDA();
+  backends be;
+  if (!backends_open(&be)) {
+    backends_close(&be);
+    return;
+  }
+  enum { S = 500, L = 3, R = S * (L + 1), V = 2048 };
+  float *z = (float *)lt_malloc(sizeof(float) * R * V);
+  int32_t *draft = (int32_t *)lt_malloc(sizeof(int32_t) * S * L);
+  uint64_t *seeds = (uint64_t *)lt_malloc(sizeof(uint64_t) * R);
+  int32_t acc[2][S], next[2][S], st[2][S];
+  lg_models ms;
+  lg_models_init(&ms);
+  if (z && draft && seeds) {
+    static const float coeff[3] = {1.0f, 1.0f, -1.0f};
+    for (int k = 0; k < 3; ++k) {
+      fill_q(z, (int64_t)R * V, 1.0, 80 + (uint64_t)k);
+      lg_models_add(&ms, lg_dtypes[k], z, R, V, coeff[k]);
+    }
+    uint64_t s = 3;
+    for (int i = 0; i < S * L; ++i) draft[i] = (int32_t)(lt_next(&s) % V);
+    for (int i = 0; i < R; ++i) seeds[i] = 9000 + (uint64_t)i;
+    lmf_logits_params_t p;
+    lg_params(&p, R);
+    p.temperature = 1.0f;
+    p.top_p = 0.98f;
+    p.seeds = seeds;
+    lmf_context_t *ctx[2] = {be.cpu, be.cuda};
+    int ok = 1;
+    for (int i = 0; i < 2 && ok; ++i)
+      ok = LMF_CHECK_OK(lg_verify(ctx[i], ms.m, ms.K, &p, 1, draft, L, acc[i], next[i], st[i]));
+    if (ok) {
+      LMF_CHECK_BYTES_EQ(acc[0], acc[1], sizeof acc[0], "accepted, CPU vs CUDA");
+      LMF_CHECK_BYTES_EQ(next[0], next[1], sizeof next[0], "next_token, CPU vs CUDA");
+      LMF_CHECK_BYTES_EQ(st[0], st[1], sizeof st[0], "status, CPU vs CUDA");
+    }
+  }
+  lg_models_free(&ms);
+  free(z);
+  free(draft);
+  free(seeds);
+  backends_close(&be);
+}
