@@ -51,6 +51,7 @@ syncs anyway with .tolist()).
 """
 
 import argparse
+import os
 import json
 import math
 import statistics
@@ -173,6 +174,8 @@ def main(argv=None):
         return 2
 
     cuda = a.device == "cuda"
+    if not cuda:  # every core, as lmfuse's CPU backend uses (this torch defaults to 1 thread)
+        torch.set_num_threads(os.cpu_count() or 1)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     try:
         logits = make_logits(a.batch, a.vocab, a.models, DTYPES[a.dtype], a.device)

@@ -35,6 +35,7 @@ anyway). All tensors take the weight-decay path (the reference's formula for non
 """
 
 import argparse
+import os
 import json
 import statistics
 import sys
@@ -105,6 +106,8 @@ def main(argv=None):
         return 2
 
     cuda = a.device == "cuda"
+    if not cuda:  # every core, as lmfuse's CPU backend uses (this torch defaults to 1 thread)
+        torch.set_num_threads(os.cpu_count() or 1)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     params = make_params(a.numel_total, a.tensors, DTYPES[a.dtype], a.device)
     rng = np.random.RandomState(0)
