@@ -83,6 +83,7 @@
 #include "../logits_backend.h"
 #include "../../kernels/common/half_convert.h"
 #include "../../kernels/common/logits_math.h"
+#include "philox_cpu.h"
 
 /* Vector clones chosen at load time by CPU features (not by CPU model, so any AVX-512 machine gets
  * the AVX-512 clone). */
@@ -293,18 +294,6 @@ static void philox_ids_portable(uint64_t seed, uint64_t offset, uint32_t domain,
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-
-#define LMF_AVX2 __attribute__((target("avx2")))
-#define LMF_AVX512 __attribute__((target("avx512f")))
-
-LMF_AVX2 static inline __m256i mulhilo8(__m256i a, __m256i m, __m256i *hi) {
-  __m256i even = _mm256_mul_epu32(a, m);
-  __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
-  *hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
-  return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
-}
-
 LMF_AVX2 static void philox_ids_avx2(uint64_t seed, uint64_t offset, uint32_t domain, const uint32_t *ids,
                                      int n, uint32_t *out) {
   const __m256i m0 = _mm256_set1_epi32((int)LMF_PHILOX_M0), m1 = _mm256_set1_epi32((int)LMF_PHILOX_M1);
@@ -316,8 +305,8 @@ LMF_AVX2 static void philox_ids_avx2(uint64_t seed, uint64_t offset, uint32_t do
     uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
     for (int r = 0; r < 9; ++r) {
       __m256i hi0, hi1;
-      __m256i lo0 = mulhilo8(x, m0, &hi0);
-      __m256i lo1 = mulhilo8(z, m1, &hi1);
+      __m256i lo0 = lmf_mulhilo8(x, m0, &hi0);
+      __m256i lo1 = lmf_mulhilo8(z, m1, &hi1);
       x = _mm256_xor_si256(_mm256_xor_si256(hi1, y), _mm256_set1_epi32((int)k0));
       y = lo1;
       z = _mm256_xor_si256(_mm256_xor_si256(hi0, w), _mm256_set1_epi32((int)k1));
@@ -326,18 +315,11 @@ LMF_AVX2 static void philox_ids_avx2(uint64_t seed, uint64_t offset, uint32_t do
       k1 += LMF_PHILOX_W1;
     }
     __m256i hi1; /* round 10: word 0 only */
-    (void)mulhilo8(z, m1, &hi1);
+    (void)lmf_mulhilo8(z, m1, &hi1);
     x = _mm256_xor_si256(_mm256_xor_si256(hi1, y), _mm256_set1_epi32((int)k0));
     _mm256_storeu_si256((__m256i *)(out + k), x);
   }
   philox_ids_portable(seed, offset, domain, ids + k, n - k, out + k);
-}
-
-LMF_AVX512 static inline __m512i mulhilo16(__m512i a, __m512i m, __m512i *hi) {
-  __m512i even = _mm512_mul_epu32(a, m);
-  __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
-  *hi = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(even, 32), odd);
-  return _mm512_mask_blend_epi32((__mmask16)0xAAAA, even, _mm512_slli_epi64(odd, 32));
 }
 
 LMF_AVX512 static void philox_ids_avx512(uint64_t seed, uint64_t offset, uint32_t domain,
@@ -353,8 +335,8 @@ LMF_AVX512 static void philox_ids_avx512(uint64_t seed, uint64_t offset, uint32_
     uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
     for (int r = 0; r < 9; ++r) {
       __m512i hi0, hi1;
-      __m512i lo0 = mulhilo16(x, m0, &hi0);
-      __m512i lo1 = mulhilo16(z, m1, &hi1);
+      __m512i lo0 = lmf_mulhilo16(x, m0, &hi0);
+      __m512i lo1 = lmf_mulhilo16(z, m1, &hi1);
       x = _mm512_ternarylogic_epi32(hi1, y, _mm512_set1_epi32((int)k0), 0x96);
       y = lo1;
       z = _mm512_ternarylogic_epi32(hi0, w, _mm512_set1_epi32((int)k1), 0x96);
@@ -363,7 +345,7 @@ LMF_AVX512 static void philox_ids_avx512(uint64_t seed, uint64_t offset, uint32_
       k1 += LMF_PHILOX_W1;
     }
     __m512i hi1; /* round 10: word 0 only */
-    (void)mulhilo16(z, m1, &hi1);
+    (void)lmf_mulhilo16(z, m1, &hi1);
     x = _mm512_ternarylogic_epi32(hi1, y, _mm512_set1_epi32((int)k0), 0x96);
     _mm512_mask_storeu_epi32(out + k, mask, x);
   }

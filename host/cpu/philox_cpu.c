@@ -17,19 +17,6 @@ static void rows_portable(uint64_t seed, uint32_t uid, uint32_t domain, uint64_t
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-
-#define LMF_AVX2 __attribute__((target("avx2")))
-#define LMF_AVX512 __attribute__((target("avx512f")))
-
-/* lo and hi 32 bits of a * m for 8 lanes. */
-LMF_AVX2 static inline __m256i mulhilo8(__m256i a, __m256i m, __m256i *hi) {
-  __m256i even = _mm256_mul_epu32(a, m);
-  __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
-  *hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
-  return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
-}
-
 LMF_AVX2 static void rows_avx2(uint64_t seed, uint32_t uid, uint32_t domain, uint64_t g0, int ng, uint32_t *out) {
   const __m256i m0 = _mm256_set1_epi32((int)LMF_PHILOX_M0), m1 = _mm256_set1_epi32((int)LMF_PHILOX_M1);
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -45,8 +32,8 @@ LMF_AVX2 static void rows_avx2(uint64_t seed, uint32_t uid, uint32_t domain, uin
     uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
     for (int r = 0; r < 10; ++r) {
       __m256i hi0, hi1;
-      __m256i lo0 = mulhilo8(x, m0, &hi0);
-      __m256i lo1 = mulhilo8(z, m1, &hi1);
+      __m256i lo0 = lmf_mulhilo8(x, m0, &hi0);
+      __m256i lo1 = lmf_mulhilo8(z, m1, &hi1);
       x = _mm256_xor_si256(_mm256_xor_si256(hi1, y), _mm256_set1_epi32((int)k0));
       y = lo1;
       z = _mm256_xor_si256(_mm256_xor_si256(hi0, w), _mm256_set1_epi32((int)k1));
@@ -67,13 +54,6 @@ LMF_AVX2 static void rows_avx2(uint64_t seed, uint32_t uid, uint32_t domain, uin
   }
 }
 
-LMF_AVX512 static inline __m512i mulhilo16(__m512i a, __m512i m, __m512i *hi) {
-  __m512i even = _mm512_mul_epu32(a, m);
-  __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
-  *hi = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(even, 32), odd);
-  return _mm512_mask_blend_epi32((__mmask16)0xAAAA, even, _mm512_slli_epi64(odd, 32));
-}
-
 LMF_AVX512 static void rows_avx512(uint64_t seed, uint32_t uid, uint32_t domain, uint64_t g0, int ng, uint32_t *out) {
   const __m512i m0 = _mm512_set1_epi32((int)LMF_PHILOX_M0), m1 = _mm512_set1_epi32((int)LMF_PHILOX_M1);
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -89,8 +69,8 @@ LMF_AVX512 static void rows_avx512(uint64_t seed, uint32_t uid, uint32_t domain,
     uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
     for (int r = 0; r < 10; ++r) {
       __m512i hi0, hi1;
-      __m512i lo0 = mulhilo16(x, m0, &hi0);
-      __m512i lo1 = mulhilo16(z, m1, &hi1);
+      __m512i lo0 = lmf_mulhilo16(x, m0, &hi0);
+      __m512i lo1 = lmf_mulhilo16(z, m1, &hi1);
       x = _mm512_ternarylogic_epi32(hi1, y, _mm512_set1_epi32((int)k0), 0x96); /* a ^ b ^ c */
       y = lo1;
       z = _mm512_ternarylogic_epi32(hi0, w, _mm512_set1_epi32((int)k1), 0x96);
