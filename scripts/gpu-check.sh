@@ -2,7 +2,7 @@
 # The lent-GPU check: build the CUDA backend on the device machine, run the CUDA tests (and
 # compute-sanitizer where it works), the benchmarks and the CUDA pytest cases; logs go to $OUT.
 # Build dependencies the device image lacks (GoogleTest, cJSON) travel unpacked in .device/
-# (see docs/benchmarks.md, "Reproducing the GPU figures").
+# (made by scripts/fetch-device-deps.sh; the device tool carries it with carry: [".device"]).
 set -u
 OUT=${OUT:-/tmp/lmf-out}
 mkdir -p "$OUT"
