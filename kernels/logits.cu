@@ -1,0 +1,1897 @@
+/* The CUDA backend of lmf_logits_* (host/logits_backend.h). The CPU backend (host/cpu/logits_cpu.c) is
+ * the reference: every decision documented at its top holds here too, with the same fp32 element
+ * arithmetic (kernels/common/logits_math.h, compiled with --fmad=false), so tokens, statuses and the
+ * masks of the log-prob rows are the CPU's, and floats agree to rounding.
+ *
+ * Structure. A row's vocabulary is cut into chunks of kChunk = 2048 tokens, the CPU backend's blocks
+ * (the per-block maxima of its LSE and top-p-total formulas are reproduced chunk by chunk). A "chunk
+ * kernel" runs on B * gx thread blocks of 256 threads: block i serves row i / gx and its chunks
+ * i % gx, i % gx + gx, ... (gx = blocks per row). At small B, gx = min(chunks, ~4 blocks per SM / B),
+ * so B = 1 spreads the row over up to `chunks` blocks (V = 152,064: 75 blocks); at B >= 4 * SMs,
+ * gx = 1: one block per row. Chunk kernels leave per-chunk partials (max, argmax, count, NaN flag,
+ * sum of e^(x - chunk max)) in the workspace, or add exact integers to per-row accumulators with
+ * atomics; a small merge kernel (a warp or a block per row) then merges the partials in chunk order
+ * with online (max, sum) rescaling, decides the row's status and its next step. The host enqueues a
+ * fixed sequence of kernels chosen from the job's options only (no host sync, no allocation, no
+ * copies); each kernel skips the rows its step does not concern (per-row state in the workspace).
+ *
+ * Kernels, in launch order (each "chunk" kernel is followed by its merge):
+ *   init (warp / row)          T, seeds, coefficients / tau, row_index, GeDi state: first statuses
+ *   sparse fill + scatter      sparse rows -> a dense fp32 row per (model, output row) in the
+ *                              workspace; out-of-range or repeated ids, NaN / +inf values -> statuses
+ *   stats (chunk)              max and sum e^(x - max) of the plausibility, nucleus, GeDi and draft
+ *                              models (the nucleus model's x -> D)
+ *   combine (chunk)            s(v) -> Y: the coefficient fold, plausibility and nucleus masks, GeDi's
+ *                              logP(desired | v) -> D, bias, / T; per chunk max / argmax / count / sum
+ *   temp (chunk, GeDi filter)  GeDi's class filter applied to Y, then / T
+ *   cut searches (below)       nucleus (on D), GeDi class filter (on D, masses from Y), top-k, top-p
+ *   final (chunk)              sum of the survivors' e^(y - ymax) -> the LSE (after cuts and min-p)
+ *   sample (chunk)             Gumbel-max over the survivors
+ *   logprobs (chunk), outputs  (combine) / verify walk, residual sample (chunk), verify outputs
+ *
+ * Cut searches (nucleus, GeDi filter, top-k, top-p) find the first token, in the filter's total order
+ * (value, then token id: lmf_lg_ord_*), at which the cumulative mass reaches the target, like the
+ * CPU's walk, by a radix select over the 32-bit value key: four histogram passes (8-bit digits, 256
+ * bins) each followed by a merge that picks the digit where the cumulative mass crosses the target,
+ * then one pass summing each chunk's tokens tied at the found key and a last kernel that walks the
+ * chunks and then the tokens of the crossing chunk in id order. Masses are added as exact 128-bit
+ * fixed-point integers (2^-80 units; a fp32 e^(y - max) <= 1 converts exactly from 2^-57 up), so the
+ * histograms can be merged with global atomics in any order and every result is deterministic and
+ * independent of gx; the targets (p times the total, computed in double as the CPU does, and for
+ * top-p after no top-k the CPU's "window" rule choosing between the combine pass's total and the sum
+ * of masses) are compared exactly. Ties in value resolve by ascending token id.
+ *
+ * Passes over the logits (the models' rows, global memory):
+ *   linear methods (EFT, proxy-tuning, CFG, contrastive without plausibility, ...): one pass, the
+ *     combine pass, every model read once, 16-byte vector loads where the row is 16-byte aligned;
+ *   plausibility mask, nucleus mask: that model twice (stats, combine), the others once;
+ *   GeDi: the two class models twice (their LSEs first, then logP), the LM once;
+ *   verify_draft: the draft model twice (its LSE in stats; then single tokens and, on a rejection,
+ *     the rejected row once more for the residual).
+ * Passes over the fp32 scratch row Y (and D) in the workspace, per feature:
+ *   greedy without distribution outputs and without GeDi's filter: none (Y is not even written);
+ *   sampling: 1 (Gumbel noise only for tokens with y + 17 >= the best key so far, the CPU's bound);
+ *   top-k, top-p, nucleus (on D), GeDi filter (on D and Y): 4 histogram passes + 1 tie pass + one
+ *     chunk of the row, each; GeDi's filter also 1 rewrite of Y (filter, / T);
+ *   LSE (lse / token_logprob / logprobs outputs, verify) after top-k, top-p, min-p or GeDi's filter:
+ *     1; otherwise none (from the combine pass's per-chunk sums); logprobs: 1 write;
+ *   verify_draft: the acceptance walk reads single tokens; a rejection's correction: 1 pass over
+ *     that row (Y and the draft model).
+ *
+ * Workspace (lmf_cuda_logits_workspace, the exact bytes run uses; independent of the outputs and
+ * of the mode, as the host layer requires): per row a state record, a sequence record, a 256-bin
+ * 128-bit histogram, per chunk a combine partial, a stats partial and a tie sum; Y [B][V8] fp32
+ * (V8 = V rounded up to 8), D [B][V8] when a nucleus or GeDi model is set, and [B][V8] fp32 per
+ * sparse model; plus 256 bytes of alignment slack.
+ *
+ * Sampling: the key of token v is FADD(y(v), G(v)), G from Philox keyed by (row seed, row offset, v)
+ * exactly as on the CPU (lmf_lg_gumbel); every block keeps its best (key, id), ties to the lower id,
+ * and the row's best is one 64-bit atomicMax of (order key, ~id): the token does not depend on how
+ * the vocabulary is split. 64-bit indexing throughout (rows * stride, chunk offsets).
+ */
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <stdint.h>
+#include <string.h>
+
+#include "logits_backend.h"
+#include "../kernels/common/half_convert.h"
+#include "../kernels/common/logits_math.h"
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kChunk = 2048;              /* tokens per chunk: the CPU backend's BLK */
+constexpr int kPer = kChunk / kThreads;   /* tokens per thread per chunk */
+constexpr int kBins = 256;                /* radix digit: 8 bits */
+constexpr int kNst = 5;                   /* statistics roles */
+constexpr int kMaxM = LMF_LOGITS_MAX_MODELS;
+constexpr int kWinCap = 2048;             /* the CPU's CAP: a top-p window with at most this many tokens */
+constexpr int kMaxCachedDevices = 64;
+constexpr unsigned kFull = 0xffffffffu;
+constexpr uint32_t kSentinel = 0x7f800001u; /* an unlisted id in a sparse model's dense row */
+constexpr uint32_t kCanonNan = 0x7fc00000u; /* listed NaNs are stored as this (never the sentinel) */
+constexpr int64_t kNone64 = INT64_MAX;
+
+static_assert(kPer == 8, "a thread handles one 8-token group (16-byte vectors) per chunk");
+static_assert(kThreads == kBins, "the search merge maps one thread to one bin");
+
+enum { ST_PLAUS = 0, ST_NUC = 1, ST_GPOS = 2, ST_GNEG = 3, ST_DRAFT = 4 };
+enum { SK_NONE = 0, SK_NUC = 1, SK_GF = 2, SK_TOPK = 3, SK_TOPP = 4 };
+enum { RF_BAD_INDEX = 1u, RF_BAD = 2u };
+
+struct U128 {
+  unsigned long long lo, hi;
+};
+
+/* Per-row state, in the workspace. Written by init and the merges, read by the chunk kernels; the
+ * fields named "atomics" are only added to by chunk kernels and read by the next kernel. */
+struct Row {
+  int32_t status;
+  uint32_t flags; /* RF_*, from init and the sparse scatter (atomics) */
+  int32_t greedy, need_dist, need_lse, want_sum, fuse_T;
+  int32_t search; /* SK_*: the cut search this row is in */
+  int32_t wfree;  /* top-p may take the combine pass's total (the CPU's window rule) */
+  uint32_t prefix;
+  int32_t nuc_on, gf_on, topk_on, topp_on;
+  int32_t do_final, do_sample;
+  int32_t yarg;
+  uint32_t comb; /* models summed into s for this row */
+  uint32_t rd;   /* models read for this row */
+  float T, Teff, plaus_thr, gL_pos, gL_neg, gt, ymax, lse;
+  float smax[kNst], slse[kNst];
+  float w[kMaxM];
+  unsigned int win_c[4]; /* atomics */
+  int64_t nfin;
+  int64_t in_row[kMaxM];
+  uint64_t seed, goff;
+  uint64_t nuc_cut, gf_cut, topk_cut, topp_cut;
+  double total; /* sum over chunks of (sum e^(y - chunk max)) e^(chunk max - ymax), in double */
+  U128 flo, target;
+  U128 acc;       /* atomics: the final pass's mass */
+  U128 win_m[4];  /* atomics */
+  unsigned long long best; /* atomics: packed Gumbel-max */
+};
+
+struct Seq {
+  int32_t status, accepted, next, pad;
+  int64_t resid_row; /* -1: none */
+  unsigned long long best;
+};
+
+struct CPart {
+  float max;
+  int32_t arg;
+  int32_t cnt;
+  int32_t bad;
+  double osum;
+};
+
+struct SPart {
+  float smax[kNst];
+  int32_t bad;
+  double ssum[kNst];
+};
+
+/* Kernel parameters: the job and the workspace layout (under 4 KiB). */
+struct KP {
+  lmf_lg_job job;
+  Row *rows;
+  Seq *seqs;
+  U128 *hist;
+  CPart *cpart;
+  SPart *spart;
+  U128 *tie;
+  float *Y;
+  float *D;
+  float *sp[kMaxM];
+  int64_t ystride;
+  int64_t nchunks;
+  int64_t nrows;
+  int64_t nseqs;
+  int32_t gx;
+  int32_t nstat;
+  int32_t stat_model[kNst];
+  int32_t role_stat[kNst];
+  int32_t need_y;
+  int32_t kind;  /* per launch: the search kind */
+  int32_t level; /* per launch: the digit level; the merge kernel: 1 after the GeDi temp pass */
+  int32_t model; /* per launch: the sparse model */
+};
+static_assert(sizeof(KP) <= 4000, "kernel parameters must fit the 4 KiB limit");
+
+/* ---- Small helpers ------------------------------------------------------------------------------ */
+
+__device__ __forceinline__ int lane_id() { return (int)(threadIdx.x & 31u); }
+__device__ __forceinline__ int warp_id() { return (int)(threadIdx.x >> 5); }
+__device__ __forceinline__ float ninf() { return lmf_lg_ninf(); }
+
+__device__ __forceinline__ U128 u128(unsigned long long lo, unsigned long long hi) {
+  U128 r;
+  r.lo = lo;
+  r.hi = hi;
+  return r;
+}
+__device__ __forceinline__ U128 add(U128 a, U128 b) {
+  U128 r;
+  r.lo = a.lo + b.lo;
+  r.hi = a.hi + b.hi + (r.lo < a.lo ? 1ull : 0ull);
+  return r;
+}
+__device__ __forceinline__ U128 sub(U128 a, U128 b) {
+  U128 r;
+  r.lo = a.lo - b.lo;
+  r.hi = a.hi - b.hi - (a.lo < b.lo ? 1ull : 0ull);
+  return r;
+}
+__device__ __forceinline__ bool ge(U128 a, U128 b) { return a.hi > b.hi || (a.hi == b.hi && a.lo >= b.lo); }
+__device__ __forceinline__ bool is_zero(U128 a) { return (a.lo | a.hi) == 0ull; }
+
+/* A mass w in [0, 1] (fp32) as a fixed-point integer in units of 2^-80: exact for w >= 2^-57,
+ * truncated below. Sums of up to 2^31 of them fit 128 bits. */
+__device__ __forceinline__ U128 fx_of(float w) {
+  const uint32_t b = __float_as_uint(w);
+  const int e = (int)(b >> 23);
+  if (b == 0u || (b >> 31) != 0u || e == 0) return u128(0ull, 0ull); /* 0, negative, subnormal */
+  const unsigned long long m = (unsigned long long)((b & 0x7fffffu) | 0x800000u);
+  const int sh = (e > 127 ? 127 : e) - 70; /* w = m 2^(e - 150) = (m 2^(e - 70)) 2^-80 */
+  if (sh >= 0) return u128(m << sh, sh > 40 ? m >> (64 - sh) : 0ull);
+  return u128(-sh < 64 ? m >> (-sh) : 0ull, 0ull);
+}
+
+__device__ __forceinline__ double fx_to_double(U128 x) {
+  return (__ull2double_rn(x.hi) * 18446744073709551616.0 + __ull2double_rn(x.lo)) * 0x1p-80;
+}
+
+/* The smallest fixed-point value >= t (t >= 0, t <= 2^40). */
+__device__ __forceinline__ U128 ceil_fx(double t) {
+  if (!(t > 0.0)) return u128(0ull, 0ull);
+  const double s = t * 65536.0; /* t 2^80 / 2^64, exact */
+  const double h = floor(s);
+  const double rem = s - h; /* exact, [0, 1) */
+  return u128(__double2ull_ru(rem * 18446744073709551616.0), (unsigned long long)h);
+}
+
+/* The CPU's max_block order: a float's bits as a signed integer with the floats' order. */
+__device__ __forceinline__ int32_t key_s(float f) {
+  const int32_t b = (int32_t)__float_as_uint(f);
+  return b ^ ((b >> 31) & 0x7fffffff);
+}
+__device__ __forceinline__ float key_s_inv(int32_t k) {
+  return __uint_as_float((uint32_t)(k ^ ((k >> 31) & 0x7fffffff)));
+}
+
+/* Best (key, id) of Gumbel-max as one 64-bit value: larger key first, then the lower id. 0: none. */
+__device__ __forceinline__ unsigned long long pack_best(float key, uint32_t id) {
+  return ((unsigned long long)lmf_lg_fkey(key) << 32) | (unsigned long long)(0xffffffffu - id);
+}
+__device__ __forceinline__ int32_t unpack_id(unsigned long long p) {
+  return (int32_t)(0xffffffffu - (uint32_t)(p & 0xffffffffull));
+}
+
+__device__ __forceinline__ bool desc_le(float x, uint32_t id, uint64_t cut) {
+  return lmf_lg_ord_desc(x, id) <= cut;
+}
+
+/* ---- Warp and block reductions (256 threads; every thread gets the result) --------------------- */
+
+struct Red {
+  unsigned long long a[kWarps];
+  unsigned long long b[kWarps];
+};
+
+enum { OP_SUM = 0, OP_MIN = 1, OP_MAX = 2 };
+
+template <int OP>
+__device__ __forceinline__ long long op_ll(long long x, long long y) {
+  return OP == OP_SUM ? x + y : OP == OP_MIN ? (y < x ? y : x) : (y > x ? y : x);
+}
+
+template <int OP>
+__device__ __forceinline__ long long warp_reduce_ll(long long v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = op_ll<OP>(v, __shfl_xor_sync(kFull, v, o));
+  return v;
+}
+
+template <int OP>
+__device__ long long block_reduce_ll(long long v, Red &r) {
+  v = warp_reduce_ll<OP>(v);
+  if (lane_id() == 0) r.a[warp_id()] = (unsigned long long)v;
+  __syncthreads();
+  long long s = (long long)r.a[0];
+#pragma unroll
+  for (int i = 1; i < kWarps; ++i) s = op_ll<OP>(s, (long long)r.a[i]);
+  __syncthreads();
+  return s;
+}
+
+__device__ __forceinline__ unsigned long long warp_max_u64(unsigned long long v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const unsigned long long t = __shfl_xor_sync(kFull, v, o);
+    v = t > v ? t : v;
+  }
+  return v;
+}
+
+__device__ unsigned long long block_max_u64(unsigned long long v, Red &r) {
+  v = warp_max_u64(v);
+  if (lane_id() == 0) r.a[warp_id()] = v;
+  __syncthreads();
+  unsigned long long s = r.a[0];
+#pragma unroll
+  for (int i = 1; i < kWarps; ++i) s = r.a[i] > s ? r.a[i] : s;
+  __syncthreads();
+  return s;
+}
+
+__device__ __forceinline__ U128 warp_sum_u128(U128 v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    U128 t;
+    t.lo = __shfl_xor_sync(kFull, v.lo, o);
+    t.hi = __shfl_xor_sync(kFull, v.hi, o);
+    v = add(v, t);
+  }
+  return v;
+}
+
+__device__ U128 block_sum_u128(U128 v, Red &r) {
+  v = warp_sum_u128(v);
+  if (lane_id() == 0) {
+    r.a[warp_id()] = v.lo;
+    r.b[warp_id()] = v.hi;
+  }
+  __syncthreads();
+  U128 s = u128(0ull, 0ull);
+#pragma unroll
+  for (int i = 0; i < kWarps; ++i) s = add(s, u128(r.a[i], r.b[i]));
+  __syncthreads();
+  return s;
+}
+
+/* Inclusive prefix sum over the block's threads in thread order (exact). */
+__device__ U128 block_incl_scan_u128(U128 v, Red &r) {
+  const int lane = lane_id();
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    U128 t;
+    t.lo = __shfl_up_sync(kFull, v.lo, o);
+    t.hi = __shfl_up_sync(kFull, v.hi, o);
+    if (lane >= o) v = add(v, t);
+  }
+  if (lane == 31) {
+    r.a[warp_id()] = v.lo;
+    r.b[warp_id()] = v.hi;
+  }
+  __syncthreads();
+  U128 pre = u128(0ull, 0ull);
+  for (int i = 0; i < warp_id(); ++i) pre = add(pre, u128(r.a[i], r.b[i]));
+  __syncthreads();
+  return add(pre, v);
+}
+
+/* Adds v to a 128-bit counter in global memory: the low word's carries go to the high word, so the
+ * result is exact whatever the order of the adds. */
+__device__ __forceinline__ void atomic_add_u128(U128 *p, U128 v) {
+  if (is_zero(v)) return;
+  const unsigned long long old = atomicAdd(&p->lo, v.lo);
+  const unsigned long long h = v.hi + ((old + v.lo < old) ? 1ull : 0ull);
+  if (h) atomicAdd(&p->hi, h);
+}
+
+/* ---- Reading the models ------------------------------------------------------------------------- */
+
+/* One model's row as seen by one output row: z(v) for v < lim, -inf beyond. */
+struct MV {
+  const void *base; /* dense: element 0 of the input row; sparse: the dense fp32 row in the workspace */
+  int64_t lim;
+  int32_t dtype;
+  int32_t sparse;
+  int32_t vec; /* 16-byte aligned base: 8-token groups load as 16-byte vectors */
+  float fill;
+  float tau;
+};
+
+__device__ __forceinline__ MV make_mv(const KP &p, const Row &R, int k, int64_t row) {
+  const lmf_lg_model &m = p.job.models[k];
+  MV v;
+  v.lim = m.vocab < p.job.vocab_out ? (int64_t)m.vocab : (int64_t)p.job.vocab_out;
+  v.tau = m.temperature;
+  v.fill = m.sparse_fill;
+  if (m.sparse_index) {
+    v.sparse = 1;
+    v.dtype = LMF_DTYPE_F32;
+    v.base = p.sp[k] + row * p.ystride;
+    v.vec = 1;
+  } else {
+    v.sparse = 0;
+    v.dtype = m.dtype;
+    const int64_t es = m.dtype == LMF_DTYPE_F32 ? 4 : 2;
+    v.base = static_cast<const char *>(m.logits) + R.in_row[k] * m.row_stride * es;
+    v.vec = (reinterpret_cast<uintptr_t>(v.base) & 15u) == 0u;
+  }
+  return v;
+}
+
+/* The bias row as an fp32 "model" of width V_out. */
+__device__ __forceinline__ MV bias_mv(const KP &p, int64_t row) {
+  MV v;
+  v.base = p.job.bias + row * p.job.bias_row_stride;
+  v.lim = p.job.vocab_out;
+  v.dtype = LMF_DTYPE_F32;
+  v.sparse = 0;
+  v.vec = (reinterpret_cast<uintptr_t>(v.base) & 15u) == 0u;
+  v.fill = 0.0f;
+  v.tau = 1.0f;
+  return v;
+}
+
+__device__ __forceinline__ float elem(const void *base, int32_t dtype, int64_t i) {
+  if (dtype == LMF_DTYPE_F32) return static_cast<const float *>(base)[i];
+  const uint16_t h = static_cast<const uint16_t *>(base)[i];
+  return dtype == LMF_DTYPE_BF16 ? lmf_bf16_to_f32(h) : lmf_f16_to_f32(h);
+}
+
+__device__ __forceinline__ float sparse_value(const MV &m, float x) {
+  return __float_as_uint(x) == kSentinel ? m.fill : x;
+}
+
+/* z(v), -inf for v >= lim. */
+__device__ __forceinline__ float load1(const MV &m, int64_t v) {
+  if (v >= m.lim) return ninf();
+  const float x = elem(m.base, m.dtype, v);
+  return m.sparse ? sparse_value(m, x) : x;
+}
+
+/* z(v .. v + 7) (v a multiple of 8), -inf at and beyond lim. */
+__device__ __forceinline__ void load8(const MV &m, int64_t v, float x[kPer]) {
+  if (m.vec && v + kPer <= m.lim) {
+    if (m.dtype == LMF_DTYPE_F32) {
+      const float4 *q = reinterpret_cast<const float4 *>(static_cast<const float *>(m.base) + v);
+      const float4 a = q[0], b = q[1];
+      x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w;
+      x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+    } else {
+      const uint4 u = *reinterpret_cast<const uint4 *>(static_cast<const uint16_t *>(m.base) + v);
+      const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+      const bool bf = m.dtype == LMF_DTYPE_BF16;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const uint16_t lo = (uint16_t)(w[q] & 0xffffu), hi = (uint16_t)(w[q] >> 16);
+        x[2 * q] = bf ? lmf_bf16_to_f32(lo) : lmf_f16_to_f32(lo);
+        x[2 * q + 1] = bf ? lmf_bf16_to_f32(hi) : lmf_f16_to_f32(hi);
+      }
+    }
+    if (m.sparse) {
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) x[j] = sparse_value(m, x[j]);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) x[j] = load1(m, v + j);
+  }
+}
+
+__device__ __forceinline__ void load8_f32(const float *p, float x[kPer]) {
+  const float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
+  x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w;
+  x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+}
+
+__device__ __forceinline__ void store8_f32(float *p, const float x[kPer]) {
+  reinterpret_cast<float4 *>(p)[0] = make_float4(x[0], x[1], x[2], x[3]);
+  reinterpret_cast<float4 *>(p)[1] = make_float4(x[4], x[5], x[6], x[7]);
+}
+
+/* ---- Row bookkeeping ---------------------------------------------------------------------------- */
+
+__device__ __forceinline__ int32_t resolve_flags(uint32_t f) {
+  return (f & RF_BAD_INDEX) ? (int32_t)LMF_ROW_BAD_INDEX : (f & RF_BAD) ? (int32_t)LMF_ROW_NONFINITE
+                                                                        : (int32_t)LMF_ROW_OK;
+}
+
+/* What the survivor test reads of a row, in registers. */
+struct Surv {
+  float ymax;
+  int32_t topk_on, topp_on;
+  uint64_t topk_cut, topp_cut;
+};
+
+__device__ __forceinline__ Surv surv_of(const Row &R) {
+  Surv s;
+  s.ymax = R.ymax;
+  s.topk_on = R.topk_on;
+  s.topp_on = R.topp_on;
+  s.topk_cut = R.topk_cut;
+  s.topp_cut = R.topp_cut;
+  return s;
+}
+
+/* The survivors of the filters after the masks: top-k and top-p cuts (descending order), min-p. */
+__device__ __forceinline__ bool survives(const Surv &S, float y, int64_t v, bool minp, float log_min_p) {
+  if (lmf_lg_is_ninf(y)) return false;
+  if (S.topk_on && !desc_le(y, (uint32_t)v, S.topk_cut)) return false;
+  if (S.topp_on && !desc_le(y, (uint32_t)v, S.topp_cut)) return false;
+  if (minp && !(LMF_FSUB(y, S.ymax) >= log_min_p)) return false;
+  return true;
+}
+
+/* The CPU's after_temp: the step after the combine (or GeDi temperature) merge. One thread. */
+__device__ void after_temp(const lmf_lg_job &j, Row &R) {
+  if (!R.need_dist) return; /* greedy, no distribution outputs: the token is the argmax */
+  if (j.top_k > 0 && R.nfin > (int64_t)j.top_k) {
+    R.search = SK_TOPK;
+  } else if (j.top_p < 1.0f) {
+    R.search = SK_TOPP;
+    R.wfree = R.want_sum;
+  } else if (!R.need_lse && j.min_p <= 0.0f) {
+    R.do_sample = 1; /* sampling needs no LSE */
+  } else if (R.want_sum && j.min_p <= 0.0f) {
+    R.lse = (float)((double)R.ymax + log(R.total)); /* every finite token survives */
+    R.do_sample = !R.greedy;
+  } else {
+    R.do_final = 1;
+  }
+}
+
+__device__ __forceinline__ int32_t sampled_token(const Row &R) {
+  return R.best ? unpack_id(R.best) : R.yarg;
+}
+
+/* Chunk kernels: block -> (row, first chunk). */
+__device__ __forceinline__ int64_t chunk_row(const KP &p) { return (int64_t)blockIdx.x / p.gx; }
+__device__ __forceinline__ int64_t chunk_first(const KP &p) { return (int64_t)blockIdx.x % p.gx; }
+
+/* ---- Init ----------------------------------------------------------------------------------------- */
+
+/* One warp per row: the row's scalars and first status; zeroes its accumulators and histogram. */
+__global__ void __launch_bounds__(kThreads) k_init(const __grid_constant__ KP p) {
+  const int64_t row = (int64_t)blockIdx.x * kWarps + warp_id();
+  if (row >= p.nrows) return;
+  const int lane = lane_id();
+  U128 *h = p.hist + row * kBins;
+  for (int i = lane; i < kBins; i += 32) h[i] = u128(0ull, 0ull);
+  if (lane != 0) return;
+  const lmf_lg_job &j = p.job;
+  Row &R = p.rows[row];
+  const bool verify = j.mode == LMF_LG_MODE_VERIFY;
+  uint32_t flags = 0;
+  const float T = j.temperature_rows ? j.temperature_rows[row] : j.temperature;
+  if (!lmf_isfinite_f32(T) || T < 0.0f) flags |= RF_BAD;
+  const int greedy = T == 0.0f;
+  R.T = T;
+  R.greedy = greedy;
+  R.Teff = greedy ? 1.0f : T;
+  const int gf = j.gedi_pos_model >= 0 && j.gedi_filter_p > 0.0f;
+  R.fuse_T = !gf;
+  const int64_t L1 = (int64_t)j.draft_len + 1;
+  const int64_t sidx = verify ? row / L1 : row;
+  const uint64_t pos = verify ? (uint64_t)(row % L1) : 0ull;
+  uint64_t seed = 0, off = 0;
+  if (!greedy) {
+    seed = j.seeds ? j.seeds[sidx] : 0ull;
+    off = j.offsets ? j.offsets[sidx] : 0ull;
+  }
+  R.seed = seed;
+  R.goff = off + pos;
+  const int need_lse = verify || j.token_logprob || j.lse || j.logprobs;
+  const int need_dist = !greedy || (!verify && need_lse);
+  R.need_lse = need_lse;
+  R.need_dist = need_dist;
+  R.want_sum = !gf && need_dist && j.top_k == 0 && (j.top_p < 1.0f || (need_lse && j.min_p <= 0.0f));
+  uint32_t comb = 0, rd = 0;
+  for (int k = 0; k < j.num_models; ++k) {
+    const lmf_lg_model &m = j.models[k];
+    R.w[k] = 0.0f;
+    R.in_row[k] = 0;
+    if (!m.roles) continue;
+    int c_on = 0;
+    if (m.roles & LMF_LG_ROLE_COMBINE) {
+      const float c = m.coeff_rows ? m.coeff_rows[row] : m.coeff;
+      if (!lmf_isfinite_f32(c)) {
+        flags |= RF_BAD;
+      } else if (c != 0.0f) {
+        c_on = 1;
+        R.w[k] = lmf_lg_weight(c, m.temperature);
+      }
+    }
+    const int use = c_on || (m.roles & ~(uint32_t)LMF_LG_ROLE_COMBINE) != 0u;
+    if (!use) continue;
+    const int64_t r = m.row_index ? (int64_t)m.row_index[row] : row;
+    if (r < 0) {
+      flags |= RF_BAD_INDEX;
+      continue;
+    }
+    R.in_row[k] = r;
+    rd |= 1u << k;
+    if (c_on) comb |= 1u << k;
+  }
+  R.comb = comb;
+  R.rd = rd;
+  R.gL_pos = 0.0f;
+  R.gL_neg = 0.0f;
+  R.gt = 1.0f;
+  if (j.gedi_pos_model >= 0) {
+    const float Lp = j.gedi_L_pos[row], Ln = j.gedi_L_neg[row];
+    const int32_t n = j.gedi_n[row];
+    if (!lmf_isfinite_f32(Lp) || !lmf_isfinite_f32(Ln) || n < 0) flags |= RF_BAD;
+    R.gL_pos = Lp;
+    R.gL_neg = Ln;
+    R.gt = (float)((int64_t)n + 1);
+  }
+  R.flags = flags;
+  R.status = resolve_flags(flags);
+  R.search = SK_NONE;
+  R.wfree = 0;
+  R.prefix = 0;
+  R.nuc_on = R.gf_on = R.topk_on = R.topp_on = 0;
+  R.do_final = R.do_sample = 0;
+  R.yarg = 0;
+  R.plaus_thr = 0.0f;
+  R.ymax = ninf();
+  R.lse = 0.0f;
+  for (int s = 0; s < kNst; ++s) {
+    R.smax[s] = ninf();
+    R.slse[s] = ninf();
+  }
+  for (int k = 0; k < 4; ++k) {
+    R.win_c[k] = 0u;
+    R.win_m[k] = u128(0ull, 0ull);
+  }
+  R.nfin = 0;
+  R.nuc_cut = R.gf_cut = R.topk_cut = R.topp_cut = 0ull;
+  R.total = 0.0;
+  R.flo = R.target = R.acc = u128(0ull, 0ull);
+  R.best = 0ull;
+}
+
+/* ---- Sparse rows ---------------------------------------------------------------------------------- */
+
+/* The dense row of sparse model p.model for each output row reading it: the sentinel on [0, lim). */
+__global__ void __launch_bounds__(kThreads) k_sp_fill(const __grid_constant__ KP p) {
+  const int k = p.model;
+  const lmf_lg_model &m = p.job.models[k];
+  const int64_t lim = m.vocab < p.job.vocab_out ? (int64_t)m.vocab : (int64_t)p.job.vocab_out;
+  const int64_t total = p.nrows * lim;
+  uint32_t *buf = reinterpret_cast<uint32_t *>(p.sp[k]);
+  for (int64_t i = (int64_t)blockIdx.x * kThreads + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * kThreads) {
+    const int64_t b = i / lim, v = i - b * lim;
+    if ((p.rows[b].rd >> k) & 1u) buf[b * p.ystride + v] = kSentinel;
+  }
+}
+
+/* Scatters the listed values; an id outside [0, lim) or listed twice: BAD_INDEX; NaN / +inf: BAD. */
+__global__ void __launch_bounds__(kThreads) k_sp_scatter(const __grid_constant__ KP p) {
+  const int k = p.model;
+  const lmf_lg_model &m = p.job.models[k];
+  const int64_t lim = m.vocab < p.job.vocab_out ? (int64_t)m.vocab : (int64_t)p.job.vocab_out;
+  const int64_t sk = m.sparse_k;
+  const int64_t total = p.nrows * sk;
+  uint32_t *buf = reinterpret_cast<uint32_t *>(p.sp[k]);
+  for (int64_t i = (int64_t)blockIdx.x * kThreads + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * kThreads) {
+    const int64_t b = i / sk, jj = i - b * sk;
+    Row &R = p.rows[b];
+    if (!((R.rd >> k) & 1u)) continue;
+    const int64_t e = R.in_row[k] * m.row_stride + jj;
+    const int32_t id = m.sparse_index[e];
+    const float z = elem(m.logits, m.dtype, e);
+    uint32_t f = lmf_lg_is_bad(z) ? RF_BAD : 0u;
+    if (id < 0 || (int64_t)id >= lim) {
+      f |= RF_BAD_INDEX;
+    } else {
+      const uint32_t zb = __float_as_uint(z);
+      const uint32_t bits = (zb & 0x7fffffffu) > 0x7f800000u ? kCanonNan : zb;
+      const uint32_t old = atomicExch(buf + b * p.ystride + id, bits);
+      if (old != kSentinel) f |= RF_BAD_INDEX;
+    }
+    if (f) atomicOr(&R.flags, f);
+  }
+}
+
+/* The statuses once the sparse rows are checked. */
+__global__ void __launch_bounds__(kThreads) k_status(const __grid_constant__ KP p) {
+  const int64_t row = (int64_t)blockIdx.x * kThreads + threadIdx.x;
+  if (row >= p.nrows) return;
+  Row &R = p.rows[row];
+  R.status = resolve_flags(R.flags);
+}
+
+/* ---- Statistics of the mask, GeDi and draft models -------------------------------------------- */
+
+__global__ void __launch_bounds__(kThreads) k_stats(const __grid_constant__ KP p) {
+  __shared__ Red red;
+  const int64_t row = chunk_row(p);
+  const Row &R = p.rows[row];
+  if (R.status != LMF_ROW_OK) return;
+  const int64_t V = p.job.vocab_out;
+  const int nuc_s = p.role_stat[ST_NUC];
+  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+    const int64_t v = c * kChunk + (int64_t)threadIdx.x * kPer;
+    const bool inr = v < V;
+    int bad_all = 0;
+    for (int s = 0; s < p.nstat; ++s) {
+      const MV mv = make_mv(p, R, p.stat_model[s], row);
+      float x[kPer];
+      int bad = 0;
+      if (inr) {
+        load8(mv, v, x);
+#pragma unroll
+        for (int j = 0; j < kPer; ++j) {
+          bad |= lmf_lg_is_bad(x[j]);
+          x[j] = lmf_lg_scale_x(x[j], mv.tau);
+        }
+        if (s == nuc_s) store8_f32(p.D + row * p.ystride + v, x);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kPer; ++j) x[j] = ninf();
+      }
+      int32_t mk = key_s(ninf());
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) mk = key_s(x[j]) > mk ? key_s(x[j]) : mk;
+      const float mx = key_s_inv((int32_t)block_reduce_ll<OP_MAX>(mk, red));
+      U128 sum = u128(0ull, 0ull);
+      if (!lmf_lg_is_ninf(mx)) {
+#pragma unroll
+        for (int j = 0; j < kPer; ++j) sum = add(sum, fx_of(lmf_lg_exp_neg(LMF_FSUB(x[j], mx))));
+      }
+      sum = block_sum_u128(sum, red);
+      bad = (int)block_reduce_ll<OP_MAX>(bad, red);
+      bad_all |= bad;
+      if (threadIdx.x == 0) {
+        SPart &P = p.spart[row * p.nchunks + c];
+        P.smax[s] = mx;
+        P.ssum[s] = lmf_lg_is_ninf(mx) ? 0.0 : fx_to_double(sum);
+      }
+    }
+    if (threadIdx.x == 0) p.spart[row * p.nchunks + c].bad = bad_all;
+  }
+}
+
+/* Contiguous chunk ranges per lane of a warp-per-row merge (merged in lane order = chunk order). */
+__device__ __forceinline__ void lane_range(int64_t n, int64_t *b, int64_t *e) {
+  const int64_t per = (n + 31) / 32;
+  *b = per * lane_id();
+  *e = *b + per < n ? *b + per : n;
+  if (*b > n) *b = n;
+}
+
+/* One warp per row: max and LSE per statistics model, merged over chunks in order (the CPU's
+ * formula: M = max, S = sum of ssum e^(smax - M) in double); statuses; the nucleus search. */
+__global__ void __launch_bounds__(kThreads) k_stats_merge(const __grid_constant__ KP p) {
+  const int64_t row = (int64_t)blockIdx.x * kWarps + warp_id();
+  if (row >= p.nrows) return;
+  Row &R = p.rows[row];
+  if (R.status != LMF_ROW_OK) return;
+  const lmf_lg_job &j = p.job;
+  const SPart *P = p.spart + row * p.nchunks;
+  int64_t c0, c1;
+  lane_range(p.nchunks, &c0, &c1);
+  int bad = 0;
+  for (int64_t c = c0; c < c1; ++c) bad |= P[c].bad;
+  bad = (int)warp_reduce_ll<OP_MAX>(bad);
+  for (int s = 0; s < p.nstat; ++s) {
+    float M = ninf();
+    for (int64_t c = c0; c < c1; ++c)
+      if (P[c].smax[s] > M) M = P[c].smax[s];
+    float Mall = ninf();
+    for (int i = 0; i < 32; ++i) {
+      const float o = __shfl_sync(kFull, M, i);
+      if (o > Mall) Mall = o;
+    }
+    double S = 0.0;
+    if (!lmf_lg_is_ninf(Mall))
+      for (int64_t c = c0; c < c1; ++c)
+        if (!lmf_lg_is_ninf(P[c].smax[s])) S += P[c].ssum[s] * exp((double)P[c].smax[s] - (double)Mall);
+    double Sall = 0.0;
+    for (int i = 0; i < 32; ++i) Sall += __shfl_sync(kFull, S, i);
+    const float lse = lmf_lg_is_ninf(Mall) ? Mall : (float)((double)Mall + log(Sall));
+    if (lane_id() == 0)
+      for (int r = 0; r < kNst; ++r)
+        if (p.role_stat[r] == s) {
+          R.smax[r] = Mall;
+          R.slse[r] = lse;
+        }
+  }
+  if (lane_id() != 0) return;
+  if (bad) {
+    R.status = LMF_ROW_NONFINITE;
+    return;
+  }
+  for (int r = ST_PLAUS; r <= ST_GNEG; ++r)
+    if (p.role_stat[r] >= 0 && lmf_lg_is_ninf(R.smax[r])) {
+      R.status = LMF_ROW_ALL_MASKED;
+      return;
+    }
+  if (p.role_stat[ST_PLAUS] >= 0) R.plaus_thr = LMF_FADD(R.smax[ST_PLAUS], j.plaus_log_alpha);
+  if (p.role_stat[ST_NUC] >= 0 && j.nucleus_p < 1.0f) R.search = SK_NUC;
+}
+
+/* ---- The combine pass ----------------------------------------------------------------------------- */
+
+/* Writes the chunk's partial (max, first argmax, finite count, NaN / +inf flag, sum e^(y - max)). */
+__device__ __forceinline__ void chunk_partial(const KP &p, int64_t row, int64_t c, const float y[kPer], const int64_t id[kPer],
+                              int bad, bool want_sum, Red &red) {
+  int32_t mk = key_s(ninf());
+  int cnt = 0;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    mk = key_s(y[j]) > mk ? key_s(y[j]) : mk;
+    cnt += !lmf_lg_is_ninf(y[j]);
+  }
+  const float mx = key_s_inv((int32_t)block_reduce_ll<OP_MAX>(mk, red));
+  int64_t arg = kNone64;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j)
+    if (y[j] == mx && id[j] < arg) arg = id[j];
+  arg = block_reduce_ll<OP_MIN>(arg, red);
+  cnt = (int)block_reduce_ll<OP_SUM>(cnt, red);
+  bad = (int)block_reduce_ll<OP_MAX>(bad, red);
+  double osum = 0.0;
+  if (want_sum && !lmf_lg_is_ninf(mx)) {
+    U128 s = u128(0ull, 0ull);
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) s = add(s, fx_of(lmf_lg_exp_neg(LMF_FSUB(y[j], mx))));
+    osum = fx_to_double(block_sum_u128(s, red));
+  }
+  if (threadIdx.x == 0) {
+    CPart &P = p.cpart[row * p.nchunks + c];
+    P.max = mx;
+    P.arg = arg == kNone64 ? 0 : (int32_t)arg;
+    P.cnt = cnt;
+    P.bad = bad;
+    P.osum = osum;
+  }
+}
+
+/* GEDI: the GeDi terms are compiled in (its divisions need more registers: 3 blocks per SM). */
+template <bool GEDI>
+__global__ void __launch_bounds__(kThreads, GEDI ? 3 : 4) k_combine(const __grid_constant__ KP p) {
+  __shared__ Red red;
+  const int64_t row = chunk_row(p);
+  const Row &R = p.rows[row];
+  if (R.status != LMF_ROW_OK) return;
+  const lmf_lg_job &j = p.job;
+  const int64_t V = j.vocab_out;
+  const int K = j.num_models;
+  const uint32_t comb = R.comb;
+  const bool plaus = j.plaus_model >= 0, nuc = j.nucleus_model >= 0;
+  const bool nuc_on = R.nuc_on != 0;
+  const uint64_t nuc_cut = R.nuc_cut;
+  const float plaus_thr = R.plaus_thr;
+  const float Tdiv = R.fuse_T ? R.Teff : 1.0f;
+  const bool want_sum = R.want_sum != 0;
+  float *Yr = p.Y + row * p.ystride;
+  float *Dr = p.D ? p.D + row * p.ystride : nullptr;
+  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+    const int64_t v = c * kChunk + (int64_t)threadIdx.x * kPer;
+    float y[kPer];
+    int64_t id[kPer];
+    int bad = 0;
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      id[q] = v + q;
+      y[q] = 0.0f;
+    }
+    if (v < V) {
+      /* The nucleus mask (D holds the nucleus model's x until GeDi's logP replaces it), then GeDi's
+       * logP(desired | v) (it does not depend on s; computing it first keeps fewer values live across
+       * its divisions). Both are applied to s below, at their places in the CPU's order. */
+      uint32_t nkeep = 0xffu;
+      if (nuc) {
+        float x[kPer];
+        load8_f32(Dr + v, x);
+#pragma unroll
+        for (int q = 0; q < kPer; ++q) {
+          const bool keep = !lmf_lg_is_ninf(x[q]) && (!nuc_on || desc_le(x[q], (uint32_t)id[q], nuc_cut));
+          if (!keep) nkeep &= ~(1u << q);
+        }
+      }
+      float d[kPer];
+      if constexpr (GEDI) {
+        const MV mp = make_mv(p, R, j.gedi_pos_model, row), mn = make_mv(p, R, j.gedi_neg_model, row);
+        float xp[kPer], xn[kPer];
+        load8(mp, v, xp);
+        load8(mn, v, xn);
+#pragma unroll
+        for (int q = 0; q < kPer; ++q)
+          d[q] = lmf_lg_gedi_logp(lmf_lg_scale_x(xp[q], mp.tau), lmf_lg_scale_x(xn[q], mn.tau),
+                                  R.slse[ST_GPOS], R.slse[ST_GNEG], R.gL_pos, R.gL_neg, R.gt,
+                                  j.gedi_logit_scale, j.gedi_bias_pos, j.gedi_bias_neg);
+        store8_f32(Dr + v, d);
+      } else {
+#pragma unroll
+        for (int q = 0; q < kPer; ++q) d[q] = 0.0f;
+      }
+      bool first = true;
+      for (int k = 0; k < K; ++k) {
+        if (!((comb >> k) & 1u)) continue;
+        const MV mv = make_mv(p, R, k, row);
+        const float wk = R.w[k];
+        float x[kPer];
+        load8(mv, v, x);
+#pragma unroll
+        for (int q = 0; q < kPer; ++q) {
+          bad |= lmf_lg_is_bad(x[q]);
+          y[q] = lmf_lg_term(first ? 0.0f : y[q], wk, x[q]);
+        }
+        first = false;
+      }
+      if (first) {
+#pragma unroll
+        for (int q = 0; q < kPer; ++q) y[q] = 0.0f;
+      }
+      if (plaus) {
+        const MV mv = make_mv(p, R, j.plaus_model, row);
+        float x[kPer];
+        load8(mv, v, x);
+#pragma unroll
+        for (int q = 0; q < kPer; ++q) {
+          const float xs = lmf_lg_scale_x(x[q], mv.tau);
+          if (!(xs >= plaus_thr && !lmf_lg_is_ninf(xs))) y[q] = ninf();
+        }
+      }
+      if (nuc) {
+#pragma unroll
+        for (int q = 0; q < kPer; ++q)
+          if (!((nkeep >> q) & 1u)) y[q] = ninf();
+      }
+      if (GEDI && j.gedi_omega != 0.0f) {
+#pragma unroll
+        for (int q = 0; q < kPer; ++q) y[q] = lmf_lg_term(y[q], j.gedi_omega, d[q]);
+      }
+      if (j.bias) {
+        const MV mb = bias_mv(p, row);
+        float b[kPer];
+        load8(mb, v, b);
+#pragma unroll
+        for (int q = 0; q < kPer; ++q) {
+          bad |= lmf_lg_is_bad(b[q]);
+          y[q] = lmf_lg_term(y[q], 1.0f, b[q]);
+        }
+      }
+      if (Tdiv != 1.0f) {
+#pragma unroll
+        for (int q = 0; q < kPer; ++q) y[q] = LMF_FDIV(y[q], Tdiv);
+      }
+#pragma unroll
+      for (int q = 0; q < kPer; ++q) {
+        if (id[q] >= V) y[q] = ninf(); /* past the row */
+        bad |= lmf_lg_is_bad(y[q]);
+      }
+      if (p.need_y) store8_f32(Yr + v, y);
+    } else {
+#pragma unroll
+      for (int q = 0; q < kPer; ++q) y[q] = ninf();
+    }
+    chunk_partial(p, row, c, y, id, bad, want_sum, red);
+  }
+}
+
+/* GeDi's class filter, then y / T (the combine pass left s in Y). */
+__global__ void __launch_bounds__(kThreads) k_temp(const __grid_constant__ KP p) {
+  __shared__ Red red;
+  const int64_t row = chunk_row(p);
+  const Row &R = p.rows[row];
+  if (R.status != LMF_ROW_OK) return;
+  const int64_t V = p.job.vocab_out;
+  const bool gf_on = R.gf_on != 0;
+  const uint32_t ck = (uint32_t)(R.gf_cut >> 32), ci = (uint32_t)R.gf_cut;
+  const float lt = p.job.gedi_log_target, T = R.Teff;
+  float *Yr = p.Y + row * p.ystride;
+  const float *Dr = p.D + row * p.ystride;
+  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+    float y[kPer];
+    int64_t id[kPer];
+    int bad = 0;
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
+      id[q] = v;
+      y[q] = ninf();
+      if (v < V) {
+        float x = Yr[v];
+        if (gf_on) {
+          const float d = Dr[v];
+          const uint32_t kk = lmf_lg_fkey(d);
+          const bool before = kk < ck || (kk == ck && (uint32_t)v < ci);
+          if (before && d < lt) x = ninf();
+        }
+        if (T != 1.0f) x = LMF_FDIV(x, T);
+        Yr[v] = x;
+        bad |= lmf_lg_is_bad(x);
+        y[q] = x;
+      }
+    }
+    chunk_partial(p, row, c, y, id, bad, false, red);
+  }
+}
+
+/* One warp per row: merges the combine (level 0) or temperature (level 1) partials in chunk order as
+ * the CPU's max_merge; statuses; the row's next step. */
+__global__ void __launch_bounds__(kThreads) k_cmerge(const __grid_constant__ KP p) {
+  const int64_t row = (int64_t)blockIdx.x * kWarps + warp_id();
+  if (row >= p.nrows) return;
+  Row &R = p.rows[row];
+  if (R.status != LMF_ROW_OK) return;
+  const lmf_lg_job &j = p.job;
+  const bool temp = p.level != 0;
+  const CPart *P = p.cpart + row * p.nchunks;
+  int64_t c0, c1;
+  lane_range(p.nchunks, &c0, &c1);
+  int bad = 0;
+  long long cnt = 0;
+  float M = ninf();
+  int32_t arg = 0;
+  for (int64_t c = c0; c < c1; ++c) {
+    bad |= P[c].bad;
+    cnt += P[c].cnt;
+    if (P[c].max > M) {
+      M = P[c].max;
+      arg = P[c].arg;
+    }
+  }
+  bad = (int)warp_reduce_ll<OP_MAX>(bad);
+  cnt = warp_reduce_ll<OP_SUM>(cnt);
+  float Mall = ninf();
+  int32_t aall = 0;
+  for (int i = 0; i < 32; ++i) {
+    const float o = __shfl_sync(kFull, M, i);
+    const int32_t a = __shfl_sync(kFull, arg, i);
+    if (o > Mall) {
+      Mall = o;
+      aall = a;
+    }
+  }
+  int st = LMF_ROW_OK;
+  if (bad) st = LMF_ROW_NONFINITE;
+  else if (cnt == 0) st = LMF_ROW_ALL_MASKED;
+  else if ((temp || R.fuse_T) && !lmf_isfinite_f32(Mall)) st = LMF_ROW_NONFINITE;
+  double total = 0.0;
+  if (st == LMF_ROW_OK && !temp && R.want_sum) {
+    double S = 0.0;
+    for (int64_t c = c0; c < c1; ++c)
+      if (!lmf_lg_is_ninf(P[c].max)) S += P[c].osum * exp((double)P[c].max - (double)Mall);
+    for (int i = 0; i < 32; ++i) total += __shfl_sync(kFull, S, i);
+  }
+  if (lane_id() != 0) return;
+  if (st != LMF_ROW_OK) {
+    R.status = st;
+    return;
+  }
+  R.ymax = Mall;
+  R.yarg = aall;
+  R.nfin = cnt;
+  if (!temp) R.total = total;
+  if (!temp && j.gedi_pos_model >= 0 && j.gedi_filter_p > 0.0f) R.search = SK_GF;
+  else after_temp(j, R);
+}
+
+/* ---- Cut searches ------------------------------------------------------------------------------- */
+
+/* The row's values a search reads, in registers. */
+struct SRow {
+  float smax_nuc, ymax;
+  int topk_on;
+  uint64_t topk_cut;
+};
+
+__device__ __forceinline__ SRow srow_of(const Row &R) {
+  SRow s;
+  s.smax_nuc = R.smax[ST_NUC];
+  s.ymax = R.ymax;
+  s.topk_on = R.topk_on;
+  s.topk_cut = R.topk_cut;
+  return s;
+}
+
+/* Token v in the search's order: its 32-bit order key, its mass (fixed point) and whether it takes
+ * part (mass > 0 in fp32; top-k: finite). */
+__device__ __forceinline__ bool search_item(int kind, const SRow &s, const float *Yr, const float *Dr, int64_t v,
+                                            uint32_t *key, U128 *fx, float *yv) {
+  switch (kind) {
+    case SK_NUC: {
+      const float x = Dr[v];
+      const float w = lmf_lg_exp_neg(LMF_FSUB(x, s.smax_nuc));
+      *key = ~lmf_lg_fkey(x);
+      *fx = fx_of(w);
+      *yv = x;
+      return w > 0.0f;
+    }
+    case SK_GF: {
+      const float d = Dr[v], y = Yr[v];
+      const float w = lmf_lg_exp_neg(LMF_FSUB(y, s.ymax));
+      *key = lmf_lg_fkey(d);
+      *fx = fx_of(w);
+      *yv = y;
+      return w > 0.0f;
+    }
+    case SK_TOPK: {
+      const float y = Yr[v];
+      *key = ~lmf_lg_fkey(y);
+      *fx = u128(1ull, 0ull);
+      *yv = y;
+      return !lmf_lg_is_ninf(y);
+    }
+    default: {
+      const float y = Yr[v];
+      const bool in = !lmf_lg_is_ninf(y) && (!s.topk_on || desc_le(y, (uint32_t)v, s.topk_cut));
+      const float w = in ? lmf_lg_exp_neg(LMF_FSUB(y, s.ymax)) : 0.0f;
+      *key = ~lmf_lg_fkey(y);
+      *fx = fx_of(w);
+      *yv = y;
+      return w > 0.0f;
+    }
+  }
+}
+
+/* Adds each lane's (bin, mass) to the warp's private histogram: one leader per distinct bin. */
+__device__ __forceinline__ void warp_hist_add(unsigned long long *wlo, unsigned long long *whi, bool e,
+                                              uint32_t bin, U128 fx) {
+  unsigned act = __ballot_sync(kFull, e);
+  while (act) {
+    const int leader = __ffs((int)act) - 1;
+    const uint32_t b = __shfl_sync(kFull, bin, leader);
+    const bool mine = e && bin == b;
+    const unsigned peers = __ballot_sync(kFull, mine);
+    const U128 s = warp_sum_u128(mine ? fx : u128(0ull, 0ull));
+    if (lane_id() == leader) {
+      const unsigned long long lo = wlo[b] + s.lo;
+      whi[b] += s.hi + (lo < s.lo ? 1ull : 0ull);
+      wlo[b] = lo;
+    }
+    __syncwarp();
+    act &= ~peers;
+  }
+}
+
+/* Histogram pass of digit `level` (bits 31-24, 23-16, 15-8, 7-0 of the key) over the tokens whose
+ * higher digits match the prefix found so far; top-p's first pass also sums the CPU's windows. */
+__global__ void __launch_bounds__(kThreads) k_hist(const __grid_constant__ KP p) {
+  __shared__ unsigned long long wlo[kWarps][kBins];
+  __shared__ unsigned long long whi[kWarps][kBins];
+  const int64_t row = chunk_row(p);
+  Row *R = &p.rows[row];
+  if (R->status != LMF_ROW_OK || R->search != p.kind) return;
+  for (int i = threadIdx.x; i < kWarps * kBins; i += kThreads) {
+    (&wlo[0][0])[i] = 0ull;
+    (&whi[0][0])[i] = 0ull;
+  }
+  __syncthreads();
+  const int kind = p.kind, level = p.level;
+  const SRow s = srow_of(*R);
+  const uint32_t prefix = R->prefix;
+  const bool win = kind == SK_TOPP && level == 0 && R->wfree != 0;
+  const int64_t V = p.job.vocab_out;
+  const float *Yr = p.Y + row * p.ystride;
+  const float *Dr = p.D ? p.D + row * p.ystride : nullptr;
+  const int w = warp_id();
+  U128 wm[4];
+  unsigned wc[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    wm[k] = u128(0ull, 0ull);
+    wc[k] = 0u;
+  }
+  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+#pragma unroll 1
+    for (int q = 0; q < kPer; ++q) {
+      const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
+      uint32_t key = 0;
+      U128 fx = u128(0ull, 0ull);
+      float y = 0.0f;
+      bool e = false;
+      if (v < V) e = search_item(kind, s, Yr, Dr, v, &key, &fx, &y);
+      if (e && level > 0) e = (key >> (32 - 8 * level)) == prefix;
+      warp_hist_add(wlo[w], whi[w], e, (key >> (24 - 8 * level)) & 0xffu, fx);
+      if (win && e) {
+        const float d = LMF_FMUL(LMF_FSUB(s.ymax, y), 2.0f);
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+          if (d < (float)(4 << k)) {
+            wm[k] = add(wm[k], fx);
+            ++wc[k];
+          }
+      }
+    }
+  }
+  __syncthreads();
+  {
+    const int t = threadIdx.x; /* bin */
+    U128 sum = u128(0ull, 0ull);
+#pragma unroll
+    for (int i = 0; i < kWarps; ++i) sum = add(sum, u128(wlo[i][t], whi[i][t]));
+    atomic_add_u128(p.hist + row * kBins + t, sum);
+  }
+  if (win) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const U128 m = warp_sum_u128(wm[k]);
+      const long long n = warp_reduce_ll<OP_SUM>((long long)wc[k]);
+      if (lane_id() == 0) {
+        atomic_add_u128(&R->win_m[k], m);
+        if (n) atomicAdd(&R->win_c[k], (unsigned int)n);
+      }
+    }
+  }
+}
+
+/* The target of a search (level 0): fraction times the total mass, as the CPU computes it. */
+__device__ U128 search_target(const KP &p, const Row &R, U128 tot) {
+  const lmf_lg_job &j = p.job;
+  U128 t;
+  switch (p.kind) {
+    case SK_NUC: t = ceil_fx((double)j.nucleus_p * fx_to_double(tot)); break;
+    case SK_GF: t = ceil_fx((double)j.gedi_filter_p * fx_to_double(tot)); break;
+    case SK_TOPK: t = u128((unsigned long long)j.top_k, 0ull); break;
+    default: {
+      double td = (double)j.top_p * fx_to_double(tot);
+      if (R.wfree) {
+        /* The CPU first tries the largest window (2 (ymax - y) < 4, 8, 16, 32) holding at most CAP
+         * tokens against the combine pass's total; it keeps that target if the window's mass
+         * reaches it. */
+        int kw = -1;
+        for (int k = 0; k < 4; ++k)
+          if (R.win_c[k] <= (unsigned)kWinCap) kw = k;
+        if (kw >= 0) {
+          const double to = (double)j.top_p * R.total;
+          if (ge(R.win_m[kw], ceil_fx(to))) td = to;
+        }
+      }
+      t = ceil_fx(td);
+    }
+  }
+  if (!ge(tot, t)) t = tot;
+  if (is_zero(t)) t = u128(1ull, 0ull);
+  return t;
+}
+
+/* One block per row in the search, thread t = bin t: the digit at which the cumulative mass reaches
+ * the target. Clears the histogram for the next level. */
+__global__ void __launch_bounds__(kThreads) k_smerge(const __grid_constant__ KP p) {
+  __shared__ Red red;
+  const int64_t row = blockIdx.x;
+  Row *R = &p.rows[row];
+  if (R->status != LMF_ROW_OK || R->search != p.kind) return;
+  const int t = threadIdx.x;
+  U128 *H = p.hist + row * kBins;
+  const U128 h = H[t];
+  H[t] = u128(0ull, 0ull);
+  U128 flo, tgt;
+  if (p.level == 0) {
+    const U128 tot = block_sum_u128(h, red);
+    tgt = search_target(p, *R, tot);
+    flo = u128(0ull, 0ull);
+  } else {
+    flo = R->flo;
+    tgt = R->target;
+  }
+  const U128 incl = block_incl_scan_u128(h, red);
+  const long long cand = ge(add(flo, incl), tgt) ? t : kBins;
+  long long b = block_reduce_ll<OP_MIN>(cand, red);
+  if (b == kBins) b = kBins - 1; /* unreachable: the prefix holds the target */
+  if (t == (int)b) {
+    R->flo = add(flo, sub(incl, h));
+    R->prefix = p.level == 0 ? (uint32_t)b : ((R->prefix << 8) | (uint32_t)b);
+    if (p.level == 0) R->target = tgt;
+  }
+}
+
+/* Per chunk: the mass of the tokens whose key is the one found (the tie group). */
+__global__ void __launch_bounds__(kThreads) k_tie(const __grid_constant__ KP p) {
+  __shared__ Red red;
+  const int64_t row = chunk_row(p);
+  const Row *R = &p.rows[row];
+  if (R->status != LMF_ROW_OK || R->search != p.kind) return;
+  const int kind = p.kind;
+  const SRow s = srow_of(*R);
+  const uint32_t K = R->prefix;
+  const int64_t V = p.job.vocab_out;
+  const float *Yr = p.Y + row * p.ystride;
+  const float *Dr = p.D ? p.D + row * p.ystride : nullptr;
+  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+    U128 sum = u128(0ull, 0ull);
+#pragma unroll 1
+    for (int q = 0; q < kPer; ++q) {
+      const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
+      if (v >= V) continue;
+      uint32_t key;
+      U128 fx;
+      float y;
+      if (search_item(kind, s, Yr, Dr, v, &key, &fx, &y) && key == K) sum = add(sum, fx);
+    }
+    sum = block_sum_u128(sum, red);
+    if (threadIdx.x == 0) p.tie[row * p.nchunks + c] = sum;
+  }
+}
+
+/* The search's result and the row's next step (one thread). */
+__device__ void finish_search(const KP &p, Row *R, uint64_t cut) {
+  switch (p.kind) {
+    case SK_NUC:
+      R->nuc_on = 1;
+      R->nuc_cut = cut;
+      R->search = SK_NONE;
+      break;
+    case SK_GF:
+      R->gf_on = 1;
+      R->gf_cut = cut;
+      R->search = SK_NONE;
+      break;
+    case SK_TOPK:
+      R->topk_on = 1;
+      R->topk_cut = cut;
+      if (p.job.top_p < 1.0f) {
+        R->search = SK_TOPP; /* on the top-k survivors, with their mass as the total */
+        R->wfree = 0;
+      } else {
+        R->search = SK_NONE;
+        R->do_final = 1;
+      }
+      break;
+    default:
+      R->topp_on = 1;
+      R->topp_cut = cut;
+      R->search = SK_NONE;
+      R->do_final = 1;
+      break;
+  }
+}
+
+/* One block per row in the search: the chunk where the tie group's cumulative mass reaches the
+ * target, then the token within it (id order); the cut is that token's order. */
+__global__ void __launch_bounds__(kThreads) k_tiecut(const __grid_constant__ KP p) {
+  __shared__ Red red;
+  __shared__ unsigned long long s_lo, s_hi;
+  const int64_t row = blockIdx.x;
+  Row *R = &p.rows[row];
+  if (R->status != LMF_ROW_OK || R->search != p.kind) return;
+  const int kind = p.kind;
+  const SRow s = srow_of(*R);
+  const uint32_t K = R->prefix;
+  const U128 tgt = R->target;
+  U128 base = R->flo;
+  const int64_t V = p.job.vocab_out, nch = p.nchunks;
+  const U128 *TT = p.tie + row * nch;
+  const float *Yr = p.Y + row * p.ystride;
+  const float *Dr = p.D ? p.D + row * p.ystride : nullptr;
+  int64_t cstar = -1;
+  for (int64_t c0 = 0; c0 < nch; c0 += kThreads) {
+    const int64_t c = c0 + threadIdx.x;
+    const U128 h = c < nch ? TT[c] : u128(0ull, 0ull);
+    const U128 incl = block_incl_scan_u128(h, red);
+    const int64_t m = block_reduce_ll<OP_MIN>(ge(add(base, incl), tgt) ? c : kNone64, red);
+    if (m != kNone64) {
+      if (c == m) {
+        const U128 e = add(base, sub(incl, h));
+        s_lo = e.lo;
+        s_hi = e.hi;
+      }
+      __syncthreads();
+      base = u128(s_lo, s_hi);
+      cstar = m;
+      break;
+    }
+    base = add(base, block_sum_u128(h, red));
+  }
+  uint32_t cut_id = 0xffffffffu; /* unreachable fallback: the whole tie group */
+  if (cstar >= 0) {
+    const int64_t v0 = cstar * kChunk + (int64_t)threadIdx.x * kPer; /* id order = thread order */
+    U128 fx[kPer];
+    bool tie[kPer];
+    U128 mine = u128(0ull, 0ull);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      const int64_t v = v0 + q;
+      uint32_t key = 0;
+      float y;
+      fx[q] = u128(0ull, 0ull);
+      tie[q] = v < V && search_item(kind, s, Yr, Dr, v, &key, &fx[q], &y) && key == K;
+      if (tie[q]) mine = add(mine, fx[q]);
+    }
+    const U128 incl = block_incl_scan_u128(mine, red);
+    U128 run = add(base, sub(incl, mine));
+    int64_t found = kNone64;
+#pragma unroll
+    for (int q = 0; q < kPer; ++q)
+      if (tie[q]) {
+        run = add(run, fx[q]);
+        if (found == kNone64 && ge(run, tgt)) found = v0 + q;
+      }
+    const int64_t m = block_reduce_ll<OP_MIN>(found, red);
+    if (m != kNone64) cut_id = (uint32_t)m;
+  }
+  if (threadIdx.x == 0) finish_search(p, R, ((uint64_t)K << 32) | (uint64_t)cut_id);
+}
+
+/* ---- LSE of the survivors, sampling, outputs -------------------------------------------------- */
+
+__global__ void __launch_bounds__(kThreads) k_final(const __grid_constant__ KP p) {
+  __shared__ Red red;
+  const int64_t row = chunk_row(p);
+  Row *R = &p.rows[row];
+  if (R->status != LMF_ROW_OK || !R->do_final) return;
+  const Surv S = surv_of(*R);
+  const bool minp = p.job.min_p > 0.0f;
+  const float lmp = p.job.log_min_p;
+  const int64_t V = p.job.vocab_out;
+  const float *Yr = p.Y + row * p.ystride;
+  U128 sum = u128(0ull, 0ull);
+  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
+      if (v >= V) continue;
+      const float y = Yr[v];
+      if (survives(S, y, v, minp, lmp)) sum = add(sum, fx_of(lmf_lg_exp_neg(LMF_FSUB(y, S.ymax))));
+    }
+  }
+  sum = block_sum_u128(sum, red);
+  if (threadIdx.x == 0) atomic_add_u128(&R->acc, sum);
+}
+
+__global__ void __launch_bounds__(kThreads) k_final_merge(const __grid_constant__ KP p) {
+  const int64_t row = (int64_t)blockIdx.x * kThreads + threadIdx.x;
+  if (row >= p.nrows) return;
+  Row &R = p.rows[row];
+  if (R.status != LMF_ROW_OK || !R.do_final) return;
+  R.lse = (float)((double)R.ymax + log(fx_to_double(R.acc)));
+  R.do_sample = !R.greedy;
+}
+
+/* Gumbel-max over the survivors: every thread keeps its best (key, id), skipping tokens that cannot
+ * reach max(the argmax's key, its best so far) (y + LMF_LG_GUMBEL_MAX below it); the block's best
+ * goes to the row with one 64-bit atomicMax. */
+__global__ void __launch_bounds__(kThreads) k_sample(const __grid_constant__ KP p) {
+  __shared__ Red red;
+  __shared__ float s_bound;
+  const int64_t row = chunk_row(p);
+  Row *R = &p.rows[row];
+  if (R->status != LMF_ROW_OK || !R->do_sample) return;
+  const Surv S = surv_of(*R);
+  const uint64_t seed = R->seed, goff = R->goff;
+  const int32_t yarg = R->yarg;
+  const bool minp = p.job.min_p > 0.0f;
+  const float lmp = p.job.log_min_p;
+  const int64_t V = p.job.vocab_out;
+  const float *Yr = p.Y + row * p.ystride;
+  if (threadIdx.x == 0)
+    s_bound = lmf_lg_gumbel_key(Yr[yarg], lmf_lg_gumbel(seed, goff, (uint32_t)yarg));
+  __syncthreads();
+  const float bound0 = s_bound;
+  float bk = ninf();
+  int64_t bid = -1;
+  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+#pragma unroll 1
+    for (int q = 0; q < kPer; ++q) {
+      const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
+      if (v >= V) continue;
+      const float y = Yr[v];
+      if (!survives(S, y, v, minp, lmp)) continue;
+      const float bound = (bid >= 0 && bk > bound0) ? bk : bound0;
+      if (LMF_FADD(y, LMF_LG_GUMBEL_MAX) < bound) continue;
+      const float key = lmf_lg_gumbel_key(y, lmf_lg_gumbel(seed, goff, (uint32_t)v));
+      if (bid < 0 || key > bk) { /* ids increase along a thread's loop: ties keep the lower id */
+        bk = key;
+        bid = v;
+      }
+    }
+  }
+  const unsigned long long pk = block_max_u64(bid >= 0 ? pack_best(bk, (uint32_t)bid) : 0ull, red);
+  if (threadIdx.x == 0 && pk) atomicMax(&R->best, pk);
+}
+
+/* The log-prob rows: y - lse on the survivors, -inf elsewhere; NaN for failed rows. */
+__global__ void __launch_bounds__(kThreads) k_logprobs(const __grid_constant__ KP p) {
+  const int64_t row = chunk_row(p);
+  const Row &R = p.rows[row];
+  const bool ok = R.status == LMF_ROW_OK;
+  const Surv S = surv_of(R);
+  const float lse = R.lse;
+  const bool minp = p.job.min_p > 0.0f;
+  const float lmp = p.job.log_min_p;
+  const int64_t V = p.job.vocab_out;
+  const float *Yr = p.Y + row * p.ystride;
+  float *o = p.job.logprobs + row * p.job.logprobs_row_stride;
+  const float nan = __uint_as_float(kCanonNan);
+  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
+      if (v >= V) continue;
+      float r = nan;
+      if (ok) {
+        const float y = Yr[v];
+        r = survives(S, y, v, minp, lmp) ? LMF_FSUB(y, lse) : ninf();
+      }
+      o[v] = r;
+    }
+  }
+}
+
+/* One thread per row: tokens, statuses, LSE, token log-prob, the GeDi state update. */
+__global__ void __launch_bounds__(kThreads) k_outputs(const __grid_constant__ KP p) {
+  const int64_t row = (int64_t)blockIdx.x * kThreads + threadIdx.x;
+  if (row >= p.nrows) return;
+  const lmf_lg_job &j = p.job;
+  const Row &R = p.rows[row];
+  const bool ok = R.status == LMF_ROW_OK;
+  const float nan = __uint_as_float(kCanonNan);
+  const int32_t token = ok ? (R.greedy ? R.yarg : sampled_token(R)) : -1;
+  j.tokens[row] = token;
+  if (j.status) j.status[row] = ok ? (int32_t)LMF_ROW_OK : R.status;
+  if (j.lse) j.lse[row] = ok ? R.lse : nan;
+  if (j.token_logprob) j.token_logprob[row] = ok ? LMF_FSUB(p.Y[row * p.ystride + token], R.lse) : nan;
+  if (j.gedi_pos_model >= 0) {
+    if (ok) {
+      const MV mp = make_mv(p, R, j.gedi_pos_model, row), mn = make_mv(p, R, j.gedi_neg_model, row);
+      const float xp = lmf_lg_scale_x(load1(mp, token), mp.tau);
+      const float xn = lmf_lg_scale_x(load1(mn, token), mn.tau);
+      j.gedi_L_pos[row] = lmf_lg_gedi_update(R.gL_pos, xp, R.slse[ST_GPOS]);
+      j.gedi_L_neg[row] = lmf_lg_gedi_update(R.gL_neg, xn, R.slse[ST_GNEG]);
+      j.gedi_n[row] += 1;
+    }
+    if (j.gedi_logp_desired) j.gedi_logp_desired[row] = ok ? p.D[row * p.ystride + token] : nan;
+  }
+}
+
+/* ---- verify_draft --------------------------------------------------------------------------------- */
+
+/* One thread per sequence: the acceptance walk over the rows (all computed), as the CPU's after_final. */
+__global__ void __launch_bounds__(kThreads) k_vwalk(const __grid_constant__ KP p) {
+  const int64_t s = (int64_t)blockIdx.x * kThreads + threadIdx.x;
+  if (s >= p.nseqs) return;
+  const lmf_lg_job &j = p.job;
+  const int32_t L = j.draft_len;
+  const int64_t base = s * ((int64_t)L + 1);
+  const bool minp = j.min_p > 0.0f;
+  Seq &Q = p.seqs[s];
+  Q.best = 0ull;
+  Q.resid_row = -1;
+  int32_t st = LMF_ROW_OK, acc = 0, next = -1;
+  for (int32_t pos = 0; pos <= L; ++pos) {
+    const int64_t rb = base + pos;
+    const Row &R = p.rows[rb];
+    if (R.status != LMF_ROW_OK) {
+      st = R.status;
+      acc = pos;
+      break;
+    }
+    if (pos == L) {
+      acc = L;
+      next = R.greedy ? R.yarg : sampled_token(R);
+      break;
+    }
+    const int32_t d = j.draft_tokens[s * (int64_t)L + pos];
+    if (d < 0 || d >= j.vocab_out) {
+      st = LMF_ROW_BAD_INDEX;
+      acc = pos;
+      break;
+    }
+    bool accept;
+    if (R.greedy) {
+      accept = d == R.yarg;
+    } else {
+      const float y = p.Y[rb * p.ystride + d];
+      const float yd = survives(surv_of(R), y, d, minp, j.log_min_p) ? y : ninf();
+      const float lp = lmf_lg_is_ninf(yd) ? yd : LMF_FSUB(yd, R.lse);
+      const MV dm = make_mv(p, R, j.draft_model, rb);
+      const float xd = lmf_lg_scale_x(load1(dm, d), dm.tau);
+      const float lq = lmf_lg_is_ninf(xd) ? xd : LMF_FSUB(xd, R.slse[ST_DRAFT]);
+      if (lmf_lg_is_ninf(lp)) {
+        accept = false;
+      } else if (lp >= lq) {
+        accept = true;
+      } else {
+        const uint32_t w = lmf_lg_word(R.seed, R.goff, (uint32_t)d, LMF_LG_DOMAIN_ACCEPT);
+        accept = lmf_log_unit(lmf_lg_uniform(w)) < LMF_FSUB(lp, lq);
+      }
+    }
+    if (accept) continue;
+    acc = pos;
+    if (R.greedy) next = R.yarg;
+    else Q.resid_row = rb; /* the correction: Gumbel-max of log(p - q) on this row */
+    break;
+  }
+  Q.status = st;
+  Q.accepted = acc;
+  Q.next = next;
+}
+
+/* The correction's Gumbel-max over log(p - q) (tokens with p > q), per sequence with a rejection. */
+__global__ void __launch_bounds__(kThreads) k_resid(const __grid_constant__ KP p) {
+  __shared__ Red red;
+  const int64_t s = chunk_row(p);
+  Seq *Q = &p.seqs[s];
+  const int64_t rb = Q->resid_row;
+  if (rb < 0) return;
+  const lmf_lg_job &j = p.job;
+  const Row &R = p.rows[rb];
+  const bool minp = j.min_p > 0.0f;
+  const int64_t V = j.vocab_out;
+  const float *Yr = p.Y + rb * p.ystride;
+  const MV dm = make_mv(p, R, j.draft_model, rb);
+  const float lse = R.lse, lsed = R.slse[ST_DRAFT];
+  const Surv S = surv_of(R);
+  const uint64_t seed = R.seed, goff = R.goff;
+  float bk = ninf();
+  int64_t bid = -1;
+  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+#pragma unroll 1
+    for (int q = 0; q < kPer; ++q) {
+      const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
+      if (v >= V) continue;
+      const float y = Yr[v];
+      const float lp = survives(S, y, v, minp, j.log_min_p) ? LMF_FSUB(y, lse) : ninf();
+      const float x = lmf_lg_scale_x(load1(dm, v), dm.tau);
+      const float lq = lmf_lg_is_ninf(x) ? x : LMF_FSUB(x, lsed);
+      const float r = lmf_lg_log_residual(lp, lq);
+      if (lmf_lg_is_ninf(r)) continue;
+      if (bid >= 0 && LMF_FADD(r, LMF_LG_GUMBEL_MAX) < bk) continue;
+      const float key = lmf_lg_gumbel_key(r, lmf_lg_gumbel(seed, goff, (uint32_t)v));
+      if (bid < 0 || key > bk) {
+        bk = key;
+        bid = v;
+      }
+    }
+  }
+  const unsigned long long pk = block_max_u64(bid >= 0 ? pack_best(bk, (uint32_t)bid) : 0ull, red);
+  if (threadIdx.x == 0 && pk) atomicMax(&Q->best, pk);
+}
+
+__global__ void __launch_bounds__(kThreads) k_vfinish(const __grid_constant__ KP p) {
+  const int64_t s = (int64_t)blockIdx.x * kThreads + threadIdx.x;
+  if (s >= p.nseqs) return;
+  const lmf_lg_job &j = p.job;
+  const Seq &Q = p.seqs[s];
+  int32_t next = Q.next;
+  if (Q.status == LMF_ROW_OK && Q.resid_row >= 0) /* no token with p > q in fp32: sampled from p */
+    next = Q.best ? unpack_id(Q.best) : sampled_token(p.rows[Q.resid_row]);
+  j.accepted[s] = Q.accepted;
+  j.next_token[s] = Q.status == LMF_ROW_OK ? next : -1;
+  if (j.seq_status) j.seq_status[s] = Q.status;
+}
+
+/* ---- Host side ------------------------------------------------------------------------------------ */
+
+struct Layout {
+  int64_t ystride, nchunks;
+  size_t rows, seqs, hist, cpart, spart, tie, Y, D, sp[kMaxM];
+  size_t total;
+};
+
+bool mul_sz(size_t a, size_t b, size_t *r) {
+  if (a != 0 && b > SIZE_MAX / a) return false;
+  *r = a * b;
+  return true;
+}
+
+/* Reserves `bytes` at a 256-byte boundary. */
+bool reserve(size_t *off, size_t bytes, size_t *at) {
+  const size_t a = (*off + 255) / 256 * 256;
+  if (a < *off || bytes > SIZE_MAX - a) return false;
+  *at = a;
+  *off = a + bytes;
+  return true;
+}
+
+/* The workspace of a job: depends only on num_rows, vocab_out, the nucleus / GeDi models and which
+ * models are sparse (not on the outputs, the mode or the roles), so a size query covers every call
+ * with the same models and params. false on overflow. */
+bool make_layout(const lmf_lg_job *job, Layout *L) {
+  memset(L, 0, sizeof *L);
+  const size_t B = (size_t)job->num_rows;
+  const int64_t V = job->vocab_out;
+  L->ystride = (V + 7) / 8 * 8;
+  L->nchunks = (V + kChunk - 1) / kChunk;
+  size_t off = 0, n = 0, bc = 0, yb = 0;
+  if (!mul_sz(B, (size_t)L->nchunks, &bc)) return false;
+  if (!mul_sz(B, (size_t)L->ystride, &yb) || !mul_sz(yb, sizeof(float), &yb)) return false;
+  if (!mul_sz(B, sizeof(Row), &n) || !reserve(&off, n, &L->rows)) return false;
+  if (!mul_sz(B, sizeof(Seq), &n) || !reserve(&off, n, &L->seqs)) return false;
+  if (!mul_sz(B, kBins * sizeof(U128), &n) || !reserve(&off, n, &L->hist)) return false;
+  if (!mul_sz(bc, sizeof(CPart), &n) || !reserve(&off, n, &L->cpart)) return false;
+  if (!mul_sz(bc, sizeof(SPart), &n) || !reserve(&off, n, &L->spart)) return false;
+  if (!mul_sz(bc, sizeof(U128), &n) || !reserve(&off, n, &L->tie)) return false;
+  if (!reserve(&off, yb, &L->Y)) return false;
+  if (job->nucleus_model >= 0 || job->gedi_pos_model >= 0) {
+    if (!reserve(&off, yb, &L->D)) return false;
+  }
+  for (int k = 0; k < job->num_models; ++k)
+    if (job->models[k].sparse_index && !reserve(&off, yb, &L->sp[k])) return false;
+  if (off > SIZE_MAX - 256) return false;
+  L->total = off + 256; /* the caller's pointer is aligned up to 256 bytes */
+  return true;
+}
+
+lmf_status_t set_device(const struct lmf_context *ctx, const char *fn) {
+  const cudaError_t e = cudaSetDevice(ctx->device);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return lmf_fail(LMF_ERR_CUDA, "%s: cudaSetDevice(%d) failed: %s (%s)", fn, ctx->device,
+                    cudaGetErrorString(e), cudaGetErrorName(e));
+  }
+  return LMF_OK;
+}
+
+std::atomic<int> g_sm_count[kMaxCachedDevices];
+
+lmf_status_t sm_count(int device, const char *fn, int *out) {
+  if (device >= 0 && device < kMaxCachedDevices) {
+    const int c = g_sm_count[device].load(std::memory_order_relaxed);
+    if (c > 0) {
+      *out = c;
+      return LMF_OK;
+    }
+  }
+  int c = 0;
+  const cudaError_t e = cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, device);
+  if (e != cudaSuccess || c < 1) {
+    (void)cudaGetLastError();
+    return lmf_fail(LMF_ERR_CUDA, "%s: cudaDeviceGetAttribute(MultiProcessorCount) failed on device %d: %s",
+                    fn, device, cudaGetErrorString(e));
+  }
+  if (device >= 0 && device < kMaxCachedDevices) g_sm_count[device].store(c, std::memory_order_relaxed);
+  *out = c;
+  return LMF_OK;
+}
+
+typedef void (*Kernel)(const KP);
+
+/* Enqueues one kernel of `blocks` x 256 threads on the stream; reports launch errors. */
+struct Launcher {
+  cudaStream_t stream;
+  const char *fn;
+  int device;
+  lmf_status_t operator()(Kernel k, int64_t blocks, const KP &kp) const {
+    if (blocks <= 0) return LMF_OK;
+    if (blocks > (int64_t)INT32_MAX)
+      return lmf_fail(LMF_ERR_INVALID_SIZE, "%s: %lld thread blocks exceed the grid limit", fn,
+                      (long long)blocks);
+    k<<<(unsigned)blocks, kThreads, 0, stream>>>(kp);
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess)
+      return lmf_fail(LMF_ERR_CUDA, "%s: kernel launch failed on device %d: %s (%s)", fn, device,
+                      cudaGetErrorString(e), cudaGetErrorName(e));
+    return LMF_OK;
+  }
+};
+
+#define LMF_TRY(expr)                    \
+  do {                                   \
+    const lmf_status_t st_ = (expr);     \
+    if (st_ != LMF_OK) return st_;       \
+  } while (0)
+
+/* The kernels of one cut search. */
+lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, int64_t chunk_blocks) {
+  kp.kind = kind;
+  for (int level = 0; level < 4; ++level) {
+    kp.level = level;
+    LMF_TRY(launch(k_hist, chunk_blocks, kp));
+    LMF_TRY(launch(k_smerge, kp.nrows, kp));
+  }
+  LMF_TRY(launch(k_tie, chunk_blocks, kp));
+  LMF_TRY(launch(k_tiecut, kp.nrows, kp));
+  kp.kind = SK_NONE;
+  kp.level = 0;
+  return LMF_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+lmf_status_t lmf_cuda_logits_workspace(const struct lmf_context *ctx, const lmf_lg_job *job,
+                                       size_t *bytes) {
+  (void)ctx;
+  Layout L;
+  if (!make_layout(job, &L))
+    return lmf_fail(LMF_ERR_INVALID_SIZE,
+                    "lmf_logits_workspace_size: the CUDA workspace size overflows (num_rows %d, vocab_out %d)",
+                    job->num_rows, job->vocab_out);
+  *bytes = L.total;
+  return LMF_OK;
+}
+
+lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job *job, void *workspace,
+                                 size_t workspace_bytes, lmf_stream_t stream) {
+  const bool verify = job->mode == LMF_LG_MODE_VERIFY;
+  const char *fn = verify ? "lmf_logits_verify_draft (CUDA)" : "lmf_logits_combine (CUDA)";
+  Layout L;
+  if (!make_layout(job, &L))
+    return lmf_fail(LMF_ERR_INVALID_SIZE, "%s: the workspace size overflows", fn);
+  if (workspace_bytes < L.total)
+    return lmf_fail(LMF_ERR_INVALID_SIZE, "%s: workspace_bytes is %zu; this call needs %zu", fn,
+                    workspace_bytes, L.total);
+  lmf_status_t st = set_device(ctx, fn);
+  if (st != LMF_OK) return st;
+  int sms = 0;
+  st = sm_count(ctx->device, fn, &sms);
+  if (st != LMF_OK) return st;
+
+  KP local; /* about 2 KiB */
+  memset(&local, 0, sizeof local);
+  local.job = *job;
+  char *base = static_cast<char *>(workspace);
+  base += (256u - (uintptr_t)base % 256u) % 256u;
+  local.rows = reinterpret_cast<Row *>(base + L.rows);
+  local.seqs = reinterpret_cast<Seq *>(base + L.seqs);
+  local.hist = reinterpret_cast<U128 *>(base + L.hist);
+  local.cpart = reinterpret_cast<CPart *>(base + L.cpart);
+  local.spart = reinterpret_cast<SPart *>(base + L.spart);
+  local.tie = reinterpret_cast<U128 *>(base + L.tie);
+  local.Y = reinterpret_cast<float *>(base + L.Y);
+  local.D = L.D ? reinterpret_cast<float *>(base + L.D) : nullptr;
+  for (int k = 0; k < job->num_models; ++k)
+    local.sp[k] = job->models[k].sparse_index ? reinterpret_cast<float *>(base + L.sp[k]) : nullptr;
+  local.ystride = L.ystride;
+  local.nchunks = L.nchunks;
+  local.nrows = job->num_rows;
+  local.nseqs = verify ? job->num_seqs : 0;
+
+  /* Statistics roles: distinct models in role order (the CPU's row_init). */
+  const int32_t role_model[kNst] = {job->plaus_model, job->nucleus_model, job->gedi_pos_model,
+                                    job->gedi_neg_model, verify ? job->draft_model : -1};
+  local.nstat = 0;
+  for (int r = 0; r < kNst; ++r) {
+    local.role_stat[r] = -1;
+    if (role_model[r] < 0) continue;
+    int s = 0;
+    while (s < local.nstat && local.stat_model[s] != role_model[r]) ++s;
+    if (s == local.nstat) local.stat_model[local.nstat++] = role_model[r];
+    local.role_stat[r] = s;
+  }
+
+  const bool sampling = job->temperature > 0.0f || job->temperature_rows != nullptr;
+  const bool need_lse = verify || job->token_logprob || job->lse || job->logprobs;
+  const bool dist = sampling || (!verify && need_lse); /* some row may need the filtered distribution */
+  const bool gf = job->gedi_pos_model >= 0 && job->gedi_filter_p > 0.0f;
+  const bool nuc_search = job->nucleus_model >= 0 && job->nucleus_p < 1.0f;
+  const bool final_pass = dist && (job->top_k > 0 || job->top_p < 1.0f || job->min_p > 0.0f || need_lse);
+  local.need_y = dist || gf;
+
+  /* Blocks per row: about four resident blocks per SM in all, at most one per chunk. */
+  const int64_t B = local.nrows, target = (int64_t)sms * 4;
+  int64_t gx = B >= target ? 1 : (target + B - 1) / B;
+  if (gx > L.nchunks) gx = L.nchunks;
+  if (gx < 1) gx = 1;
+  local.gx = (int32_t)gx;
+  const int64_t chunk_blocks = B * gx;
+  const int64_t warp_blocks = (B + kWarps - 1) / kWarps;
+  const int64_t thread_blocks = (B + kThreads - 1) / kThreads;
+  const int64_t grid_cap = (int64_t)sms * 8;
+
+  const Launcher launch{reinterpret_cast<cudaStream_t>(stream), fn, ctx->device};
+  LMF_TRY(launch(k_init, warp_blocks, local));
+  bool sparse = false;
+  for (int k = 0; k < job->num_models; ++k) {
+    const lmf_lg_model &m = job->models[k];
+    if (!m.sparse_index || !m.roles) continue;
+    sparse = true;
+    local.model = k;
+    const int64_t lim = m.vocab < job->vocab_out ? m.vocab : job->vocab_out;
+    const int64_t nfill = (B * lim + kThreads - 1) / kThreads, nsc = (B * m.sparse_k + kThreads - 1) / kThreads;
+    LMF_TRY(launch(k_sp_fill, nfill < grid_cap ? nfill : grid_cap, local));
+    LMF_TRY(launch(k_sp_scatter, nsc < grid_cap ? nsc : grid_cap, local));
+  }
+  local.model = 0;
+  if (sparse) LMF_TRY(launch(k_status, thread_blocks, local));
+  if (local.nstat > 0) {
+    LMF_TRY(launch(k_stats, chunk_blocks, local));
+    LMF_TRY(launch(k_stats_merge, warp_blocks, local));
+  }
+  if (nuc_search) LMF_TRY(run_search(launch, local, SK_NUC, chunk_blocks));
+  LMF_TRY(launch(job->gedi_pos_model >= 0 ? k_combine<true> : k_combine<false>, chunk_blocks, local));
+  local.level = 0;
+  LMF_TRY(launch(k_cmerge, warp_blocks, local));
+  if (gf) {
+    LMF_TRY(run_search(launch, local, SK_GF, chunk_blocks));
+    LMF_TRY(launch(k_temp, chunk_blocks, local));
+    local.level = 1;
+    LMF_TRY(launch(k_cmerge, warp_blocks, local));
+    local.level = 0;
+  }
+  if (dist && job->top_k > 0) LMF_TRY(run_search(launch, local, SK_TOPK, chunk_blocks));
+  if (dist && job->top_p < 1.0f) LMF_TRY(run_search(launch, local, SK_TOPP, chunk_blocks));
+  if (final_pass) {
+    LMF_TRY(launch(k_final, chunk_blocks, local));
+    LMF_TRY(launch(k_final_merge, thread_blocks, local));
+  }
+  if (sampling) LMF_TRY(launch(k_sample, chunk_blocks, local));
+  if (!verify) {
+    if (job->logprobs) LMF_TRY(launch(k_logprobs, chunk_blocks, local));
+    return launch(k_outputs, thread_blocks, local);
+  }
+  const int64_t S = local.nseqs;
+  LMF_TRY(launch(k_vwalk, (S + kThreads - 1) / kThreads, local));
+  if (sampling) LMF_TRY(launch(k_resid, S * gx, local));
+  return launch(k_vfinish, (S + kThreads - 1) / kThreads, local);
+}
+
+}  // extern "C"
