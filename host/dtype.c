@@ -9,6 +9,7 @@ size_t lmf_dtype_size(int32_t dtype) {
     case LMF_DTYPE_BF16: return 2;
     case LMF_DTYPE_I32: return 4;
     case LMF_DTYPE_I64: return 8;
+    case LMF_DTYPE_U8: return 1;
     default: return 0;
   }
 }
@@ -20,6 +21,7 @@ const char *lmf_dtype_name(int32_t dtype) {
     case LMF_DTYPE_BF16: return "bf16";
     case LMF_DTYPE_I32: return "i32";
     case LMF_DTYPE_I64: return "i64";
+    case LMF_DTYPE_U8: return "u8";
     default: return "unknown";
   }
 }

@@ -83,7 +83,8 @@ typedef enum lmf_dtype {
   LMF_DTYPE_F16 = 1,  /* IEEE binary16 */
   LMF_DTYPE_BF16 = 2, /* bfloat16 */
   LMF_DTYPE_I32 = 3,
-  LMF_DTYPE_I64 = 4
+  LMF_DTYPE_I64 = 4,
+  LMF_DTYPE_U8 = 5   /* bytes */
 } lmf_dtype_t;
 
 /* A CUDA stream (cudaStream_t), forward-declared so this header needs no CUDA header. NULL is the
@@ -105,7 +106,7 @@ LMF_API void lmf_clear_error(void);
 
 /* Bytes per element of a dtype; 0 for an unknown value. */
 LMF_API size_t lmf_dtype_size(int32_t dtype);
-/* "f32", "f16", "bf16", "i32", "i64"; "unknown" otherwise. Never NULL. */
+/* "f32", "f16", "bf16", "i32", "i64", "u8"; "unknown" otherwise. Never NULL. */
 LMF_API const char *lmf_dtype_name(int32_t dtype);
 
 /* Converts n elements between float dtypes (f32, f16, bf16) on the host, rounding to nearest even;

@@ -41,6 +41,7 @@ void test_abi_enums(void) {
   PIN(LMF_DTYPE_BF16, 2);
   PIN(LMF_DTYPE_I32, 3);
   PIN(LMF_DTYPE_I64, 4);
+  PIN(LMF_DTYPE_U8, 5);
 
   PIN(LMF_MEZO_GAUSSIAN, 0);
   PIN(LMF_MEZO_RADEMACHER, 1);

@@ -99,7 +99,9 @@ void test_dtype_size_name(void) {
   LMF_CHECK_STR_EQ(lmf_dtype_name(LMF_DTYPE_BF16), "bf16");
   LMF_CHECK_STR_EQ(lmf_dtype_name(LMF_DTYPE_I32), "i32");
   LMF_CHECK_STR_EQ(lmf_dtype_name(LMF_DTYPE_I64), "i64");
-  const int32_t unknown[] = {-1, 5, 6, 100, INT32_MIN, INT32_MAX};
+  LMF_CHECK_EQ_INT(lmf_dtype_size(LMF_DTYPE_U8), 1);
+  LMF_CHECK_STR_EQ(lmf_dtype_name(LMF_DTYPE_U8), "u8");
+  const int32_t unknown[] = {-1, 6, 7, 100, INT32_MIN, INT32_MAX};
   for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; ++i) {
     LMF_CHECK_EQ_INT(lmf_dtype_size(unknown[i]), 0);
     LMF_CHECK_STR_EQ(lmf_dtype_name(unknown[i]), "unknown");
