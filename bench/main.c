@@ -10,7 +10,7 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: lmfuse-bench [mezo|logits|all] [options]\n"
+          "usage: lmfuse-bench [mezo|logits|dyntok|all] [options]\n"
           "  --backend auto|cpu|cuda   default auto: the GPU if present, else the CPU\n"
           "  --numel N                 MeZO parameters (default 1e8)\n"
           "  --tensors T               tensors they are split into (default 100)\n"
@@ -64,7 +64,8 @@ int main(int argc, char **argv) {
   printf("lmfuse %s\n", lmf_version_string());
   int rc = 0;
   int all = !strcmp(family, "all");
-  int known = all || !strcmp(family, "mezo") || !strcmp(family, "logits");
+  int known = all || !strcmp(family, "mezo") || !strcmp(family, "logits") ||
+              !strcmp(family, "dyntok");
   if (!known) {
     fprintf(stderr, "lmfuse-bench: unknown family '%s'\n", family);
     usage(stderr);
@@ -72,6 +73,7 @@ int main(int argc, char **argv) {
   }
   if (all || !strcmp(family, "mezo")) rc |= bench_mezo(&o);
   if (all || !strcmp(family, "logits")) rc |= bench_logits(&o);
+  if (all || !strcmp(family, "dyntok")) rc |= bench_dyntok(&o);
   bench_print_json_lines();
   return rc;
 }

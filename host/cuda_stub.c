@@ -1,4 +1,5 @@
 /* The CUDA entry points of a CPU-only build (LMF_CUDA=OFF or no nvcc): CUDA is never available. */
+#include "dyntok_backend.h"
 #include "internal.h"
 #include "logits_backend.h"
 #include "mezo_backend.h"
@@ -53,5 +54,11 @@ lmf_status_t lmf_cuda_logits_workspace(const struct lmf_context *ctx, const lmf_
 lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job *job, void *workspace,
                                  size_t workspace_bytes, lmf_stream_t stream) {
   (void)ctx; (void)job; (void)workspace; (void)workspace_bytes; (void)stream;
+  return not_compiled();
+}
+void lmf_cuda_context_release(struct lmf_context *ctx) { (void)ctx; }
+lmf_status_t lmf_cuda_dyntok_run(const struct lmf_context *ctx, const lmf_dt_job *job,
+                                 struct lmf_dyntok_result **out) {
+  (void)ctx; (void)job; (void)out;
   return not_compiled();
 }

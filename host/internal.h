@@ -12,6 +12,8 @@ struct lmf_context {
   int32_t backend;     /* LMF_BACKEND_CPU or LMF_BACKEND_CUDA, never AUTO */
   int32_t device;      /* CUDA device ordinal */
   int32_t cpu_threads; /* 0: OpenMP default */
+  void *cuda_cache;    /* CUDA contexts: device-side caches of the backends (kernels/), made on first
+                          use, freed by lmf_cuda_context_release(); NULL until then */
 };
 
 #if defined(__GNUC__)
@@ -51,6 +53,8 @@ lmf_status_t lmf_cuda_stream_sync(const struct lmf_context *ctx, lmf_stream_t st
 lmf_status_t lmf_cuda_alloc(const struct lmf_context *ctx, void **ptr, size_t bytes);
 void lmf_cuda_free(const struct lmf_context *ctx, void *ptr);
 lmf_status_t lmf_cuda_upload(const struct lmf_context *ctx, void *dst, const void *src, size_t bytes);
+/* Frees ctx->cuda_cache (lmf_context_destroy); a no-op when there is none. */
+void lmf_cuda_context_release(struct lmf_context *ctx);
 
 #ifdef __cplusplus
 }

@@ -104,6 +104,15 @@ void lmf_cuda_free(const struct lmf_context *ctx, void *ptr) {
     (void)cudaGetLastError(); /* a destroy path: nothing to report to */
 }
 
+/* kernels/dyntok.cu: frees the batch-merging caches (vocabulary, class table, workspace, stream). */
+void lmf_cuda_dyntok_cache_free(const struct lmf_context *ctx, void *cache);
+
+void lmf_cuda_context_release(struct lmf_context *ctx) {
+  if (!ctx || !ctx->cuda_cache) return;
+  lmf_cuda_dyntok_cache_free(ctx, ctx->cuda_cache);
+  ctx->cuda_cache = NULL;
+}
+
 lmf_status_t lmf_cuda_upload(const struct lmf_context *ctx, void *dst, const void *src, size_t bytes) {
   const char *fn = "lmfuse device upload";
   if (bytes == 0) return LMF_OK;

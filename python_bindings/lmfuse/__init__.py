@@ -12,6 +12,8 @@ What is here:
                              DExperts, contrastive, CFG, GeDi); with LogitsInput, SparseLogitsInput,
                              GeDi, GeDiState, verify_draft and the method helpers eft, proxy_tune,
                              dexperts, contrastive, cfg, emulated_disalignment, gedi; lmfuse.logits
+    Vocab, merge_batch       batch-level BPE merging of a tokenized batch ("dynamic tokenization")
+                             over a real tokenizer.json vocabulary; MergeResult; lmfuse.dyntok
     Context                  which backend runs the work ("auto", "cpu", "cuda")
     LmfuseError              raised by every failed library call (.status, .status_name, .message)
     version(), version_string(), backend_available(name), cuda_device_count(), library_path()
@@ -25,6 +27,7 @@ from ._lib import find_library
 from .context import Context
 from .errors import LmfuseError
 from .mezo import Plan, StepResult, fill_z
+from .dyntok import MergeResult, Vocab, merge_batch
 
 from .logits import (ROW_ALL_MASKED, ROW_BAD_INDEX, ROW_NONFINITE, ROW_OK, DraftResult, GeDi,
                      GeDiState, LogitsInput, LogitsResult, SparseLogitsInput, cfg, combine_logits,
@@ -37,11 +40,11 @@ except ImportError:  # torch is not installed: Plan and fill_z still work on num
     MeZO = step_seed = None
 
 __all__ = ["Context", "DraftResult", "GeDi", "GeDiState", "LmfuseError", "LogitsInput",
-           "LogitsResult", "MeZO", "Plan", "SparseLogitsInput", "StepResult", "backend_available",
-           "cfg", "combine_logits", "contrastive", "cuda_device_count", "dexperts", "eft",
-           "emulated_disalignment", "fill_z", "find_library", "gedi", "library_path",
-           "proxy_tune", "step_seed", "verify_draft", "version", "version_string", "ROW_OK",
-           "ROW_ALL_MASKED", "ROW_NONFINITE", "ROW_BAD_INDEX"]
+           "LogitsResult", "MeZO", "MergeResult", "Plan", "SparseLogitsInput", "StepResult", "Vocab",
+           "backend_available", "cfg", "combine_logits", "contrastive", "cuda_device_count",
+           "dexperts", "eft", "emulated_disalignment", "fill_z", "find_library", "gedi",
+           "library_path", "merge_batch", "proxy_tune", "step_seed", "verify_draft", "version",
+           "version_string", "ROW_OK", "ROW_ALL_MASKED", "ROW_NONFINITE", "ROW_BAD_INDEX"]
 
 
 def version():

@@ -1,4 +1,4 @@
-"""ctypes mirror of the public C ABI: include/lmfuse/lmfuse.h, mezo.h and logits.h.
+"""ctypes mirror of the public C ABI: include/lmfuse/lmfuse.h, mezo.h, logits.h, vocab.h, dyntok.h.
 
 Every public struct is a ``ctypes.Structure`` with the fields of the header in the same order;
 ``new(cls)`` gives one filled with the library's defaults (through its ``*_init(ptr, struct_size)``
@@ -45,7 +45,7 @@ LMF_BACKEND_AUTO, LMF_BACKEND_CPU, LMF_BACKEND_CUDA = 0, 1, 2
 BACKENDS = {"auto": LMF_BACKEND_AUTO, "cpu": LMF_BACKEND_CPU, "cuda": LMF_BACKEND_CUDA}
 BACKEND_NAMES = {v: k for k, v in BACKENDS.items()}
 
-LMF_DTYPE_F32, LMF_DTYPE_F16, LMF_DTYPE_BF16, LMF_DTYPE_I32, LMF_DTYPE_I64 = 0, 1, 2, 3, 4
+LMF_DTYPE_F32, LMF_DTYPE_F16, LMF_DTYPE_BF16, LMF_DTYPE_I32, LMF_DTYPE_I64, LMF_DTYPE_U8 = 0, 1, 2, 3, 4, 5
 
 LMF_CONTEXT_CONFIG_VERSION = 1
 
@@ -232,6 +232,63 @@ class LogitsOutputs(Structure):
     ]
 
 
+# ---- vocab.h, dyntok.h ----------------------------------------------------------------------------
+
+LMF_VOCAB_FORMAT_RAW, LMF_VOCAB_FORMAT_BYTE_LEVEL, LMF_VOCAB_FORMAT_METASPACE = 0, 1, 2
+VOCAB_FORMAT_NAMES = {0: "raw", 1: "byte_level", 2: "metaspace"}
+LMF_TOKEN_SPECIAL, LMF_TOKEN_BYTE_FALLBACK, LMF_TOKEN_UNUSED = 1, 2, 4
+LMF_VOCAB_ARRAYS_VERSION = 1
+
+
+class VocabArrays(Structure):
+    """lmf_vocab_arrays_t"""
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("version", c_uint32),
+        ("num_tokens", c_int32),
+        ("bytes", c_void_p),
+        ("offsets", c_void_p),
+        ("flags", c_void_p),
+        ("num_merges", c_int32),
+        ("merges", c_void_p),
+        ("pretokenizer_pattern", c_char_p),
+    ]
+
+
+LMF_DYNTOK_PRETOKENS, LMF_DYNTOK_WORDS, LMF_DYNTOK_WHITESPACE = 0, 1, 2
+BOUNDARIES = {"pretokens": LMF_DYNTOK_PRETOKENS, "words": LMF_DYNTOK_WORDS,
+              "whitespace": LMF_DYNTOK_WHITESPACE}
+LMF_DYNTOK_CONFIG_VERSION = 1
+LMF_DYNTOK_BATCH_VERSION = 1
+(LMF_DYNTOK_FIELD_OFFSETS, LMF_DYNTOK_FIELD_IDS, LMF_DYNTOK_FIELD_SPAN_START,
+ LMF_DYNTOK_FIELD_SPAN_LEN, LMF_DYNTOK_FIELD_MERGE_PAIRS, LMF_DYNTOK_FIELD_MERGE_RESULTS,
+ LMF_DYNTOK_FIELD_MERGE_COUNTS, LMF_DYNTOK_FIELD_NEW_OFFSETS, LMF_DYNTOK_FIELD_NEW_BYTES,
+ LMF_DYNTOK_FIELD_DECOMP_OFFSETS, LMF_DYNTOK_FIELD_DECOMP) = range(11)
+
+
+class DyntokConfig(Structure):
+    """lmf_dyntok_config_t"""
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("version", c_uint32),
+        ("max_merges", c_int32),
+        ("boundary", c_int32),
+        ("pattern", c_char_p),
+    ]
+
+
+class DyntokBatch(Structure):
+    """lmf_dyntok_batch_t"""
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("version", c_uint32),
+        ("num_seqs", c_int64),
+        ("offsets", c_void_p),
+        ("ids", c_void_p),
+        ("word_ids", c_void_p),
+    ]
+
+
 # int (*lmf_mezo_loss_fn)(void *user_data, float *loss)
 LOSS_FN = ctypes.CFUNCTYPE(c_int, c_void_p, POINTER(c_float))
 
@@ -244,6 +301,9 @@ _INIT = {
     MezoDriverArgs: ("lmf_mezo_driver_args_init", LMF_MEZO_DRIVER_ARGS_VERSION),
     LogitsParams: ("lmf_logits_params_init", LMF_LOGITS_PARAMS_VERSION),
     LogitsOutputs: ("lmf_logits_outputs_init", LMF_LOGITS_OUTPUTS_VERSION),
+    VocabArrays: ("lmf_vocab_arrays_init", LMF_VOCAB_ARRAYS_VERSION),
+    DyntokConfig: ("lmf_dyntok_config_init", LMF_DYNTOK_CONFIG_VERSION),
+    DyntokBatch: ("lmf_dyntok_batch_init", LMF_DYNTOK_BATCH_VERSION),
 }
 
 _S = c_int  # lmf_status_t
@@ -293,6 +353,26 @@ _OPTIONAL_PROTOS = {
                                 POINTER(LogitsOutputs), _P, c_size_t, _P]),
     "lmf_logits_verify_draft": (_S, [_P, POINTER(LogitsModel), c_size_t, POINTER(LogitsParams),
                                      c_int32, _P, c_int32, _P, _P, _P, _P, c_size_t, _P]),
+    "lmf_vocab_load_json": (_S, [POINTER(_P), c_char_p]),
+    "lmf_vocab_parse_json": (_S, [POINTER(_P), c_char_p, c_size_t]),
+    "lmf_vocab_arrays_init": (_S, [_P, c_size_t]),
+    "lmf_vocab_create": (_S, [POINTER(_P), POINTER(VocabArrays)]),
+    "lmf_vocab_destroy": (None, [_P]),
+    "lmf_vocab_size": (_S, [_P, POINTER(c_int32)]),
+    "lmf_vocab_format": (_S, [_P, POINTER(c_int32)]),
+    "lmf_vocab_token_bytes": (_S, [_P, c_int32, POINTER(_P), POINTER(c_int64)]),
+    "lmf_vocab_token_flags": (_S, [_P, c_int32, POINTER(c_uint32)]),
+    "lmf_vocab_find": (_S, [_P, c_char_p, c_int64, POINTER(c_int32)]),
+    "lmf_vocab_num_merges": (_S, [_P, POINTER(c_int32)]),
+    "lmf_vocab_merge": (_S, [_P, c_int32, POINTER(c_int32), POINTER(c_int32), POINTER(c_int32)]),
+    "lmf_vocab_pretokenizer_pattern": (_S, [_P, POINTER(c_char_p)]),
+    "lmf_dyntok_config_init": (_S, [_P, c_size_t]),
+    "lmf_dyntok_batch_init": (_S, [_P, c_size_t]),
+    "lmf_dyntok_merge": (_S, [_P, _P, POINTER(DyntokBatch), POINTER(DyntokConfig), POINTER(_P)]),
+    "lmf_dyntok_result_destroy": (None, [_P]),
+    "lmf_dyntok_result_sizes": (_S, [_P, POINTER(c_int64), POINTER(c_int64), POINTER(c_int32),
+                                     POINTER(c_int32)]),
+    "lmf_dyntok_result_field": (_S, [_P, c_int32, POINTER(_P), POINTER(c_int64), POINTER(c_int32)]),
 }
 
 _lib = None

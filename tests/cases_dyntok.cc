@@ -1,0 +1,51 @@
+// The batch-merging cases (label cpu): include/lmfuse/dyntok.h.
+#include "lmf_register.h"
+
+// The spec's test vectors T1-T9 (dyntok/test_dyntok_spec.c)
+LMF_CASE(DyntokSpec, T1_ReadmeExample, test_dyntok_t1_readme)
+LMF_CASE(DyntokSpec, T1_EarlyStopAt12, test_dyntok_t1_early_stop)
+LMF_CASE(DyntokSpec, T2_OverlappingRun, test_dyntok_t2_overlapping_run)
+LMF_CASE(DyntokSpec, T3_TieBreakFirstOccurrence, test_dyntok_t3_tie_break)
+LMF_CASE(DyntokSpec, T4_Whitespace, test_dyntok_t4_whitespace)
+LMF_CASE(DyntokSpec, T5_Validity, test_dyntok_t5_validity)
+LMF_CASE(DyntokSpec, T6_StringIdentity, test_dyntok_t6_string_identity)
+LMF_CASE(DyntokSpec, T7_Specials, test_dyntok_t7_specials)
+LMF_CASE(DyntokSpec, T8_DigitsVsLetters, test_dyntok_t8_digits)
+LMF_CASE(DyntokSpec, T9_PartialUtf8, test_dyntok_t9_partial_utf8)
+
+// Hand-worked cases beyond the vectors
+LMF_CASE(DyntokSpec, WordsModePerOccurrence, test_dyntok_words_mode)
+LMF_CASE(DyntokSpec, WhitespaceMode, test_dyntok_whitespace_mode)
+LMF_CASE(DyntokSpec, IdentityWithBaseVocab, test_dyntok_identity_with_vocab)
+LMF_CASE(DyntokSpec, EdgeShapes, test_dyntok_edge_shapes)
+LMF_CASE(DyntokSpec, PatternOnlyForPretokens, test_dyntok_pattern_only_for_pretokens)
+LMF_CASE(DyntokSpec, Utf8Rule, test_dyntok_utf8_rule)
+LMF_CASE(DyntokSpec, ReferenceOnVectors, test_dyntok_reference_on_vectors)
+LMF_CASE(DyntokSpec, ConcurrentCallsPatternCache, test_dyntok_concurrent_pattern_cache)
+LMF_CASE(DyntokSpec, RandomizedVsReference, test_dyntok_randomized_vs_reference)
+
+// Real data against the C reference (dyntok/test_dyntok_real.c)
+LMF_CASE(DyntokReal, MatchesReferenceMistral, test_dyntok_real_ref_mistral)
+LMF_CASE(DyntokReal, MatchesReferenceGpt4o, test_dyntok_real_ref_gpt4o)
+LMF_CASE(DyntokReal, MatchesReferenceGpt4oOwnPattern, test_dyntok_real_ref_gpt4o_own_pattern)
+LMF_CASE(DyntokReal, MatchesReferenceWordsMistral, test_dyntok_real_ref_words_mistral)
+LMF_CASE(DyntokReal, MatchesReferenceWordsGpt4o, test_dyntok_real_ref_words_gpt4o)
+LMF_CASE(DyntokReal, MatchesReferenceWhitespaceMistral, test_dyntok_real_ref_whitespace_mistral)
+LMF_CASE(DyntokReal, MatchesReferenceWhitespaceGpt4o, test_dyntok_real_ref_whitespace_gpt4o)
+
+// Real-data invariants
+LMF_CASE(DyntokReal, InvariantsMistral, test_dyntok_real_invariants_mistral)
+LMF_CASE(DyntokReal, InvariantsGpt4o, test_dyntok_real_invariants_gpt4o)
+LMF_CASE(DyntokReal, InvariantsWordsMistral, test_dyntok_real_invariants_words_mistral)
+LMF_CASE(DyntokReal, InvariantsWordsGpt4o, test_dyntok_real_invariants_words_gpt4o)
+LMF_CASE(DyntokReal, InvariantsWhitespaceMistral, test_dyntok_real_invariants_whitespace_mistral)
+LMF_CASE(DyntokReal, InvariantsWhitespaceGpt4o, test_dyntok_real_invariants_whitespace_gpt4o)
+
+// Bad input (dyntok/test_dyntok_bad_input.c)
+LMF_CASE(DyntokBadInput, NullPointers, test_dyntok_bad_null_pointers)
+LMF_CASE(DyntokBadInput, Ids, test_dyntok_bad_ids)
+LMF_CASE(DyntokBadInput, OffsetsAndSizes, test_dyntok_bad_offsets_and_sizes)
+LMF_CASE(DyntokBadInput, Config, test_dyntok_bad_config)
+LMF_CASE(DyntokBadInput, Pattern, test_dyntok_bad_pattern)
+LMF_CASE(DyntokBadInput, StructSizes, test_dyntok_bad_struct_sizes)
+LMF_CASE(DyntokBadInput, ResultAccess, test_dyntok_bad_result_access)
