@@ -8,8 +8,10 @@
 
 #include "lmf_check.h"
 #include "lmfuse/lmfuse.h"
+#include "lmfuse/dyntok.h"
 #include "lmfuse/logits.h"
 #include "lmfuse/mezo.h"
+#include "lmfuse/vocab.h"
 
 #define PIN(expr, value) LMF_CHECK_EQ_INT((expr), (value))
 
@@ -63,6 +65,30 @@ void test_abi_enums(void) {
   PIN(LMF_LOGITS_PARAMS_VERSION, 1);
   PIN(LMF_LOGITS_OUTPUTS_VERSION, 1);
 
+  PIN(LMF_VOCAB_FORMAT_RAW, 0);
+  PIN(LMF_VOCAB_FORMAT_BYTE_LEVEL, 1);
+  PIN(LMF_VOCAB_FORMAT_METASPACE, 2);
+  PIN(LMF_TOKEN_SPECIAL, 1);
+  PIN(LMF_TOKEN_BYTE_FALLBACK, 2);
+  PIN(LMF_TOKEN_UNUSED, 4);
+  PIN(LMF_VOCAB_ARRAYS_VERSION, 1);
+  PIN(LMF_DYNTOK_PRETOKENS, 0);
+  PIN(LMF_DYNTOK_WORDS, 1);
+  PIN(LMF_DYNTOK_WHITESPACE, 2);
+  PIN(LMF_DYNTOK_CONFIG_VERSION, 1);
+  PIN(LMF_DYNTOK_BATCH_VERSION, 1);
+  PIN(LMF_DYNTOK_FIELD_OFFSETS, 0);
+  PIN(LMF_DYNTOK_FIELD_IDS, 1);
+  PIN(LMF_DYNTOK_FIELD_SPAN_START, 2);
+  PIN(LMF_DYNTOK_FIELD_SPAN_LEN, 3);
+  PIN(LMF_DYNTOK_FIELD_MERGE_PAIRS, 4);
+  PIN(LMF_DYNTOK_FIELD_MERGE_RESULTS, 5);
+  PIN(LMF_DYNTOK_FIELD_MERGE_COUNTS, 6);
+  PIN(LMF_DYNTOK_FIELD_NEW_OFFSETS, 7);
+  PIN(LMF_DYNTOK_FIELD_NEW_BYTES, 8);
+  PIN(LMF_DYNTOK_FIELD_DECOMP_OFFSETS, 9);
+  PIN(LMF_DYNTOK_FIELD_DECOMP, 10);
+
   /* Enums are passed as int32_t fields: they must be int-sized. */
   PIN(sizeof(lmf_status_t), 4);
   PIN(sizeof(lmf_backend_t), 4);
@@ -71,6 +97,10 @@ void test_abi_enums(void) {
   PIN(sizeof(lmf_rounding_t), 4);
   PIN(sizeof(lmf_stream_t), sizeof(void *));
   PIN(sizeof(lmf_row_status_t), 4);
+  PIN(sizeof(lmf_vocab_format_t), 4);
+  PIN(sizeof(lmf_token_flag_t), 4);
+  PIN(sizeof(lmf_dyntok_boundary_t), 4);
+  PIN(sizeof(lmf_dyntok_field_t), 4);
 }
 
 void test_abi_structs(void) {
@@ -195,6 +225,29 @@ void test_abi_structs(void) {
   PIN(offsetof(lmf_logits_outputs_t, logprobs), 48);
   PIN(offsetof(lmf_logits_outputs_t, logprobs_row_stride), 56);
   PIN(offsetof(lmf_logits_outputs_t, gedi_logp_desired), 64);
+  PIN(sizeof(lmf_vocab_arrays_t), 64);
+  PIN(offsetof(lmf_vocab_arrays_t, struct_size), 0);
+  PIN(offsetof(lmf_vocab_arrays_t, version), 8);
+  PIN(offsetof(lmf_vocab_arrays_t, num_tokens), 12);
+  PIN(offsetof(lmf_vocab_arrays_t, bytes), 16);
+  PIN(offsetof(lmf_vocab_arrays_t, offsets), 24);
+  PIN(offsetof(lmf_vocab_arrays_t, flags), 32);
+  PIN(offsetof(lmf_vocab_arrays_t, num_merges), 40);
+  PIN(offsetof(lmf_vocab_arrays_t, merges), 48);
+  PIN(offsetof(lmf_vocab_arrays_t, pretokenizer_pattern), 56);
+  PIN(sizeof(lmf_dyntok_config_t), 32);
+  PIN(offsetof(lmf_dyntok_config_t, struct_size), 0);
+  PIN(offsetof(lmf_dyntok_config_t, version), 8);
+  PIN(offsetof(lmf_dyntok_config_t, max_merges), 12);
+  PIN(offsetof(lmf_dyntok_config_t, boundary), 16);
+  PIN(offsetof(lmf_dyntok_config_t, pattern), 24);
+  PIN(sizeof(lmf_dyntok_batch_t), 48);
+  PIN(offsetof(lmf_dyntok_batch_t, struct_size), 0);
+  PIN(offsetof(lmf_dyntok_batch_t, version), 8);
+  PIN(offsetof(lmf_dyntok_batch_t, num_seqs), 16);
+  PIN(offsetof(lmf_dyntok_batch_t, offsets), 24);
+  PIN(offsetof(lmf_dyntok_batch_t, ids), 32);
+  PIN(offsetof(lmf_dyntok_batch_t, word_ids), 40);
 #endif
 }
 
@@ -260,6 +313,31 @@ void test_abi_init(void) {
   PIN(lo.version, LMF_LOGITS_OUTPUTS_VERSION);
   LMF_CHECK(lo.tokens == NULL && lo.status == NULL && lo.token_logprob == NULL && lo.lse == NULL);
   LMF_CHECK(lo.logprobs == NULL && lo.logprobs_row_stride == 0 && lo.gedi_logp_desired == NULL);
+
+  lmf_vocab_arrays_t va = LMF_VOCAB_ARRAYS_INIT, vi;
+  memset(&vi, 0x7f, sizeof vi);
+  LMF_CHECK_OK(lmf_vocab_arrays_init(&vi, sizeof vi));
+  PIN(vi.num_tokens, va.num_tokens);
+  PIN(vi.num_merges, va.num_merges);
+  LMF_CHECK(vi.bytes == NULL && vi.offsets == NULL && vi.flags == NULL && vi.merges == NULL &&
+            vi.pretokenizer_pattern == NULL);
+  PIN(va.struct_size, sizeof va);
+  PIN(va.version, LMF_VOCAB_ARRAYS_VERSION);
+  lmf_dyntok_config_t dc = LMF_DYNTOK_CONFIG_INIT, di;
+  memset(&di, 0x7f, sizeof di);
+  LMF_CHECK_OK(lmf_dyntok_config_init(&di, sizeof di));
+  PIN(di.struct_size, sizeof di);
+  PIN(di.version, LMF_DYNTOK_CONFIG_VERSION);
+  PIN(di.max_merges, dc.max_merges);
+  PIN(di.boundary, LMF_DYNTOK_PRETOKENS);
+  LMF_CHECK(di.pattern == NULL && dc.pattern == NULL);
+  lmf_dyntok_batch_t db = LMF_DYNTOK_BATCH_INIT, bi;
+  memset(&bi, 0x7f, sizeof bi);
+  LMF_CHECK_OK(lmf_dyntok_batch_init(&bi, sizeof bi));
+  PIN(bi.num_seqs, db.num_seqs);
+  LMF_CHECK(bi.offsets == NULL && bi.ids == NULL && bi.word_ids == NULL);
+  PIN(bi.struct_size, sizeof bi);
+  PIN(bi.version, LMF_DYNTOK_BATCH_VERSION);
 }
 
 /* Only lmf_* API functions are exported; internal helpers (also named lmf_*) stay hidden. */

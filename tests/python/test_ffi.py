@@ -23,18 +23,30 @@ STRUCTS = {
     "lmf_mezo_multi_args_t": _ffi.MezoMultiArgs,
     "lmf_mezo_driver_args_t": _ffi.MezoDriverArgs,
     "lmf_mezo_step_result_t": _ffi.MezoStepResult,
+    "lmf_vocab_arrays_t": _ffi.VocabArrays,
+    "lmf_dyntok_config_t": _ffi.DyntokConfig,
+    "lmf_dyntok_batch_t": _ffi.DyntokBatch,
 }
 CONSTANTS = ["LMF_CONTEXT_CONFIG_VERSION", "LMF_MEZO_CONFIG_VERSION", "LMF_MEZO_STEP_ARGS_VERSION",
              "LMF_MEZO_MULTI_ARGS_VERSION", "LMF_MEZO_DRIVER_ARGS_VERSION", "LMF_MEZO_MAX_SEEDS",
              "LMF_BACKEND_AUTO", "LMF_BACKEND_CPU", "LMF_BACKEND_CUDA", "LMF_DTYPE_F32",
              "LMF_DTYPE_F16", "LMF_DTYPE_BF16", "LMF_DTYPE_I32", "LMF_DTYPE_I64",
              "LMF_MEZO_GAUSSIAN", "LMF_MEZO_RADEMACHER", "LMF_ROUND_NEAREST",
-             "LMF_ROUND_STOCHASTIC"] + sorted(_ffi.STATUS_NAMES.values())
+             "LMF_ROUND_STOCHASTIC", "LMF_DTYPE_U8", "LMF_VOCAB_FORMAT_RAW",
+             "LMF_VOCAB_FORMAT_BYTE_LEVEL", "LMF_VOCAB_FORMAT_METASPACE", "LMF_TOKEN_SPECIAL",
+             "LMF_TOKEN_BYTE_FALLBACK", "LMF_TOKEN_UNUSED", "LMF_VOCAB_ARRAYS_VERSION",
+             "LMF_DYNTOK_PRETOKENS", "LMF_DYNTOK_WORDS", "LMF_DYNTOK_WHITESPACE",
+             "LMF_DYNTOK_CONFIG_VERSION", "LMF_DYNTOK_BATCH_VERSION", "LMF_DYNTOK_FIELD_OFFSETS",
+             "LMF_DYNTOK_FIELD_IDS", "LMF_DYNTOK_FIELD_SPAN_START", "LMF_DYNTOK_FIELD_SPAN_LEN",
+             "LMF_DYNTOK_FIELD_MERGE_PAIRS", "LMF_DYNTOK_FIELD_MERGE_RESULTS",
+             "LMF_DYNTOK_FIELD_MERGE_COUNTS", "LMF_DYNTOK_FIELD_NEW_OFFSETS",
+             "LMF_DYNTOK_FIELD_NEW_BYTES", "LMF_DYNTOK_FIELD_DECOMP_OFFSETS",
+             "LMF_DYNTOK_FIELD_DECOMP"] + sorted(_ffi.STATUS_NAMES.values())
 
 
 def _layout_program():
     lines = ["#include <stdio.h>", "#include <stddef.h>", "#include \"lmfuse/mezo.h\"",
-             "int main(void) {"]
+             "#include \"lmfuse/dyntok.h\"", "int main(void) {"]
     for cname, cls in STRUCTS.items():
         lines.append('printf("%s sizeof %%zu\\n", sizeof(%s));' % (cname, cname))
         for field, _ in cls._fields_:
@@ -67,7 +79,7 @@ def test_layout_matches_headers(tmp_path):
 
 def test_struct_defaults_and_sizes():
     for cls in (_ffi.ContextConfig, _ffi.MezoConfig, _ffi.MezoStepArgs, _ffi.MezoMultiArgs,
-                _ffi.MezoDriverArgs):
+                _ffi.MezoDriverArgs, _ffi.VocabArrays, _ffi.DyntokConfig, _ffi.DyntokBatch):
         s = _ffi.new(cls)
         assert s.struct_size == ctypes.sizeof(cls) and s.version == 1
     assert _ffi.new(_ffi.MezoDriverArgs).eps == pytest.approx(1e-3)
