@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The lent-GPU check: build the CUDA backend on the device machine, run the CUDA tests (and
 # compute-sanitizer where it works), the benchmarks and the CUDA pytest cases; logs go to $OUT.
-# Build dependencies the device image lacks (GoogleTest, cJSON) travel unpacked in .device/
+# Build dependencies the device image lacks (GoogleTest, cJSON, PCRE2) travel unpacked in .device/
 # (made by scripts/fetch-device-deps.sh; the device tool carries it with carry: [".device"]).
 set -u
 OUT=${OUT:-/tmp/lmf-out}
@@ -37,8 +37,9 @@ if [ -x "$cuda_bin" ] && command -v compute-sanitizer > /dev/null; then
     --gtest_filter="${LMF_SANITIZER_FILTER:--*2e31*}" > "$OUT/sanitizer.log" 2>&1
   log "compute-sanitizer memcheck rc=$? in $(( $(date +%s) - t0 ))s: $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"
   t0=$(date +%s)
-  timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 "$cuda_bin" \
-    --gtest_filter='Cuda.PassesMatchCpu:Cuda.TrainStepsMatchCpu' > "$OUT/racecheck.log" 2>&1
+  timeout 120 compute-sanitizer --tool racecheck --error-exitcode 9 "$cuda_bin" \
+    --gtest_filter='Cuda.PassesMatchCpu:Cuda.TrainStepsMatchCpu:DyntokCuda.SpecVectorsMatchCpu:LogitsCuda.*' \
+    > "$OUT/racecheck.log" 2>&1
   log "compute-sanitizer racecheck rc=$? in $(( $(date +%s) - t0 ))s: $(grep -E 'ERROR SUMMARY' "$OUT/racecheck.log" | tail -1)"
 fi
 
@@ -46,6 +47,13 @@ t0=$(date +%s)
 LMFUSE_PYTHON=python3 "$B/bench/lmfuse-bench" mezo --repeats 20 > "$OUT/bench-mezo.log" 2>&1
 log "bench rc=$? in $(( $(date +%s) - t0 ))s"
 sed -n '/MeZO passes/,/^extra/p' "$OUT/bench-mezo.log" | tee -a "$OUT/summary.txt"
+
+for fam in dyntok logits; do
+  t0=$(date +%s)
+  LMFUSE_PYTHON=python3 timeout 240 "$B/bench/lmfuse-bench" $fam --repeats 20 > "$OUT/bench-$fam.log" 2>&1
+  log "bench $fam rc=$? in $(( $(date +%s) - t0 ))s"
+done
+grep -E "us per merge" "$OUT/bench-dyntok.log" | tee -a "$OUT/summary.txt"
 
 t0=$(date +%s)
 LMFUSE_LIBRARY="$B/host/liblmfuse.so" PYTHONPATH="$ROOT/python_bindings" \
