@@ -26,6 +26,7 @@
 #include <pcre2.h>
 
 #include "dyntok_backend.h"
+#include "kernels/common/mix64.h"
 
 struct lmf_dt_valid {
   int32_t boundary;
@@ -272,15 +273,6 @@ int lmf_dt_eval_string(lmf_dt_eval *e, const uint8_t *t, int64_t len) {
   }
 }
 
-static uint64_t mix64(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return x;
-}
-
 static int memo_grow(lmf_dt_eval *e) {
   int64_t cap = e->cap * 2;
   uint64_t *keys = (uint64_t *)malloc(sizeof(uint64_t) * (size_t)cap);
@@ -293,7 +285,7 @@ static int memo_grow(lmf_dt_eval *e) {
   memset(keys, 0xff, sizeof(uint64_t) * (size_t)cap);
   for (int64_t i = 0; i < e->cap; ++i) {
     if (e->keys[i] == UINT64_MAX) continue;
-    int64_t h = (int64_t)(mix64(e->keys[i]) & (uint64_t)(cap - 1));
+    int64_t h = (int64_t)(lmf_mix64(e->keys[i]) & (uint64_t)(cap - 1));
     while (keys[h] != UINT64_MAX) h = (h + 1) & (cap - 1);
     keys[h] = e->keys[i];
     vals[h] = e->vals[i];
@@ -311,7 +303,7 @@ int lmf_dt_eval_pair(lmf_dt_eval *e, int32_t a, const uint8_t *a_bytes, int64_t 
   const struct lmf_vocab *voc = e->vocab;
   /* Ids are >= 0, so the key is never UINT64_MAX. */
   uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-  int64_t h = (int64_t)(mix64(key) & (uint64_t)(e->cap - 1));
+  int64_t h = (int64_t)(lmf_mix64(key) & (uint64_t)(e->cap - 1));
   while (e->keys[h] != UINT64_MAX) {
     if (e->keys[h] == key) return e->vals[h];
     h = (h + 1) & (e->cap - 1);
@@ -345,7 +337,7 @@ int lmf_dt_eval_pair(lmf_dt_eval *e, int32_t a, const uint8_t *a_bytes, int64_t 
       e->err = lmf_fail(LMF_ERR_OUT_OF_MEMORY, "lmf_dyntok_merge: out of host memory (VALID memo)");
       return -1;
     }
-    h = (int64_t)(mix64(key) & (uint64_t)(e->cap - 1));
+    h = (int64_t)(lmf_mix64(key) & (uint64_t)(e->cap - 1));
     while (e->keys[h] != UINT64_MAX) h = (h + 1) & (e->cap - 1);
   }
   e->keys[h] = key;

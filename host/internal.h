@@ -53,6 +53,8 @@ lmf_status_t lmf_cuda_stream_sync(const struct lmf_context *ctx, lmf_stream_t st
 lmf_status_t lmf_cuda_alloc(const struct lmf_context *ctx, void **ptr, size_t bytes);
 void lmf_cuda_free(const struct lmf_context *ctx, void *ptr);
 lmf_status_t lmf_cuda_upload(const struct lmf_context *ctx, void *dst, const void *src, size_t bytes);
+/* Streaming multiprocessors of `device` (cached per device); `fn` names the caller in the message. */
+lmf_status_t lmf_cuda_sm_count(int device, const char *fn, int *out);
 /* Frees ctx->cuda_cache (lmf_context_destroy); a no-op when there is none. */
 void lmf_cuda_context_release(struct lmf_context *ctx);
 

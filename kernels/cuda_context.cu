@@ -3,6 +3,8 @@
  * library loads and runs on the CPU where no driver is installed. */
 #include <cuda_runtime.h>
 
+#include <atomic>
+
 #include "internal.h"
 
 namespace {
@@ -38,6 +40,30 @@ lmf_status_t set_device(const struct lmf_context *ctx, const char *fn) {
 extern "C" {
 
 int lmf_cuda_compiled(void) { return 1; }
+
+/* Cached per device: attribute queries are cheap, but launches are many. 0 = not cached yet. */
+static std::atomic<int> g_sm_count[64];
+
+lmf_status_t lmf_cuda_sm_count(int device, const char *fn, int *out) {
+  const bool cached = device >= 0 && device < 64;
+  if (cached) {
+    const int c = g_sm_count[device].load(std::memory_order_relaxed);
+    if (c > 0) {
+      *out = c;
+      return LMF_OK;
+    }
+  }
+  int c = 0;
+  const cudaError_t e = cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, device);
+  if (e != cudaSuccess || c < 1) {
+    (void)cudaGetLastError();
+    return lmf_fail(LMF_ERR_CUDA, "%s: cudaDeviceGetAttribute(MultiProcessorCount) failed on device %d: %s",
+                    fn, device, cudaGetErrorString(e));
+  }
+  if (cached) g_sm_count[device].store(c, std::memory_order_relaxed);
+  *out = c;
+  return LMF_OK;
+}
 
 int lmf_cuda_count_devices(void) {
   int n = 0;

@@ -90,6 +90,7 @@
 #include <string.h>
 
 #include "dyntok_backend.h"
+#include "kernels/common/mix64.h"
 #include "kernels/common/pretok_match.h"
 #include "pretok_classes.h"
 
@@ -157,15 +158,6 @@ struct DtParams {
 };
 
 /* ---- Device helpers -------------------------------------------------------------------------------- */
-
-__device__ __forceinline__ uint64_t mix64(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return x;
-}
 
 template <class T>
 __device__ __forceinline__ T *placed(unsigned char *smem, int64_t off, T *global) {
@@ -334,7 +326,7 @@ __global__ void __launch_bounds__(kThreads, 1) dt_merge_kernel(const __grid_cons
       }
       if (!ok) continue;
       const unsigned long long key = ((unsigned long long)(uint32_t)a << 32) | (uint32_t)b;
-      uint32_t slot = (uint32_t)mix64(key) & P.pmask;
+      uint32_t slot = (uint32_t)lmf_mix64(key) & P.pmask;
       int found = 0;
       for (uint64_t probe = 0; probe < pcap; ++probe) {
         /* One atomic per probe: it takes an empty slot or returns the key already there. */

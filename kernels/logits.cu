@@ -71,7 +71,6 @@
  */
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <stdint.h>
 #include <string.h>
 
@@ -89,7 +88,6 @@ constexpr int kBins = 256;                /* radix digit: 8 bits */
 constexpr int kNst = 5;                   /* statistics roles */
 constexpr int kMaxM = LMF_LOGITS_MAX_MODELS;
 constexpr int kWinCap = 2048;             /* the CPU's CAP: a top-p window with at most this many tokens */
-constexpr int kMaxCachedDevices = 64;
 constexpr unsigned kFull = 0xffffffffu;
 constexpr uint32_t kSentinel = 0x7f800001u; /* an unlisted id in a sparse model's dense row */
 constexpr uint32_t kCanonNan = 0x7fc00000u; /* listed NaNs are stored as this (never the sentinel) */
@@ -1699,27 +1697,6 @@ lmf_status_t set_device(const struct lmf_context *ctx, const char *fn) {
   return LMF_OK;
 }
 
-std::atomic<int> g_sm_count[kMaxCachedDevices];
-
-lmf_status_t sm_count(int device, const char *fn, int *out) {
-  if (device >= 0 && device < kMaxCachedDevices) {
-    const int c = g_sm_count[device].load(std::memory_order_relaxed);
-    if (c > 0) {
-      *out = c;
-      return LMF_OK;
-    }
-  }
-  int c = 0;
-  const cudaError_t e = cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, device);
-  if (e != cudaSuccess || c < 1) {
-    (void)cudaGetLastError();
-    return lmf_fail(LMF_ERR_CUDA, "%s: cudaDeviceGetAttribute(MultiProcessorCount) failed on device %d: %s",
-                    fn, device, cudaGetErrorString(e));
-  }
-  if (device >= 0 && device < kMaxCachedDevices) g_sm_count[device].store(c, std::memory_order_relaxed);
-  *out = c;
-  return LMF_OK;
-}
 
 typedef void (*Kernel)(const KP);
 
@@ -1792,7 +1769,7 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   lmf_status_t st = set_device(ctx, fn);
   if (st != LMF_OK) return st;
   int sms = 0;
-  st = sm_count(ctx->device, fn, &sms);
+  st = lmf_cuda_sm_count(ctx->device, fn, &sms);
   if (st != LMF_OK) return st;
 
   KP local; /* about 2 KiB */

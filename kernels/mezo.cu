@@ -660,28 +660,6 @@ lmf_status_t check_launch(const char *fn, int device) {
   return e == cudaSuccess ? LMF_OK : launch_fail(fn, device, e);
 }
 
-/* Cached per device: attribute queries are cheap, but passes are many. 0 = not cached yet. */
-std::atomic<int> g_sm_count[kMaxCachedDevices];
-
-lmf_status_t sm_count(int device, const char *fn, int *out) {
-  if (device >= 0 && device < kMaxCachedDevices) {
-    const int c = g_sm_count[device].load(std::memory_order_relaxed);
-    if (c > 0) {
-      *out = c;
-      return LMF_OK;
-    }
-  }
-  int c = 0;
-  const cudaError_t e = cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, device);
-  if (e != cudaSuccess || c < 1) {
-    (void)cudaGetLastError();
-    return lmf_fail(LMF_ERR_CUDA, "%s: cudaDeviceGetAttribute(MultiProcessorCount) failed on device %d: %s",
-                    fn, device, cudaGetErrorString(e));
-  }
-  if (device >= 0 && device < kMaxCachedDevices) g_sm_count[device].store(c, std::memory_order_relaxed);
-  *out = c;
-  return LMF_OK;
-}
 
 /* Resident blocks per SM of `kernel`, cached by the caller per kernel and device. */
 template <class K>
@@ -717,7 +695,7 @@ template <class K>
 lmf_status_t plan_geometry(K kernel, std::atomic<int> *cache, int device, int64_t num_chunks,
                            const char *fn, Geometry *geo) {
   int sms = 0, bps = 0;
-  lmf_status_t st = sm_count(device, fn, &sms);
+  lmf_status_t st = lmf_cuda_sm_count(device, fn, &sms);
   if (st == LMF_OK) st = blocks_per_sm(kernel, cache, device, fn, &bps);
   if (st != LMF_OK) return st;
   const int64_t slots = (int64_t)sms * bps;
@@ -823,7 +801,7 @@ lmf_status_t lmf_cuda_mezo_fill_z(const struct lmf_context *ctx, int32_t dist, u
   lmf_status_t st = set_device(ctx, fn);
   if (st != LMF_OK) return st;
   int sms = 0;
-  st = sm_count(ctx->device, fn, &sms);
+  st = lmf_cuda_sm_count(ctx->device, fn, &sms);
   if (st != LMF_OK) return st;
   const int64_t ngroups = ((goff + n - 1) >> 2) - (goff >> 2) + 1;
   const int64_t want = (ngroups + kBlock - 1) / kBlock, cap = (int64_t)sms * 8;

@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "../dyntok_backend.h"
+#include "kernels/common/mix64.h"
 
 #define FN "lmf_dyntok_merge"
 
@@ -95,15 +96,6 @@ typedef struct state {
   lmf_dt_eval *eval;
   int oom;
 } state;
-
-static uint64_t mix64(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return x;
-}
 
 static uint64_t pair_key(int32_t a, int32_t b) { return ((uint64_t)(uint32_t)a << 32) | (uint32_t)b; }
 
@@ -207,7 +199,7 @@ static int table_grow(state *S) {
   if (!t) return 0;
   memset(t, 0xff, sizeof(int32_t) * (size_t)cap);
   for (int32_t r = 0; r < S->nrec; ++r) {
-    int64_t h = (int64_t)(mix64(pair_key(S->recs[r].a, S->recs[r].b)) & (uint64_t)(cap - 1));
+    int64_t h = (int64_t)(lmf_mix64(pair_key(S->recs[r].a, S->recs[r].b)) & (uint64_t)(cap - 1));
     while (t[h] >= 0) h = (h + 1) & (cap - 1);
     t[h] = r;
   }
@@ -219,7 +211,7 @@ static int table_grow(state *S) {
 
 /* The record of (a, b), or -1 (create = 0) / a new one (create = 1; -1 and S->oom on no memory). */
 static int32_t find_rec(state *S, int32_t a, int32_t b, int create) {
-  int64_t h = (int64_t)(mix64(pair_key(a, b)) & (uint64_t)(S->table_cap - 1));
+  int64_t h = (int64_t)(lmf_mix64(pair_key(a, b)) & (uint64_t)(S->table_cap - 1));
   for (;;) {
     int32_t r = S->table[h];
     if (r < 0) break;

@@ -19,9 +19,10 @@ import weakref
 
 from . import _ffi
 from .errors import check
+from ._handle import Closeable
 
 
-class Context:
+class Context(Closeable):
     """An lmfuse context; see the module docstring."""
 
     def __init__(self, backend="auto", device=0, cpu_threads=0):
@@ -68,18 +69,6 @@ class Context:
             child.close()
         _ffi.lib().lmf_context_destroy(self._handle)
         self._handle = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
     def __repr__(self):
         state = "closed" if self.closed else self.backend

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _ffi
 from .errors import check
+from ._handle import Closeable
 
 FLAG_SPECIAL = _ffi.LMF_TOKEN_SPECIAL
 FLAG_BYTE_FALLBACK = _ffi.LMF_TOKEN_BYTE_FALLBACK
@@ -32,7 +33,7 @@ def _as_int_array(x, dtype, what):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-class Vocab:
+class Vocab(Closeable):
     """A tokenizer's vocabulary as raw byte strings (lmf_vocab_t). Immutable; thread-safe."""
 
     def __init__(self, handle):
@@ -129,18 +130,6 @@ class Vocab:
         if self._handle is not None:
             _ffi.lib().lmf_vocab_destroy(self._handle)
             self._handle = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
     def __len__(self):
         return self.size

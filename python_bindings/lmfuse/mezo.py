@@ -22,6 +22,7 @@ import ctypes
 from . import _ffi
 from ._tensors import check_device, describe, is_torch, np, stream_handle, torch
 from .errors import LmfuseError, check
+from ._handle import Closeable
 
 StepResult = collections.namedtuple("StepResult", "loss_plus loss_minus grad skipped")
 
@@ -101,7 +102,7 @@ def _skip_flag(args, skipped, host_value, ctx, host_reason):
     return None
 
 
-class Plan:
+class Plan(Closeable):
     """A MeZO plan over a list of parameter tensors; see the module docstring.
 
     Args:
@@ -317,18 +318,6 @@ class Plan:
             lib.lmf_stream_synchronize(self.context.handle, self._last_stream)
         lib.lmf_mezo_plan_destroy(self._handle)
         self._handle = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self):
         if self._handle is None:
