@@ -43,7 +43,7 @@ lmf_status_t lmf_context_create(lmf_context_t **out, const lmf_context_config_t 
                     "lmf_context_create: config->cpu_threads is %d, must be >= 0 (0 = default)",
                     cfg.cpu_threads);
 
-  struct lmf_context ctx = {LMF_BACKEND_CPU, cfg.device, cfg.cpu_threads, NULL};
+  struct lmf_context ctx = {LMF_BACKEND_CPU, cfg.device, cfg.cpu_threads, NULL, NULL};
   if (cfg.backend == LMF_BACKEND_CUDA || cfg.backend == LMF_BACKEND_AUTO) {
     if (!lmf_cuda_compiled()) {
       if (cfg.backend == LMF_BACKEND_CUDA)
@@ -76,7 +76,7 @@ lmf_status_t lmf_context_create(lmf_context_t **out, const lmf_context_config_t 
 
 void lmf_context_destroy(lmf_context_t *ctx) {
   if (!ctx) return;
-  if (ctx->cuda_cache) lmf_cuda_context_release(ctx);
+  if (ctx->cuda_cache || ctx->cuda_hypernet_cache) lmf_cuda_context_release(ctx);
   free(ctx);
 }
 

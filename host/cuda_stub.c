@@ -1,5 +1,6 @@
 /* The CUDA entry points of a CPU-only build (LMF_CUDA=OFF or no nvcc): CUDA is never available. */
 #include "dyntok_backend.h"
+#include "hypernet_internal.h"
 #include "internal.h"
 #include "logits_backend.h"
 #include "mezo_backend.h"
@@ -60,5 +61,26 @@ void lmf_cuda_context_release(struct lmf_context *ctx) { (void)ctx; }
 lmf_status_t lmf_cuda_dyntok_run(const struct lmf_context *ctx, const lmf_dt_job *job,
                                  struct lmf_dyntok_result **out) {
   (void)ctx; (void)job; (void)out;
+  return not_compiled();
+}
+lmf_status_t lmf_cuda_hn_build(struct lmf_hypernet *h, const lmf_hn_entry *e, size_t n, void *const *handles,
+                               const lmf_hn_source *src, const char *fn) {
+  (void)h; (void)e; (void)n; (void)handles; (void)src; (void)fn;
+  return not_compiled();
+}
+void lmf_cuda_hn_free(struct lmf_hypernet *h) { (void)h; }
+lmf_status_t lmf_cuda_hn_workspace(const struct lmf_hypernet *h, int64_t num_tokens, int32_t surface_len,
+                                   size_t *bytes, const char *fn) {
+  (void)h; (void)num_tokens; (void)surface_len; (void)bytes; (void)fn;
+  return not_compiled();
+}
+lmf_status_t lmf_cuda_hn_check_memory(const struct lmf_hypernet *h, const lmf_hypernet_args_t *a,
+                                      const void *workspace, const char *fn) {
+  (void)h; (void)a; (void)workspace; (void)fn;
+  return not_compiled();
+}
+lmf_status_t lmf_cuda_hn_predict(const struct lmf_hypernet *h, const lmf_hypernet_args_t *a, void *workspace,
+                                 size_t workspace_bytes, lmf_stream_t stream) {
+  (void)h; (void)a; (void)workspace; (void)workspace_bytes; (void)stream;
   return not_compiled();
 }

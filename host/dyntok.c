@@ -1,5 +1,6 @@
 /* lmf_dyntok_*: argument checks (nothing is written on a bad one), the job, dispatch to the context's
  * backend (host/dyntok_backend.h), the result object and its accessors. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,7 +9,13 @@
 #define FN "lmf_dyntok_merge"
 
 lmf_status_t lmf_dyntok_config_init(lmf_dyntok_config_t *config, size_t struct_size) {
-  const lmf_dyntok_config_t d = LMF_DYNTOK_CONFIG_INIT;
+  lmf_dyntok_config_t d = LMF_DYNTOK_CONFIG_INIT;
+  /* A caller built against the first layout (without target_reduction) gets its struct_size bytes. */
+  if (config && struct_size == LMF_DYNTOK_CONFIG_SIZE_V1) {
+    d.struct_size = struct_size;
+    memcpy(config, &d, struct_size);
+    return LMF_OK;
+  }
   return lmf_init_struct(config, struct_size, &d, sizeof d, "lmf_dyntok_config_init");
 }
 
@@ -235,9 +242,22 @@ lmf_status_t lmf_dyntok_merge(lmf_context_t *ctx, const lmf_vocab_t *vocab, cons
   lmf_status_t st = lmf_check_struct(batch, sizeof(lmf_dyntok_batch_t), sizeof(lmf_dyntok_batch_t),
                                      LMF_DYNTOK_BATCH_VERSION, FN ": batch");
   if (st != LMF_OK) return st;
-  st = lmf_check_struct(config, sizeof(lmf_dyntok_config_t), sizeof(lmf_dyntok_config_t),
+  st = lmf_check_struct(config, LMF_DYNTOK_CONFIG_SIZE_V1, sizeof(lmf_dyntok_config_t),
                         LMF_DYNTOK_CONFIG_VERSION, FN ": config");
   if (st != LMF_OK) return st;
+  if (lmf_struct_size_of(config) != LMF_DYNTOK_CONFIG_SIZE_V1 &&
+      lmf_struct_size_of(config) != sizeof(lmf_dyntok_config_t))
+    return lmf_fail(LMF_ERR_STRUCT_SIZE,
+                    FN ": config->struct_size is %zu; this library takes %zu (the first layout) or %zu (use "
+                    "LMF_DYNTOK_CONFIG_INIT or lmf_dyntok_config_init)",
+                    lmf_struct_size_of(config), (size_t)LMF_DYNTOK_CONFIG_SIZE_V1, sizeof(lmf_dyntok_config_t));
+  lmf_dyntok_config_t cfg = LMF_DYNTOK_CONFIG_INIT; /* fields past the caller's struct_size: defaults */
+  memcpy(&cfg, config, lmf_struct_size_of(config));
+  config = &cfg;
+  if (!(config->target_reduction >= 0.0f && config->target_reduction < 1.0f))
+    return lmf_fail(LMF_ERR_INVALID_ARGUMENT,
+                    FN ": config->target_reduction is %g; must be 0 (off) or in (0, 1)",
+                    (double)config->target_reduction);
   if (config->max_merges < 0)
     return lmf_fail(LMF_ERR_INVALID_ARGUMENT, FN ": config->max_merges is %d, must be >= 0",
                     config->max_merges);
@@ -266,6 +286,12 @@ lmf_status_t lmf_dyntok_merge(lmf_context_t *ctx, const lmf_vocab_t *vocab, cons
   job.max_merges = config->max_merges;
   job.boundary = config->boundary;
   job.cpu_threads = ctx->cpu_threads;
+  job.target_tokens = -1;
+  if (config->target_reduction > 0.0f) {
+    /* r to 6 decimals, then T = floor((10^6 - r6) N / 10^6) in integers (N < 2^29: no overflow). */
+    const int64_t r6 = (int64_t)floor((double)config->target_reduction * 1e6 + 0.5);
+    job.target_tokens = (int32_t)(((1000000 - r6) * n) / 1000000);
+  }
 
   struct lmf_dyntok_result *r = NULL;
   st = ctx->backend == LMF_BACKEND_CUDA ? lmf_cuda_dyntok_run(ctx, &job, &r)

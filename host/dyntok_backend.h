@@ -105,7 +105,8 @@ typedef struct lmf_dt_job {
   int32_t max_merges;             /* m >= 0 */
   int32_t boundary;               /* lmf_dyntok_boundary_t, checked */
   int32_t cpu_threads;            /* the context's (0: default); results never depend on it */
-  int32_t pad;
+  int32_t target_tokens;          /* >= 0: stop (before a merge) once at most this many tokens are left
+                                     (lmf_dyntok_config_t.target_reduction); -1: no target */
 } lmf_dt_job;
 
 /* Largest batch a call takes, in tokens and in sequences: positions, the CPU backend's occurrence lists
@@ -144,7 +145,10 @@ lmf_status_t lmf_dt_result_finish(struct lmf_dyntok_result *r, const struct lmf_
 
 /* ---- Backends ---------------------------------------------------------------------------------- */
 
-/* CPU (host/cpu/dyntok_cpu.c): incremental pair counts, exact. On success *out is a result the caller
+/* The loop of every backend: while merges < max_merges and (target_tokens < 0 or live tokens >
+ * target_tokens): choose; stop if no pair counts; apply.
+ *
+ * CPU (host/cpu/dyntok_cpu.c): incremental pair counts, exact. On success *out is a result the caller
  * finishes (lmf_dt_result_finish) and owns; on failure *out is untouched. A CUDA backend
  * (kernels/dyntok.cu) implements the same contract, below. PCRE2 has no device version: the CUDA
  * backend evaluates VALID on the device with the regex-free matcher of kernels/common/pretok_match.h

@@ -349,6 +349,7 @@ void lmf_hn_free_langs(char **langs, int32_t n) {
 
 static void hypernet_free(struct lmf_hypernet *h) {
   if (!h) return;
+  if (h->dev) lmf_cuda_hn_free(h);
   free(h->arena);
   free(h->layers);
   lmf_hn_free_langs(h->langs, h->num_langs_named);
@@ -427,6 +428,14 @@ lmf_status_t lmf_hn_build(struct lmf_hypernet **out, const lmf_context_t *ctx, c
                     fn, e[i].name, src->what, got, want);
       goto fail;
     }
+  }
+  /* 3. On a CUDA context: the device copy (kernels/hypernet.cu), no host arena. */
+  if (ctx->backend == LMF_BACKEND_CUDA) {
+    if ((st = lmf_cuda_hn_build(h, e, n, handles, src, fn)) != LMF_OK) goto fail;
+    free(handles);
+    free(e);
+    *out = h;
+    return LMF_OK;
   }
   /* 3. Layout and one allocation. */
   size_t total = 0, max_mat = 0;
@@ -523,10 +532,15 @@ static lmf_status_t ptr_read(void *self, void *handle, float *dst, int64_t numel
   return LMF_OK;
 }
 
+static const void *ptr_raw(void *self, void *handle, int32_t *dtype) {
+  (void)self;
+  const lmf_hypernet_tensor_t *t = (const lmf_hypernet_tensor_t *)handle;
+  *dtype = t->dtype;
+  return t->data;
+}
+
 static lmf_status_t check_ctx(const lmf_context_t *ctx, const char *fn) {
   if (!ctx) return lmf_fail(LMF_ERR_NULL_POINTER, "%s: ctx is NULL", fn);
-  if (ctx->backend == LMF_BACKEND_CUDA)
-    return lmf_fail(LMF_ERR_NOT_COMPILED, "%s: the CUDA hypernet backend is not in this build", fn);
   return LMF_OK;
 }
 
@@ -553,7 +567,7 @@ lmf_status_t lmf_hypernet_create(lmf_hypernet_t **out, lmf_context_t *ctx, const
                         fn, t->name, j, i);
   }
   ptr_source ps = {tensors, num_tensors};
-  lmf_hn_source src = {ptr_find, ptr_count, ptr_name_at, ptr_read, NULL, "the tensors given", &ps};
+  lmf_hn_source src = {ptr_find, ptr_count, ptr_name_at, ptr_read, NULL, "the tensors given", &ps, ptr_raw};
   struct lmf_hypernet *h = NULL;
   if ((st = lmf_hn_build(&h, ctx, &c, &src, fn)) != LMF_OK) return st;
   *out = h;
@@ -679,6 +693,8 @@ static lmf_status_t check_args(const lmf_hypernet_t *h, const lmf_hypernet_args_
   const size_t src_bytes = rows_bytes(x.source_rows, x.source_row_stride, E, esz);
   if (src_bytes == 0)
     return lmf_fail(LMF_ERR_INVALID_SIZE, "%s: args->source_rows x source_row_stride overflows", fn);
+  if (x.allow_tf32 != 0 && x.allow_tf32 != 1)
+    return lmf_fail(LMF_ERR_INVALID_ARGUMENT, "%s: args->allow_tf32 is %d; must be 0 or 1", fn, (int)x.allow_tf32);
   if (c->embed_lang_id && (x.lang_index < 0 || x.lang_index >= c->n_langs))
     return lmf_fail(LMF_ERR_INVALID_ARGUMENT, "%s: args->lang_index is %d; must be in [0, n_langs = %d)", fn,
                     (int)x.lang_index, (int)c->n_langs);
@@ -728,6 +744,12 @@ lmf_status_t lmf_hypernet_workspace_size(const lmf_hypernet_t *hypernet, const l
   lmf_hypernet_args_t a;
   lmf_status_t st = check_args(hypernet, args, &a, 0, FN_WS);
   if (st != LMF_OK) return st;
+  if (hypernet->dev) { /* a CUDA context: device bytes */
+    size_t b = 0;
+    if ((st = lmf_cuda_hn_workspace(hypernet, a.num_tokens, a.surface_len, &b, FN_WS)) != LMF_OK) return st;
+    *bytes = b;
+    return LMF_OK;
+  }
   size_t b = lmf_cpu_hypernet_workspace(hypernet, a.num_tokens, a.surface_len);
   if (b == 0 && a.num_tokens > 0)
     return lmf_fail(LMF_ERR_INVALID_SIZE, "%s: the workspace size overflows", FN_WS);
@@ -735,8 +757,53 @@ lmf_status_t lmf_hypernet_workspace_size(const lmf_hypernet_t *hypernet, const l
   return LMF_OK;
 }
 
+/* A CUDA context's call: the memory checks come before check_args reads the ids on the host. */
+static lmf_status_t predict_cuda(const lmf_hypernet_t *h, const lmf_hypernet_args_t *args, void *workspace,
+                                 size_t workspace_bytes, lmf_stream_t stream) {
+  lmf_hypernet_args_t a;
+  lmf_status_t st = check_args(h, args, &a, 0, FN_PREDICT);
+  if (st != LMF_OK) return st;
+  if (!workspace && workspace_bytes > 0)
+    return lmf_fail(LMF_ERR_NULL_POINTER, "%s: workspace is NULL but workspace_bytes is %zu", FN_PREDICT,
+                    workspace_bytes);
+  if ((st = lmf_cuda_hn_check_memory(h, &a, workspace, FN_PREDICT)) != LMF_OK) return st;
+  if ((st = check_args(h, args, &a, 1, FN_PREDICT)) != LMF_OK) return st;
+  if (a.num_tokens == 0) return LMF_OK;
+  size_t need = 0;
+  if ((st = lmf_cuda_hn_workspace(h, a.num_tokens, a.surface_len, &need, FN_PREDICT)) != LMF_OK) return st;
+  if (!workspace)
+    return lmf_fail(LMF_ERR_NULL_POINTER,
+                    "%s: workspace is NULL; on a CUDA context pass lmf_hypernet_workspace_size() bytes (%zu here) of "
+                    "device memory: the CUDA backend allocates nothing",
+                    FN_PREDICT, need);
+  if (workspace_bytes < need)
+    return lmf_fail(LMF_ERR_INVALID_SIZE,
+                    "%s: workspace_bytes is %zu; this call needs %zu (lmf_hypernet_workspace_size)", FN_PREDICT,
+                    workspace_bytes, need);
+  if (((uintptr_t)workspace & 63u) != 0)
+    return lmf_fail(LMF_ERR_INVALID_ARGUMENT, "%s: workspace must be 64-byte aligned", FN_PREDICT);
+  const size_t U = (size_t)a.num_tokens, E = (size_t)h->cfg.n_embd;
+  const size_t n_ids = (size_t)h->cfg.original_vocab_size + (size_t)h->n_fallback;
+  span s[] = {
+      {workspace, need, "workspace", 1},
+      {a.out_in, U * E * sizeof(float), "out_in", 1},
+      {a.out_out, U * E * sizeof(float), "out_out", 1},
+      {a.out_bias, U * sizeof(float), "out_bias", 1},
+      {a.input_cache, n_ids * (size_t)h->cfg.hidden_size * sizeof(float), "input_cache", 1},
+      {a.source_in, rows_bytes(a.source_rows, a.source_row_stride, h->cfg.n_embd, lmf_dtype_size(a.source_dtype)),
+       "source_in", 0},
+      {a.source_out, a.source_out ? rows_bytes(a.source_rows, a.source_row_stride, h->cfg.n_embd,
+                                               lmf_dtype_size(a.source_dtype))
+                                  : 0,
+       "source_out", 0},
+  };
+  if ((st = check_overlaps(s, (int)(sizeof s / sizeof s[0]), FN_PREDICT)) != LMF_OK) return st;
+  return lmf_cuda_hn_predict(h, &a, workspace, workspace_bytes, stream);
+}
+
 lmf_status_t lmf_hypernet_predict(const lmf_hypernet_t *hypernet, const lmf_hypernet_args_t *args, void *workspace,
                                   size_t workspace_bytes, lmf_stream_t stream) {
+  if (hypernet && hypernet->dev) return predict_cuda(hypernet, args, workspace, workspace_bytes, stream);
   (void)stream;
   lmf_hypernet_args_t a;
   lmf_status_t st = check_args(hypernet, args, &a, 1, FN_PREDICT);
@@ -772,6 +839,8 @@ lmf_status_t lmf_fvt_predict(lmf_context_t *ctx, const lmf_fvt_args_t *args, lmf
   (void)stream;
   lmf_status_t st = check_ctx(ctx, fn);
   if (st != LMF_OK) return st;
+  if (ctx->backend == LMF_BACKEND_CUDA)
+    return lmf_fail(LMF_ERR_NOT_COMPILED, "%s: FVT has no CUDA backend yet (use a CPU context)", fn);
   st = lmf_check_struct(args, sizeof(lmf_fvt_args_t), sizeof(lmf_fvt_args_t), LMF_FVT_ARGS_VERSION,
                         "lmf_fvt_predict: args");
   if (st != LMF_OK) return st;

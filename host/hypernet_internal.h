@@ -64,6 +64,13 @@ struct lmf_hypernet {
 
   char **langs;                     /* config.json "langs", or NULL */
   int32_t num_langs_named;
+
+  /* A CUDA context's hypernet (kernels/hypernet.cu): every weight pointer above is device memory, the
+   * matrices unpacked (row-major [N][K] as PyTorch holds them; lmf_hn_mat.p, n, k; npanels unused),
+   * each layer's query, key and value weights one [3H][H] matrix (q.w.p; k.w.p = q.w.p + H*H, v.w.p =
+   * q.w.p + 2*H*H) and their biases one [3H] vector (q.b; k.b = q.b + H, v.b = q.b + 2*H). `arena`
+   * is NULL and `dev` owns the device allocation. NULL on a CPU context. */
+  void *dev;
 };
 
 /* ---- The tensor-name table (hypernet.c) --------------------------------------------------------- */
@@ -105,6 +112,10 @@ typedef struct lmf_hn_source {
   const char *(*dtype_name)(void *self, void *handle);
   const char *what; /* "safetensors file X" / "tensors" for messages */
   void *self;
+  /* Optional: the found tensor's data exactly as the caller gave it (lmf_hypernet_create) and its dtype,
+   * or NULL when the source has none (a file). The CUDA backend converts device memory on the device
+   * and reads host memory through `read`. */
+  const void *(*raw)(void *self, void *handle, int32_t *dtype);
 } lmf_hn_source;
 
 /* Builds a hypernetwork from a checked config and a source (hypernet.c): checks every tensor of the
@@ -133,6 +144,29 @@ lmf_status_t lmf_cpu_hypernet_predict(const struct lmf_hypernet *h, const lmf_hy
 
 /* Runs a checked FVT call. */
 lmf_status_t lmf_cpu_fvt_predict(const lmf_context_t *ctx, const lmf_fvt_args_t *args);
+
+/* ---- CUDA backend (kernels/hypernet.cu; host/cuda_stub.c in a CPU-only build) ------------------- */
+
+/* lmf_hn_build on a CUDA context, after every tensor was checked: lays the weights out in one device
+ * allocation (see `dev` above), sets every entry's pointer (e[i].mat->p / *e[i].vec) and matrix sizes,
+ * converts and uploads every present tensor (handles[i]; NULL: absent), and sets h->dev. Synchronous.
+ * On failure nothing stays allocated on the device and h->dev stays NULL. */
+lmf_status_t lmf_cuda_hn_build(struct lmf_hypernet *h, const lmf_hn_entry *e, size_t n, void *const *handles,
+                               const lmf_hn_source *src, const char *fn);
+/* Frees h->dev (a no-op when NULL). */
+void lmf_cuda_hn_free(struct lmf_hypernet *h);
+/* Device workspace bytes of lmf_hypernet_predict with these sizes (0 for num_tokens 0). */
+lmf_status_t lmf_cuda_hn_workspace(const struct lmf_hypernet *h, int64_t num_tokens, int32_t surface_len,
+                                   size_t *bytes, const char *fn);
+/* Checks where the memory of a call lives before anything reads it: surface_forms, copy_ids and
+ * input_cache_valid must be readable by the host; source_in/out, out_in/out/bias, input_cache and the
+ * workspace by the context's device. */
+lmf_status_t lmf_cuda_hn_check_memory(const struct lmf_hypernet *h, const lmf_hypernet_args_t *a,
+                                      const void *workspace, const char *fn);
+/* Enqueues a checked call (num_tokens >= 1) on `stream`; workspace: lmf_cuda_hn_workspace() bytes of
+ * device memory, 64-byte aligned. */
+lmf_status_t lmf_cuda_hn_predict(const struct lmf_hypernet *h, const lmf_hypernet_args_t *a, void *workspace,
+                                 size_t workspace_bytes, lmf_stream_t stream);
 
 #ifdef __cplusplus
 }

@@ -282,8 +282,6 @@ static lmf_status_t load_files(lmf_hypernet_t **out, lmf_context_t *ctx, const c
   if (!ctx) return lmf_fail(LMF_ERR_NULL_POINTER, "%s: ctx is NULL", fn);
   if (!config_path) return lmf_fail(LMF_ERR_NULL_POINTER, "%s: config_path is NULL", fn);
   if (!weights_path) return lmf_fail(LMF_ERR_NULL_POINTER, "%s: weights_path is NULL", fn);
-  if (ctx->backend == LMF_BACKEND_CUDA)
-    return lmf_fail(LMF_ERR_NOT_COMPILED, "%s: the CUDA hypernet backend is not in this build", fn);
   char *buf = NULL;
   size_t len = 0;
   lmf_status_t st = read_file(config_path, &buf, &len, fn);
@@ -306,7 +304,7 @@ static lmf_status_t load_files(lmf_hypernet_t **out, lmf_context_t *ctx, const c
   }
   char what[1100];
   snprintf(what, sizeof what, "%s", weights_path);
-  lmf_hn_source src = {st_find, st_count, st_name_at, st_read, st_dtype_name, what, &sf};
+  lmf_hn_source src = {st_find, st_count, st_name_at, st_read, st_dtype_name, what, &sf, NULL};
   struct lmf_hypernet *h = NULL;
   st = lmf_hn_build(&h, ctx, &cn, &src, fn);
   lmf_st_close(&sf);

@@ -14,6 +14,8 @@ struct lmf_context {
   int32_t cpu_threads; /* 0: OpenMP default */
   void *cuda_cache;    /* CUDA contexts: device-side caches of the backends (kernels/), made on first
                           use, freed by lmf_cuda_context_release(); NULL until then */
+  void *cuda_hypernet_cache; /* CUDA contexts: the hypernet backend's cuBLAS handles (kernels/hypernet.cu),
+                                made on first use, freed by lmf_cuda_context_release(); NULL until then */
 };
 
 #if defined(__GNUC__)
@@ -55,7 +57,7 @@ void lmf_cuda_free(const struct lmf_context *ctx, void *ptr);
 lmf_status_t lmf_cuda_upload(const struct lmf_context *ctx, void *dst, const void *src, size_t bytes);
 /* Streaming multiprocessors of `device` (cached per device); `fn` names the caller in the message. */
 lmf_status_t lmf_cuda_sm_count(int device, const char *fn, int *out);
-/* Frees ctx->cuda_cache (lmf_context_destroy); a no-op when there is none. */
+/* Frees ctx->cuda_cache and ctx->cuda_hypernet_cache (lmf_context_destroy); a no-op when there are none. */
 void lmf_cuda_context_release(struct lmf_context *ctx);
 
 #ifdef __cplusplus

@@ -100,6 +100,7 @@ void lmf_vocab_destroy(lmf_vocab_t *vocab) {
   free(vocab->merges);
   free(vocab->pattern);
   free(vocab->table);
+  lmf_vocab_bpe_free(vocab->bpe);
   free(vocab);
 }
 

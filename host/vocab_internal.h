@@ -24,6 +24,10 @@ struct lmf_vocab {
   int64_t table_cap;   /* power of two */
   uint64_t serial;     /* unique per vocabulary made in this process, never 0 (device caches key on it:
                           a new vocabulary at a freed one's address is still a different one) */
+  /* BPE encoding tables (host/vocab_bpe.c): built on first use and published atomically, so the
+   * vocabulary stays shareable across threads; NULL until then (the constructors calloc the struct).
+   * Freed by lmf_vocab_destroy. */
+  struct lmf_vocab_bpe *bpe;
 };
 
 /* The next vocabulary serial (thread-safe). */
@@ -44,6 +48,29 @@ lmf_status_t lmf_vocab_build_table(struct lmf_vocab *v, const char *fn);
 
 /* The canonical non-special id for bytes[0 .. len), or -1. */
 int32_t lmf_vocab_lookup(const struct lmf_vocab *vocab, const uint8_t *bytes, int64_t len);
+
+/* ---- BPE encoding with the vocabulary's merges (host/vocab_bpe.c) ---------------------------------- */
+
+typedef struct lmf_vocab_bpe lmf_vocab_bpe;
+
+/* The vocabulary's BPE tables (pair -> rank, initial symbols), built on first use; thread-safe. NULL on
+ * out of memory (lmf_fail is set, the message prefixed with fn). */
+const lmf_vocab_bpe *lmf_vocab_bpe_get(const struct lmf_vocab *vocab, const char *fn);
+void lmf_vocab_bpe_free(struct lmf_vocab_bpe *tables);
+
+/* Growable scratch of lmf_vocab_bpe_run (zero-initialise; free with lmf_vocab_bpe_scratch_free). */
+typedef struct lmf_vocab_bpe_scratch {
+  void *buf;
+  size_t cap;
+} lmf_vocab_bpe_scratch;
+void lmf_vocab_bpe_scratch_free(lmf_vocab_bpe_scratch *s);
+
+/* BPE-encodes bytes[0 .. len) (len <= INT32_MAX) into out[0 .. *n), *n <= len (include/lmfuse/vocab.h,
+ * lmf_vocab_bpe_encode, has the semantics). LMF_ERR_INVALID_ARGUMENT (a byte with no initial symbol) or
+ * LMF_ERR_OUT_OF_MEMORY, the message prefixed with fn; out may then be partly written. */
+lmf_status_t lmf_vocab_bpe_run(const struct lmf_vocab *vocab, const lmf_vocab_bpe *tables,
+                               const uint8_t *bytes, int64_t len, int32_t *out, int64_t *n,
+                               lmf_vocab_bpe_scratch *scratch, const char *fn);
 
 static inline const uint8_t *lmf_vocab_tok(const struct lmf_vocab *v, int32_t id, int64_t *len) {
   *len = v->offsets[id + 1] - v->offsets[id];

@@ -132,11 +132,19 @@ void lmf_cuda_free(const struct lmf_context *ctx, void *ptr) {
 
 /* kernels/dyntok.cu: frees the batch-merging caches (vocabulary, class table, workspace, stream). */
 void lmf_cuda_dyntok_cache_free(const struct lmf_context *ctx, void *cache);
+/* kernels/hypernet.cu: destroys the hypernet backend's cuBLAS handles. */
+void lmf_cuda_hypernet_cache_free(const struct lmf_context *ctx, void *cache);
 
 void lmf_cuda_context_release(struct lmf_context *ctx) {
-  if (!ctx || !ctx->cuda_cache) return;
-  lmf_cuda_dyntok_cache_free(ctx, ctx->cuda_cache);
-  ctx->cuda_cache = NULL;
+  if (!ctx) return;
+  if (ctx->cuda_cache) {
+    lmf_cuda_dyntok_cache_free(ctx, ctx->cuda_cache);
+    ctx->cuda_cache = NULL;
+  }
+  if (ctx->cuda_hypernet_cache) {
+    lmf_cuda_hypernet_cache_free(ctx, ctx->cuda_hypernet_cache);
+    ctx->cuda_hypernet_cache = NULL;
+  }
 }
 
 lmf_status_t lmf_cuda_upload(const struct lmf_context *ctx, void *dst, const void *src, size_t bytes) {

@@ -64,9 +64,10 @@
  *           go on at z = nxt[y] only if (y, z) was an occurrence (the chain goes on) and (z, nxt[z]) is
  *           one. So a run of r tokens gets floor(r / 2) merges, left-greedy, exactly the reference's
  *           scan. Chains are disjoint and no thread reads what another writes in this phase.
- *   The loop ends after min(m, N) merges or when nothing counts. Then the live tokens are compacted in
- *   position order (block-wide ballot scan) into ids / span starts / span lengths; the host derives the
- *   output offsets from the span starts.
+ *   The loop ends after min(m, N) merges, when nothing counts, or (target_tokens >= 0) once at most
+ *   target_tokens tokens are live (s_live, decremented in M2 per merge applied). Then the live tokens
+ *   are compacted in position order (block-wide ballot scan) into ids / span starts / span lengths;
+ *   the host derives the output offsets from the span starts.
  *
  * ---- Limits --------------------------------------------------------------------------------------
  *   Any N up to LMF_DT_MAX_TOKENS is correct; one block is fast up to a few thousand tokens and slower
@@ -118,6 +119,7 @@ enum { kArrTok = 0, kArrNxt, kArrTable, kArrOkc, kArrUsed, kArrOcc, kArrStart, k
 struct DtParams {
   int32_t n;          /* tokens */
   int32_t max_merges; /* min(m, N) */
+  int32_t target;     /* job->target_tokens: stop once at most this many tokens are live; -1: none */
   int32_t V;          /* vocabulary size */
   int32_t mode;       /* lmf_dyntok_boundary_t */
   uint32_t pmask;     /* pair table capacity - 1 */
@@ -264,6 +266,7 @@ __global__ void __launch_bounds__(kThreads, 1) dt_merge_kernel(const __grid_cons
   __shared__ int s_err;
   __shared__ int s_stop;
   __shared__ int32_t s_c;
+  __shared__ int32_t s_live; /* live tokens (for P.target) */
 
   const int tid = threadIdx.x;
   const int lane = tid & 31;
@@ -291,6 +294,7 @@ __global__ void __launch_bounds__(kThreads, 1) dt_merge_kernel(const __grid_cons
     s_stop = 0;
     s_best = 0;
     s_c = -1;
+    s_live = n;
   }
   for (int64_t i = tid; i < n; i += kThreads) {
     if (tok != P.g_tok) tok[i] = P.g_tok[i];
@@ -310,7 +314,8 @@ __global__ void __launch_bounds__(kThreads, 1) dt_merge_kernel(const __grid_cons
 
   int32_t num_merges = 0; /* block-uniform */
   int32_t num_new = 0;    /* thread 0's */
-  while (num_merges < P.max_merges) {
+  /* s_live changes only in M2 (atomics) and is read here after M2's barrier: block-uniform. */
+  while (num_merges < P.max_merges && (P.target < 0 || s_live > P.target)) {
     /* ---- Count. */
     for (int64_t i = tid; i < n; i += kThreads) {
       const int32_t p = (int32_t)i;
@@ -425,11 +430,13 @@ __global__ void __launch_bounds__(kThreads, 1) dt_merge_kernel(const __grid_cons
 
     /* ---- M2: each chain, left to right, non-overlapping. */
     const int32_t c = s_c;
+    int32_t applied = 0;
     for (int64_t i = tid; i < n; i += kThreads) {
       int32_t x = (int32_t)i;
       if (!start[x]) continue;
       start[x] = 0;
       for (;;) {
+        ++applied;
         const int32_t y = nxt[x];
         const int32_t z = nxt[y];
         const int goes_on = occ[y]; /* (y, z) is an occurrence: then z >= 0 */
@@ -442,6 +449,7 @@ __global__ void __launch_bounds__(kThreads, 1) dt_merge_kernel(const __grid_cons
         x = z;
       }
     }
+    if (applied) atomicSub(&s_live, applied);
     __syncthreads();
     ++num_merges;
   }
@@ -758,6 +766,7 @@ lmf_status_t run_locked(DtCache *C, const lmf_dt_job *job, struct lmf_dyntok_res
   memset(&P, 0, sizeof P);
   P.n = n;
   P.max_merges = mcap;
+  P.target = job->target_tokens;
   P.V = voc->size;
   P.mode = job->boundary;
   P.pmask = (uint32_t)(pcap - 1);

@@ -519,7 +519,8 @@ lmf_status_t lmf_cpu_dyntok_run(const struct lmf_context *ctx, const lmf_dt_job 
   }
   for (int32_t i = S.nheap / 2 - 1; i >= 0; --i) sift_down(&S, i);
 
-  while (S.nmerge < job->max_merges) {
+  int64_t live = n; /* tokens left (target_tokens) */
+  while (S.nmerge < job->max_merges && (job->target_tokens < 0 || live > job->target_tokens)) {
     /* Choose. */
     int32_t r = -1;
     while (S.nheap > 0) {
@@ -576,6 +577,7 @@ lmf_status_t lmf_cpu_dyntok_run(const struct lmf_context *ctx, const lmf_dt_job 
       int32_t q = S.nxt[p];
       if (q < 0 || S.tok[q] != b || !counts_at(&S, p, q)) continue;
       apply_at(&S, p, c);
+      --live;
       if (S.oom) return S.oom == 2 ? internal_fail(&S, "an occurrence without a record") : oom_fail(&S);
     }
     /* r is recs-index stable (records are never moved by index). */

@@ -45,6 +45,7 @@
 #ifndef LMFUSE_DYNTOK_H
 #define LMFUSE_DYNTOK_H
 
+#include "lmfuse/hypernet.h"
 #include "lmfuse/lmfuse.h"
 #include "lmfuse/vocab.h"
 
@@ -65,16 +66,26 @@ typedef enum lmf_dyntok_boundary {
 #define LMF_DYNTOK_CONFIG_VERSION 1u
 
 typedef struct lmf_dyntok_config {
-  size_t struct_size;  /* sizeof(lmf_dyntok_config_t) */
+  size_t struct_size;  /* sizeof(lmf_dyntok_config_t), or LMF_DYNTOK_CONFIG_SIZE_V1 (the struct without
+                          target_reduction, which then takes its default) */
   uint32_t version;    /* LMF_DYNTOK_CONFIG_VERSION */
   int32_t max_merges;  /* m >= 0; default 200 */
   int32_t boundary;    /* lmf_dyntok_boundary_t; default LMF_DYNTOK_PRETOKENS */
   const char *pattern; /* PRETOKENS: NUL-terminated UTF-8 PCRE2 pattern; NULL: the default; ignored
                           (not compiled) in the other modes */
+  float target_reduction; /* 0 (default): off, merge up to max_merges times. In (0, 1): also stop as
+                             soon as the batch holds at most T = floor((10^6 - round(10^6 r)) N / 10^6)
+                             tokens (N = input tokens; r is read to 6 decimals, in integers, so 0.2
+                             means exactly 20%); the loop still stops at max_merges merges or when no
+                             valid pair is left, whichever comes first. Checked before every merge:
+                             a batch already at or below T gets no merge. Same on every backend. */
 } lmf_dyntok_config_t;
 
+/* struct_size of the first layout of lmf_dyntok_config_t (up to and including pattern). */
+#define LMF_DYNTOK_CONFIG_SIZE_V1 (offsetof(lmf_dyntok_config_t, pattern) + sizeof(const char *))
+
 #define LMF_DYNTOK_CONFIG_INIT \
-  { sizeof(lmf_dyntok_config_t), LMF_DYNTOK_CONFIG_VERSION, 200, LMF_DYNTOK_PRETOKENS, NULL }
+  { sizeof(lmf_dyntok_config_t), LMF_DYNTOK_CONFIG_VERSION, 200, LMF_DYNTOK_PRETOKENS, NULL, 0.0f }
 
 LMF_API lmf_status_t lmf_dyntok_config_init(lmf_dyntok_config_t *config, size_t struct_size);
 
@@ -102,7 +113,7 @@ typedef struct lmf_dyntok_result lmf_dyntok_result_t;
 /* Merges the batch. ctx, vocab, batch, config and out are required. On success *out holds the result
  * (destroy it with lmf_dyntok_result_destroy); on failure *out is untouched. Statuses:
  * LMF_ERR_NULL_POINTER, LMF_ERR_INVALID_ARGUMENT (an id out of range or unused, offsets not starting at
- * 0 or not monotone, m < 0, an unknown boundary mode, a pattern that fails to compile: the message gives
+ * 0 or not monotone, m < 0, target_reduction not 0 or in (0, 1), an unknown boundary mode, a pattern that fails to compile: the message gives
  * PCRE2's error and the offset), LMF_ERR_INVALID_SIZE (B < 1; more than 2^29 - 1 tokens or
  * sequences; a custom pattern on a CUDA context), LMF_ERR_STRUCT_SIZE, LMF_ERR_OUT_OF_MEMORY,
  * LMF_ERR_CUDA (a CUDA call failed: the message names it). */
@@ -141,6 +152,120 @@ typedef enum lmf_dyntok_field {
  * each be NULL. An unknown field is LMF_ERR_INVALID_ARGUMENT. */
 LMF_API lmf_status_t lmf_dyntok_result_field(const lmf_dyntok_result_t *result, int32_t field,
                                              const void **data, int64_t *count, int32_t *dtype);
+
+/* ---- From a merged batch to inputs_embeds ------------------------------------------------------ */
+
+/* lmf_dyntok_embed turns a merge result into what a model's forward takes (specs/dynamic-bpe.md,
+ * specs/hypernetwork.md):
+ *   inputs_embeds [B][L][n_embd]  in out_dtype: a token of the vocabulary gets its row of E_in exactly
+ *                                 (converted to out_dtype: bit for bit when the dtypes match); a new
+ *                                 token gets the hypernetwork's prediction for its surface form
+ *                                 (lmf_hypernet_surface_forms + lmf_hypernet_predict, e_in), or FVT's
+ *                                 mean of the E_in rows of its decomposition (lmf_fvt_predict on the
+ *                                 result's DECOMP fields);
+ *   attention_mask [B][L]         int32, 1 on tokens, 0 on padding;
+ *   ids [B][L]                    int32, the merged ids (vocabulary ids for tokens left alone, vocab
+ *                                 size + k for new token k), pad_id on padding;
+ *   span_start, span_len [B][L]   int32, the input positions a token covers, counted from the start of
+ *                                 its sequence (span_start = -1, span_len = 0 on padding);
+ *   new-token e_out [num_new][n_embd] (out_dtype) and bias [num_new] (float): for decoder models
+ *                                 scoring the new tokens (the hypernetwork's e_out and bias; FVT: the
+ *                                 mean of E_out rows, bias 0).
+ * L >= the longest merged sequence (lmf_dyntok_embed_shape); sequences are padded on the right or on
+ * the left up to L. Padding rows: zeros when pad_id = -1, else the E_in row of pad_id (what an
+ * embedding lookup of ids padded with pad_id gives). With max_merges = 0 the call is exactly the
+ * model's embedding lookup of the padded batch.
+ *
+ * Only the new tokens the output holds are predicted (all num_new of them when out_new_out or
+ * out_new_bias is asked for). With a cache (lmf_embed_cache_t, rows of n_embd, with_out set exactly
+ * when e_out is predicted: a hypernetwork with separate output embeddings, or FVT with source_out)
+ * the call is one batch: rows found by bytes are reused, the others predicted and stored, and every row
+ * of the call stays pinned until the cache's next batch. A cache hit gives the same bits as predicting
+ * again. Memory is host memory; a CUDA context gives LMF_ERR_NOT_COMPILED for now. */
+
+typedef enum lmf_dyntok_embed_method {
+  LMF_DYNTOK_EMBED_HYPERNET = 0, /* a ZeTT hypernetwork (hypernet.h) */
+  LMF_DYNTOK_EMBED_FVT = 1       /* the mean of the decomposition's source rows */
+} lmf_dyntok_embed_method_t;
+
+typedef enum lmf_dyntok_pad_side {
+  LMF_DYNTOK_PAD_RIGHT = 0, /* tokens at 0 .. n-1, padding after */
+  LMF_DYNTOK_PAD_LEFT = 1   /* padding first, tokens at L-n .. L-1 (decoder batches) */
+} lmf_dyntok_pad_side_t;
+
+#define LMF_DYNTOK_EMBED_ARGS_VERSION 1u
+
+typedef struct lmf_dyntok_embed_args {
+  size_t struct_size;               /* sizeof(lmf_dyntok_embed_args_t) */
+  uint32_t version;                 /* LMF_DYNTOK_EMBED_ARGS_VERSION */
+  int32_t method;                   /* lmf_dyntok_embed_method_t; default HYPERNET */
+  const lmf_hypernet_t *hypernet;   /* HYPERNET: required (its n_embd must be n_embd); FVT: NULL */
+  lmf_embed_cache_t *cache;         /* optional: predicted rows across calls (see above) */
+  int32_t lang_index;               /* HYPERNET with a language embedding: the language; default -1 */
+  int32_t surface_len;              /* HYPERNET: surface form length; 0 (default): the config's
+                                       surface_maxlen */
+  float *hn_input_cache;            /* HYPERNET, optional: lmf_hypernet_args_t.input_cache */
+  uint8_t *hn_input_cache_valid;    /* with hn_input_cache: its flags */
+  int32_t fvt_unk_id;               /* FVT: the row for an empty decomposition; default 0 */
+  int32_t n_embd;                   /* the model's embedding width >= 1; no default (0 must be set) */
+  const void *source_in;            /* E_in: source_rows rows of n_embd at source_row_stride; required */
+  const void *source_out;           /* E_out, same layout: models with separate output embeddings
+                                       (required by such a hypernetwork; FVT: optional) */
+  int64_t source_rows;              /* rows readable: every id used must be below it */
+  int64_t source_row_stride;        /* elements between rows, >= n_embd; 0 (default): n_embd */
+  int32_t source_dtype;             /* LMF_DTYPE_F32 (default), F16 or BF16 (both matrices) */
+  int32_t out_dtype;                /* dtype of out_embeds and out_new_out: F32 (default), F16, BF16 */
+  int32_t pad_side;                 /* lmf_dyntok_pad_side_t; default RIGHT */
+  int32_t pad_id;                   /* -1 (default): zero rows and id -1 on padding; else in
+                                       [0, source_rows): its E_in row and that id */
+  int64_t seq_len;                  /* L of the outputs, >= the longest merged sequence; 0 (default):
+                                       lmf_dyntok_embed: that longest one; lmf_dyntok_pipeline: the
+                                       longest INPUT sequence (always enough) */
+  void *out_embeds;                 /* [B][L][n_embd] out_dtype, required */
+  int32_t *out_mask;                /* [B][L], optional */
+  int32_t *out_ids;                 /* [B][L], optional */
+  int32_t *out_span_start;          /* [B][L], optional */
+  int32_t *out_span_len;            /* [B][L], optional */
+  void *out_new_out;                /* [num_new][n_embd] out_dtype, optional (needs e_out) */
+  float *out_new_bias;              /* [num_new], optional */
+  int64_t *out_max_len;             /* optional: the longest merged sequence */
+} lmf_dyntok_embed_args_t;
+
+#define LMF_DYNTOK_EMBED_ARGS_INIT                                                                \
+  { sizeof(lmf_dyntok_embed_args_t), LMF_DYNTOK_EMBED_ARGS_VERSION, LMF_DYNTOK_EMBED_HYPERNET, NULL, \
+    NULL, -1, 0, NULL, NULL, 0, 0, NULL, NULL, 0, 0, LMF_DTYPE_F32, LMF_DTYPE_F32,                 \
+    LMF_DYNTOK_PAD_RIGHT, -1, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL }
+
+/* Defaults into the first struct_size bytes (pass sizeof *ptr); see lmfuse.h. */
+LMF_API lmf_status_t lmf_dyntok_embed_args_init(lmf_dyntok_embed_args_t *args, size_t struct_size);
+
+/* The shape to allocate: B, the longest merged sequence (the smallest L), and the new tokens. Any
+ * pointer but result may be NULL. */
+LMF_API lmf_status_t lmf_dyntok_embed_shape(const lmf_dyntok_result_t *result, int64_t *num_seqs,
+                                            int64_t *max_len, int32_t *num_new);
+
+/* Writes the outputs of a merge result (made with this vocabulary). Checks every argument first
+ * (against the vocabulary, the result and the hypernetwork: ids below source_rows, sizes, dtypes,
+ * strides, overlapping outputs, cache shape), then predicts into private memory, and only then updates
+ * the cache and writes the outputs: on failure nothing is written and the cache is unchanged.
+ * Statuses: LMF_ERR_NULL_POINTER, LMF_ERR_STRUCT_SIZE, LMF_ERR_INVALID_ARGUMENT, LMF_ERR_INVALID_SIZE
+ * (seq_len below the longest sequence, overflowing sizes), LMF_ERR_UNSUPPORTED_DTYPE, LMF_ERR_OVERLAP,
+ * LMF_ERR_OUT_OF_MEMORY, LMF_ERR_NOT_COMPILED (a CUDA context), and those of lmf_hypernet_predict /
+ * lmf_fvt_predict; the message names the argument. */
+LMF_API lmf_status_t lmf_dyntok_embed(lmf_context_t *ctx, const lmf_vocab_t *vocab,
+                                      const lmf_dyntok_result_t *result,
+                                      const lmf_dyntok_embed_args_t *args);
+
+/* The whole pipeline in one call: lmf_dyntok_merge(ctx, vocab, batch, config) (max_merges and/or
+ * target_reduction), then lmf_dyntok_embed with args (seq_len 0: the longest input sequence, so buffers
+ * sized from the input always fit; out_max_len tells the L to slice to). *result, if result is not
+ * NULL, receives the merge result (destroy it with lmf_dyntok_result_destroy); on failure it is
+ * untouched and nothing is written. */
+LMF_API lmf_status_t lmf_dyntok_pipeline(lmf_context_t *ctx, const lmf_vocab_t *vocab,
+                                         const lmf_dyntok_batch_t *batch,
+                                         const lmf_dyntok_config_t *config,
+                                         const lmf_dyntok_embed_args_t *args,
+                                         lmf_dyntok_result_t **result);
 
 #ifdef __cplusplus
 }

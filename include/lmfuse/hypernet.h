@@ -36,8 +36,18 @@
  * lmf_hypernet_predict calls on one hypernet are safe if they use different workspaces and caches.
  *
  * Backends: the CPU backend (OpenMP; cache-blocked GEMMs with AVX-512 / AVX2 micro-kernels chosen at
- * run time, plain C otherwise). On a CUDA context creation returns LMF_ERR_NOT_COMPILED for now.
- * Memory: host memory on a CPU context.
+ * run time, plain C otherwise), and the CUDA backend on a CUDA context: the weights are uploaded once
+ * as fp32 (lmf_hypernet_load / _create synchronize), the GEMMs run through cuBLAS (fp32, or TF32 with
+ * args->allow_tf32), everything else in lmfuse's kernels, with the same savings as on the CPU;
+ * lmf_hypernet_predict enqueues on `stream` and returns, allocating nothing on the device and never
+ * synchronizing. Results agree with the CPU backend within 5e-5 of the outputs' RMS in fp32 (GEMM
+ * summation order), about 1e-2 in TF32; copied rows are exact. FVT has no CUDA backend yet.
+ * Memory: host memory on a CPU context. On a CUDA context: source_in / source_out, out_in / out_out /
+ * out_bias, input_cache and the workspace are device memory of the context's device (managed memory
+ * works too); surface_forms, copy_ids and input_cache_valid are host memory: the host reads the ids to
+ * plan the call (which rows and which distinct ids to compute). Each is checked
+ * (cudaPointerGetAttributes) before anything is read. lmf_hypernet_create's tensors may be host or
+ * device memory (told apart the same way; device tensors are converted on the device).
  */
 #ifndef LMFUSE_HYPERNET_H
 #define LMFUSE_HYPERNET_H
@@ -130,7 +140,8 @@ typedef struct lmf_hypernet lmf_hypernet_t;
 /* One tensor given by pointer to lmf_hypernet_create. A fixed-size record. */
 typedef struct lmf_hypernet_tensor {
   const char *name;  /* the ZeTT (PyTorch state_dict) name, e.g. "input_projection.0.weight" */
-  const void *data;  /* contiguous, row-major, host memory (CPU context) */
+  const void *data;  /* contiguous, row-major; host memory (CPU context), host or device memory (CUDA
+                        context: device tensors must be ready, e.g. their stream synchronized) */
   int32_t dtype;     /* LMF_DTYPE_F32, LMF_DTYPE_F16 or LMF_DTYPE_BF16 */
   int32_t ndim;      /* 1 .. 4 */
   int64_t shape[4];  /* the first ndim entries; must equal the table's shape */
@@ -145,13 +156,15 @@ LMF_API lmf_status_t lmf_hypernet_load(lmf_hypernet_t **out, lmf_context_t *ctx,
  * any other tensor is an error (a checkpoint of another configuration). Statuses: LMF_ERR_IO (a file
  * cannot be opened or is shorter than its header says), LMF_ERR_PARSE (bad header or config JSON, a
  * tensor whose byte range does not match its shape), LMF_ERR_INVALID_ARGUMENT (a missing, unexpected
- * or mis-shaped tensor), LMF_ERR_UNSUPPORTED_DTYPE, LMF_ERR_NOT_COMPILED (CUDA context); the message
- * names the file and the tensor. On failure *out is untouched and nothing stays allocated. */
+ * or mis-shaped tensor), LMF_ERR_UNSUPPORTED_DTYPE, and on a CUDA context LMF_ERR_OUT_OF_MEMORY /
+ * LMF_ERR_CUDA (the device copy); the message names the file and the tensor. On failure *out is
+ * untouched and nothing stays allocated. */
 LMF_API lmf_status_t lmf_hypernet_load_files(lmf_hypernet_t **out, lmf_context_t *ctx,
                                              const char *config_path, const char *weights_path);
 /* Builds a hypernetwork from caller memory: the tensors (any order, each name once) are checked as
  * the loader checks a file's, then converted to fp32 and copied, so the caller's memory may be freed
- * afterwards. */
+ * afterwards. On a CUDA context each tensor may be host or device memory (of the context's device);
+ * the copy is made before the call returns. */
 LMF_API lmf_status_t lmf_hypernet_create(lmf_hypernet_t **out, lmf_context_t *ctx,
                                          const lmf_hypernet_config_t *config,
                                          const lmf_hypernet_tensor_t *tensors, size_t num_tensors);
@@ -190,29 +203,39 @@ typedef struct lmf_hypernet_args {
   float *input_cache;            /* optional [V0 + fallback rows][H]: input projections by id, read
                                     where input_cache_valid[id] is 1, else computed, written and
                                     flagged. Valid for one (hypernet, E_src) pair: clear the flags when
-                                    either changes */
-  uint8_t *input_cache_valid;    /* [V0 + fallback rows], required with input_cache */
+                                    either changes. CUDA: device memory; a flag is set once the row's
+                                    write is enqueued, so calls sharing a cache use one stream (or
+                                    order theirs) */
+  uint8_t *input_cache_valid;    /* [V0 + fallback rows], required with input_cache; host memory */
   float *out_in;                 /* [U][n_embd] e_in, required */
   float *out_out;                /* [U][n_embd] e_out: optional, only with separate_out_embeddings */
   float *out_bias;               /* optional [U]; 0 when the hypernet does not predict a bias */
+  int32_t allow_tf32;            /* CUDA: 1 lets cuBLAS run the GEMMs in TF32 (inputs rounded to 10-bit
+                                    mantissas, fp32 accumulation): several times faster, outputs within
+                                    about 1e-2 of their RMS of the fp32 ones (docs/hypernet.md, "CUDA
+                                    backend"); 0 (default): fp32 GEMMs. Ignored on the CPU */
 } lmf_hypernet_args_t;
 
 #define LMF_HYPERNET_ARGS_INIT                                                                    \
   { sizeof(lmf_hypernet_args_t), LMF_HYPERNET_ARGS_VERSION, 0, 0, NULL, NULL, NULL, LMF_DTYPE_F32, 0, \
-    0, -1, NULL, NULL, NULL, NULL, NULL, NULL }
+    0, -1, NULL, NULL, NULL, NULL, NULL, NULL, 0 }
 
 /* Defaults into the first struct_size bytes (pass sizeof *ptr); see lmfuse.h. */
 LMF_API lmf_status_t lmf_hypernet_args_init(lmf_hypernet_args_t *args, size_t struct_size);
 
 /* Bytes of workspace lmf_hypernet_predict needs for args (only num_tokens and surface_len are read;
- * tokens are processed in chunks, so it grows with U only up to about 512 positions). */
+ * tokens are processed in chunks, so it grows with U only up to about 512 positions on the CPU). On a
+ * CUDA context: device bytes, for chunks of up to 4096 positions plus 32 MiB for cuBLAS (about 700 MB
+ * at the Mistral-7B hypernet's widths, 160 MB at XLM-R's, for large U). */
 LMF_API lmf_status_t lmf_hypernet_workspace_size(const lmf_hypernet_t *hypernet,
                                                  const lmf_hypernet_args_t *args, size_t *bytes);
 
 /* Predicts e_in (and e_out, bias) for every token. Checks every argument first (ids, copy ids, sizes,
- * overlapping outputs); on a bad argument nothing is written. workspace: at least
- * lmf_hypernet_workspace_size bytes, or NULL with workspace_bytes 0 to let the CPU backend allocate
- * (and free) it itself. The call returns when done (the stream is ignored on the CPU). */
+ * overlapping outputs, and on CUDA where each pointer lives); on a bad argument nothing is written.
+ * workspace: at least lmf_hypernet_workspace_size bytes, 64-byte aligned, or NULL with workspace_bytes
+ * 0 to let the CPU backend allocate (and free) it itself; a CUDA context needs it (device memory). On
+ * the CPU the call returns when done (the stream is ignored); on CUDA it enqueues on `stream` and
+ * returns: the host-side arrays may be reused at once, the device ones once the stream is done. */
 LMF_API lmf_status_t lmf_hypernet_predict(const lmf_hypernet_t *hypernet,
                                           const lmf_hypernet_args_t *args, void *workspace,
                                           size_t workspace_bytes, lmf_stream_t stream);
@@ -253,6 +276,131 @@ LMF_API lmf_status_t lmf_fvt_args_init(lmf_fvt_args_t *args, size_t struct_size)
  * CUDA context: LMF_ERR_NOT_COMPILED for now. */
 LMF_API lmf_status_t lmf_fvt_predict(lmf_context_t *ctx, const lmf_fvt_args_t *args,
                                      lmf_stream_t stream);
+
+/* ---- Surface forms: the hypernetwork's input for a list of tokens ------------------------------ */
+
+/* Token u of a list is an id of a "merged id space": ids below the vocabulary's size are its tokens;
+ * id vocab_size + k is the k-th of caller-given byte strings (lmf_dyntok's new tokens: NEW_OFFSETS /
+ * NEW_BYTES). Its surface form (ZeTT's get_surface_form_matrix, specs/hypernetwork.md) is the row
+ * forms[u][0 .. surface_len):
+ *   - a special token: [id, pad_id, pad_id, ...]; copy_ids[u] = id when id < original_vocab_size
+ *     (lmf_hypernet_predict then copies its source row), else -1;
+ *   - any other token (a new one, or a vocabulary token): the BPE encoding of its bytes with the
+ *     vocabulary's merges (lmf_vocab_bpe_encode; for a vocabulary token usually the token itself),
+ *     truncated to surface_len ids and right-padded with pad_id; copy_ids[u] = -1. Ids of the
+ *     encoding at or above original_vocab_size stay as they are (the hypernetwork reads them as
+ *     fallback rows). An empty byte string gives a row of pad_id.
+ * lengths[u] is the encoding's length before truncation (1 for a special token), so callers can count
+ * truncations (ZeTT's n_truncated). The vocabulary is `struct lmf_vocab` (lmf_vocab_t of vocab.h). */
+
+#define LMF_HYPERNET_SURFACE_ARGS_VERSION 1u
+
+typedef struct lmf_hypernet_surface_args {
+  size_t struct_size;           /* sizeof(lmf_hypernet_surface_args_t) */
+  uint32_t version;             /* LMF_HYPERNET_SURFACE_ARGS_VERSION */
+  int64_t num_tokens;           /* U >= 0 */
+  const int32_t *ids;           /* [U] ids in [0, vocab_size + num_new) (vocabulary ids: not unused); or
+                                   NULL: token u is byte string u (then U <= num_new) */
+  int64_t num_new;              /* byte strings given, >= 0 */
+  const int64_t *new_offsets;   /* [num_new + 1]: string k is new_bytes[new_offsets[k] .. [k+1]);
+                                   new_offsets[0] = 0, non-decreasing; NULL only if num_new = 0 */
+  const uint8_t *new_bytes;     /* NULL only if new_offsets[num_new] = 0 */
+  int32_t surface_len;          /* L >= 1 (the hypernetwork's surface_maxlen); no default */
+  int32_t pad_id;               /* >= 0 (the hypernetwork's pad_token_id); default -1 (must be set) */
+  int32_t original_vocab_size;  /* V0 >= 0 (the hypernetwork's): decides copy_ids; 0 (default): the
+                                   vocabulary's size */
+  int32_t *out_forms;           /* [U][L], required */
+  int32_t *out_copy_ids;        /* [U], optional */
+  int32_t *out_lengths;         /* [U], optional */
+} lmf_hypernet_surface_args_t;
+
+#define LMF_HYPERNET_SURFACE_ARGS_INIT                                                           \
+  { sizeof(lmf_hypernet_surface_args_t), LMF_HYPERNET_SURFACE_ARGS_VERSION, 0, NULL, 0, NULL, NULL, 0, \
+    -1, 0, NULL, NULL, NULL }
+
+/* Defaults into the first struct_size bytes (pass sizeof *ptr); see lmfuse.h. */
+LMF_API lmf_status_t lmf_hypernet_surface_args_init(lmf_hypernet_surface_args_t *args,
+                                                    size_t struct_size);
+
+struct lmf_vocab; /* lmf_vocab_t of lmfuse/vocab.h */
+
+/* Writes the surface forms (host memory; no context needed). Checks every argument first (ids,
+ * offsets, sizes, overlapping outputs) and encodes every token into private memory before writing:
+ * on failure nothing is written. Statuses: LMF_ERR_NULL_POINTER, LMF_ERR_STRUCT_SIZE,
+ * LMF_ERR_INVALID_SIZE (U < 0, surface_len < 1, num_new < 0, sizes that overflow, ids NULL with U >
+ * num_new), LMF_ERR_INVALID_ARGUMENT (an id out of range or unused, bad offsets, pad_id < 0, a byte
+ * the vocabulary cannot start BPE from: see lmf_vocab_bpe_encode), LMF_ERR_OVERLAP,
+ * LMF_ERR_OUT_OF_MEMORY. The message names the argument (and the token index). */
+LMF_API lmf_status_t lmf_hypernet_surface_forms(const struct lmf_vocab *vocab,
+                                                const lmf_hypernet_surface_args_t *args);
+
+/* ---- An embedding cache for predicted rows ------------------------------------------------------ */
+
+/* Predicted embeddings keyed by the token's bytes: e_in [n_embd], optionally e_out [n_embd], and a
+ * bias, for reuse across batches (the hypernetwork costs about half a model forward per token).
+ * Capacity is a hard bound in rows; rows are allocated as they are first needed.
+ *
+ * Batches and pinning: lmf_embed_cache_begin_batch() starts a batch. Every row the batch looks up with
+ * a hit, or inserts, is pinned: it is never evicted while the batch lasts, i.e. until the next
+ * begin_batch (which unpins everything; calling it after the last batch releases the pins). When an
+ * insert finds the cache full it evicts the least recently used unpinned row; when every row is pinned
+ * by the current batch the new row is not stored (*stored = 0): the batch holds more distinct tokens
+ * than the capacity, and the rows it already holds stay. Capacity 0: nothing is ever stored.
+ *
+ * A cache is valid for one predictor (hypernetwork, source embeddings, language): clear it when any
+ * of them changes. Thread safety: a cache is NOT thread-safe; calls on one cache must not overlap
+ * (give each thread or pipeline its own cache, or serialise the calls). */
+
+typedef struct lmf_embed_cache lmf_embed_cache_t;
+
+#define LMF_EMBED_CACHE_CONFIG_VERSION 1u
+/* Largest capacity (rows) a cache takes. */
+#define LMF_EMBED_CACHE_MAX_ROWS ((int64_t)1 << 30)
+
+typedef struct lmf_embed_cache_config {
+  size_t struct_size; /* sizeof(lmf_embed_cache_config_t) */
+  uint32_t version;   /* LMF_EMBED_CACHE_CONFIG_VERSION */
+  int32_t n_embd;     /* row width >= 1; no default (0 must be set) */
+  int64_t capacity;   /* rows, 0 .. LMF_EMBED_CACHE_MAX_ROWS; default 5000 (the reference's) */
+  int32_t with_out;   /* 1: rows also hold e_out (untied models); default 0 */
+} lmf_embed_cache_config_t;
+
+#define LMF_EMBED_CACHE_CONFIG_INIT \
+  { sizeof(lmf_embed_cache_config_t), LMF_EMBED_CACHE_CONFIG_VERSION, 0, 5000, 0 }
+
+LMF_API lmf_status_t lmf_embed_cache_config_init(lmf_embed_cache_config_t *config, size_t struct_size);
+/* Creates an empty cache; *out is set only on success. */
+LMF_API lmf_status_t lmf_embed_cache_create(lmf_embed_cache_t **out,
+                                            const lmf_embed_cache_config_t *config);
+/* NULL is a no-op. */
+LMF_API void lmf_embed_cache_destroy(lmf_embed_cache_t *cache);
+/* The cache's configuration (struct_size set to sizeof *config; pass an initialised struct). */
+LMF_API lmf_status_t lmf_embed_cache_get_config(const lmf_embed_cache_t *cache,
+                                                lmf_embed_cache_config_t *config);
+/* Ends the current batch (its rows become evictable) and starts a new one. */
+LMF_API lmf_status_t lmf_embed_cache_begin_batch(lmf_embed_cache_t *cache);
+/* Looks bytes[0 .. len) (len >= 1) up. A hit copies the row to e_in [n_embd], e_out [n_embd] (only
+ * with with_out) and *bias (each may be NULL), makes it the most recently used row and pins it;
+ * *hit = 1. A miss writes nothing but *hit = 0. */
+LMF_API lmf_status_t lmf_embed_cache_lookup(lmf_embed_cache_t *cache, const uint8_t *bytes, int64_t len,
+                                            float *e_in, float *e_out, float *bias, int32_t *hit);
+/* Stores a row for bytes[0 .. len): e_in required, e_out required exactly when with_out. A key already
+ * present has its row replaced. The row becomes the most recently used and is pinned. *stored (may be
+ * NULL) = 1, or 0 when the row could not be stored (capacity 0, or every row pinned). */
+LMF_API lmf_status_t lmf_embed_cache_insert(lmf_embed_cache_t *cache, const uint8_t *bytes, int64_t len,
+                                            const float *e_in, const float *e_out, float bias,
+                                            int32_t *stored);
+/* *present = 1 if bytes[0 .. len) has a row; changes nothing (no recency, no pin, no statistics). */
+LMF_API lmf_status_t lmf_embed_cache_contains(const lmf_embed_cache_t *cache, const uint8_t *bytes,
+                                              int64_t len, int32_t *present);
+/* Removes every row (statistics are kept). */
+LMF_API lmf_status_t lmf_embed_cache_clear(lmf_embed_cache_t *cache);
+/* Counters since creation; each pointer may be NULL. rows: held now; pinned: held and pinned by the
+ * current batch; hits / misses: lookups; evictions: rows evicted to make room; dropped: inserts not
+ * stored. */
+LMF_API lmf_status_t lmf_embed_cache_stats(const lmf_embed_cache_t *cache, int64_t *rows, int64_t *pinned,
+                                           int64_t *hits, int64_t *misses, int64_t *evictions,
+                                           int64_t *dropped);
 
 #ifdef __cplusplus
 }

@@ -131,6 +131,27 @@ LMF_API lmf_status_t lmf_vocab_merge(const lmf_vocab_t *vocab, int32_t rank, int
  * while the vocabulary lives. */
 LMF_API lmf_status_t lmf_vocab_pretokenizer_pattern(const lmf_vocab_t *vocab, const char **pattern);
 
+/* BPE-encodes bytes[0 .. len) with the vocabulary's merges, over the whole string: no pre-tokenizer,
+ * no normalizer (the caller applies those, e.g. Mistral's "prepend a space"). The result is what
+ * HuggingFace tokenizers' BPE model gives for the string as one word (merge_word + merge_all):
+ *   - initial symbols: byte-level vocabularies: one per byte (the token of that single byte);
+ *     metaspace vocabularies: one per UTF-8 character (RFC 3629) when a token that is not a
+ *     byte-fallback token has exactly its bytes, else the character's bytes as byte-fallback tokens
+ *     <0xNN> (a byte not part of a valid character likewise); raw vocabularies: one per byte (the token
+ *     of that single byte);
+ *   - then, repeatedly, the adjacent pair with the lowest merge rank is merged, leftmost first (a pair
+ *     the merge list holds twice has its last rank, as in HF). Specials never take part.
+ * The ids go to ids[0 .. *num_ids); *num_ids <= len, so capacity >= len always suffices. ids = NULL with
+ * capacity 0 only counts. len 0 gives 0 ids (bytes may then be NULL). The first call for a vocabulary
+ * builds its merge table (thread-safe; a vocabulary stays shareable). Statuses:
+ * LMF_ERR_NULL_POINTER, LMF_ERR_INVALID_SIZE (len < 0 or > INT32_MAX, capacity < 0, or capacity below
+ * the ids the encoding has: the message gives the count), LMF_ERR_OVERLAP (ids overlaps bytes),
+ * LMF_ERR_INVALID_ARGUMENT (a byte without an initial symbol: no single-byte token, or no byte-fallback
+ * token; the message names the byte and its offset), LMF_ERR_OUT_OF_MEMORY. On failure nothing is
+ * written. */
+LMF_API lmf_status_t lmf_vocab_bpe_encode(const lmf_vocab_t *vocab, const uint8_t *bytes, int64_t len,
+                                          int32_t *ids, int64_t capacity, int64_t *num_ids);
+
 #ifdef __cplusplus
 }
 #endif

@@ -14,6 +14,8 @@ What is here:
                              dexperts, contrastive, cfg, emulated_disalignment, gedi; lmfuse.logits
     Vocab, merge_batch       batch-level BPE merging of a tokenized batch ("dynamic tokenization")
                              over a real tokenizer.json vocabulary; MergeResult; lmfuse.dyntok
+    embed_batch              merging + embeddings in one call: inputs_embeds, attention mask, merged
+                             ids, spans (EmbedCache keeps predicted rows); lmfuse.pipeline
     Hypernet, fvt            embeddings for new tokens: the ZeTT hypernetwork (config.json +
                              model.safetensors) and the FVT mean baseline; lmfuse.hypernet
     Context                  which backend runs the work ("auto", "cpu", "cuda")
@@ -32,6 +34,7 @@ from .mezo import Plan, StepResult, fill_z
 from .dyntok import MergeResult, Vocab, merge_batch
 from . import hypernet
 from .hypernet import Hypernet, HypernetOutput, InputCache, fvt
+from .pipeline import EmbedCache, EmbeddedBatch, embed_batch
 
 from .logits import (ROW_ALL_MASKED, ROW_BAD_INDEX, ROW_NONFINITE, ROW_OK, DraftResult, GeDi,
                      GeDiState, LogitsInput, LogitsResult, SparseLogitsInput, cfg, combine_logits,
@@ -43,11 +46,11 @@ try:
 except ImportError:  # torch is not installed: Plan and fill_z still work on numpy arrays
     MeZO = step_seed = None
 
-__all__ = ["Context", "DraftResult", "GeDi", "GeDiState", "Hypernet", "HypernetOutput", "InputCache",
-           "LmfuseError", "LogitsInput", "LogitsResult", "MeZO", "MergeResult", "Plan",
-           "SparseLogitsInput", "StepResult", "Vocab",
-           "backend_available", "cfg", "combine_logits", "contrastive", "cuda_device_count",
-           "dexperts", "eft", "emulated_disalignment", "fill_z", "find_library", "fvt", "gedi",
+__all__ = ["Context", "DraftResult", "EmbedCache", "EmbeddedBatch", "GeDi", "GeDiState", "Hypernet",
+           "HypernetOutput", "InputCache", "LmfuseError", "LogitsInput", "LogitsResult", "MeZO",
+           "MergeResult", "Plan", "SparseLogitsInput", "StepResult", "Vocab", "backend_available",
+           "cfg", "combine_logits", "contrastive", "cuda_device_count", "dexperts", "eft",
+           "embed_batch", "emulated_disalignment", "fill_z", "find_library", "fvt", "gedi",
            "library_path", "merge_batch", "proxy_tune", "step_seed", "verify_draft", "version",
            "version_string", "ROW_OK", "ROW_ALL_MASKED", "ROW_NONFINITE", "ROW_BAD_INDEX"]
 

@@ -274,6 +274,7 @@ class DyntokConfig(Structure):
         ("max_merges", c_int32),
         ("boundary", c_int32),
         ("pattern", c_char_p),
+        ("target_reduction", c_float),
     ]
 
 

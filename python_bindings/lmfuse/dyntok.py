@@ -234,36 +234,45 @@ def _flatten(seqs, offsets):
     return np.ascontiguousarray(flat, dtype=np.int32), off
 
 
-def merge_batch(vocab, seqs, max_merges=200, boundary="pretokens", pattern=None, word_ids=None,
-                offsets=None, context=None):
-    """Merges a tokenized batch; returns a MergeResult.
-
-    seqs: a list of id sequences, or (with ``offsets``, [B+1]) the flat ids. boundary:
-    "pretokens" (the reference; ``pattern`` overrides the default pre-tokenizer regex),
-    "words" (``word_ids`` per token, same layout as seqs; < 0 never merges) or "whitespace".
-    context: an lmfuse.Context (default: a CPU context made for the call).
-    """
+def _merge_handle(vocab, seqs, max_merges, boundary, pattern, word_ids, offsets, context,
+                  target_reduction=0.0):
+    """Runs lmf_dyntok_merge; returns the raw lmf_dyntok_result_t handle (the caller destroys it)."""
     if boundary not in _ffi.BOUNDARIES:
         raise ValueError("boundary must be one of %s, not %r" % (sorted(_ffi.BOUNDARIES), boundary))
     ids, off = _flatten(seqs, offsets)
     words = None
     if word_ids is not None:
         words, _ = _flatten(word_ids, offsets)
-    lib = _ffi.lib()
+    batch = _ffi.new(_ffi.DyntokBatch, num_seqs=off.size - 1, offsets=off.ctypes.data,
+                     ids=ids.ctypes.data,
+                     word_ids=None if words is None else words.ctypes.data)
+    cfg = _ffi.new(_ffi.DyntokConfig, max_merges=int(max_merges),
+                   boundary=_ffi.BOUNDARIES[boundary],
+                   pattern=None if pattern is None else pattern.encode(),
+                   target_reduction=float(target_reduction))
+    h = ctypes.c_void_p()
+    check(_ffi.require("lmf_dyntok_merge")(context.handle, vocab.handle, ctypes.byref(batch),
+                                           ctypes.byref(cfg), ctypes.byref(h)))
+    return h
+
+
+def merge_batch(vocab, seqs, max_merges=200, boundary="pretokens", pattern=None, word_ids=None,
+                offsets=None, context=None, target_reduction=0.0):
+    """Merges a tokenized batch; returns a MergeResult.
+
+    seqs: a list of id sequences, or (with ``offsets``, [B+1]) the flat ids. boundary:
+    "pretokens" (the reference; ``pattern`` overrides the default pre-tokenizer regex),
+    "words" (``word_ids`` per token, same layout as seqs; < 0 never merges) or "whitespace".
+    target_reduction: in (0, 1), also stop once the batch is that much shorter (0: off).
+    context: an lmfuse.Context (default: a CPU context made for the call).
+    """
     own = None
     if context is None:
         from .context import Context
         own = context = Context("cpu")
     try:
-        batch = _ffi.new(_ffi.DyntokBatch, num_seqs=off.size - 1, offsets=off.ctypes.data,
-                         ids=ids.ctypes.data,
-                         word_ids=None if words is None else words.ctypes.data)
-        cfg = _ffi.new(_ffi.DyntokConfig, max_merges=int(max_merges),
-                       boundary=_ffi.BOUNDARIES[boundary],
-                       pattern=None if pattern is None else pattern.encode())
-        h = ctypes.c_void_p()
-        check(_ffi.require("lmf_dyntok_merge")(context.handle, vocab.handle, ctypes.byref(batch),
-                                               ctypes.byref(cfg), ctypes.byref(h)))
+        h = _merge_handle(vocab, seqs, max_merges, boundary, pattern, word_ids, offsets, context,
+                          target_reduction)
         return MergeResult(h, vocab.size)
     finally:
         if own is not None:

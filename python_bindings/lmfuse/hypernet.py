@@ -13,13 +13,19 @@
 
 Surface forms are the new tokens already decomposed by the original tokenizer, truncated to the
 hypernetwork's ``surface_maxlen`` and right-padded with its ``pad_token_id``. Source embeddings are
-CPU tensors (float32, float16 or bfloat16) of shape [rows >= V0, n_embd] whose rows may be strided
-(``E[:, :n]`` of a concatenated matrix works without a copy). Outputs are new float32 CPU tensors.
+tensors (float32, float16 or bfloat16) of shape [rows >= V0, n_embd] whose rows may be strided
+(``E[:, :n]`` of a concatenated matrix works without a copy). Outputs are new float32 tensors.
 
 A hypernetwork is built from the released files (``Hypernet.load``) or from tensors named as ZeTT's
 PyTorch module names them (``Hypernet.from_tensors``, e.g. a ``state_dict()``); every tensor is
-checked and copied (as float32). Only CPU contexts are supported for now (a CUDA context raises
-LmfuseError LMF_ERR_NOT_COMPILED).
+checked and copied (as float32).
+
+On a CUDA context (``Hypernet.load(path, context=lmfuse.Context("cuda"))``) the weights live on the
+device; ``predict`` takes source embeddings on that device, returns CUDA tensors, and enqueues the
+work on torch's current stream (a workspace is taken from torch's allocator); surface forms and
+copy ids are read on the host (CUDA tensors are copied there). ``tf32=True`` runs the GEMMs in TF32
+(docs/hypernet.md gives its error). An ``InputCache`` of a CUDA hypernetwork keeps its rows on the
+device and its flags on the host. FVT runs on the CPU only.
 
 The ctypes declarations of include/lmfuse/hypernet.h live in this module.
 """
@@ -87,6 +93,7 @@ class HypernetArgs(Structure):
         ("out_in", c_void_p),
         ("out_out", c_void_p),
         ("out_bias", c_void_p),
+        ("allow_tf32", c_int32),
     ]
 
 
@@ -272,23 +279,34 @@ def _as_torch(x, what):
 
 def _cpu(t, what):
     if t.device.type != "cpu":
-        raise ValueError("%s is on %s; the hypernet family takes CPU tensors for now" % (what, t.device))
+        raise ValueError("%s is on %s; the hypernet family takes CPU tensors here" % (what, t.device))
+    return t
+
+
+def _on(t, context, what):
+    """t must live where the context's backend reads it: CPU memory, or the CUDA device."""
+    if context is None or context.backend == "cpu":
+        return _cpu(t, what)
+    if t.device.type != "cuda" or (t.device.index if t.device.index is not None else 0) != context.device:
+        raise ValueError("%s is on %s; this hypernetwork's context runs on cuda:%d: pass tensors on that "
+                         "device" % (what, t.device, context.device))
     return t
 
 
 def _ids(x, what, ndim):
-    t = _cpu(_as_torch(x, what), what)
+    """Host int32 ids (the library reads them on the host on either backend)."""
+    t = _as_torch(x, what)
     if t.dtype.is_floating_point or t.dtype == torch.bool:
         raise TypeError("%s must hold integer ids, not %s" % (what, t.dtype))
     if t.dim() != ndim:
         raise ValueError("%s must have %d dimension(s), not shape %s" % (what, ndim, tuple(t.shape)))
-    return t.to(torch.int32).contiguous()
+    return t.to(device="cpu", dtype=torch.int32).contiguous()
 
 
-def _rows(x, what):
+def _rows(x, what, context=None):
     """(tensor, dtype code, rows, row stride) of a 2-D float matrix whose last dimension is
-    contiguous."""
-    t = _cpu(_as_torch(x, what), what)
+    contiguous, in the context's memory."""
+    t = _on(_as_torch(x, what), context, what)
     code = _float_code(t)
     if code is None:
         raise TypeError("%s has dtype %s; lmfuse takes float32, float16 or bfloat16" % (what, t.dtype))
@@ -340,13 +358,17 @@ class HypernetOutput:
 class InputCache:
     """Input projections by sub-token id, filled as predictions need them (``lmf_hypernet_args_t``'s
     input_cache): float32 [V0 + fallback rows, H] plus uint8 flags. Valid for one hypernetwork and
-    one set of source embeddings: ``clear()`` it when the source embeddings change."""
+    one set of source embeddings: ``clear()`` it when the source embeddings change. For a CUDA
+    hypernetwork the rows are on its device and the flags on the host (a flag is set when the row's
+    write is enqueued: use the cache from one stream)."""
 
     def __init__(self, hypernet):
         _need_torch()
         c = hypernet.config
         n = c["original_vocab_size"] + max(1, c["n_extra_tokens"])
-        self.rows = torch.empty((n, c["hidden_size"]), dtype=torch.float32)
+        ctx = hypernet.context
+        device = "cuda:%d" % ctx.device if ctx.backend == "cuda" else "cpu"
+        self.rows = torch.empty((n, c["hidden_size"]), dtype=torch.float32, device=device)
         self.valid = torch.zeros(n, dtype=torch.uint8)
 
     def clear(self):
@@ -382,18 +404,23 @@ class Hypernet(Closeable):
 
     @classmethod
     def from_tensors(cls, config, tensors, *, context=None):
-        """From a dict name -> tensor (float32/float16/bfloat16, CPU; e.g. a ZettHypernet
-        ``state_dict()``). ``config``: a dict of CONFIG_FIELDS, a config.json path, or a dict read
-        from config.json (its ZeTT field names are translated by ``config_from_json``)."""
+        """From a dict name -> tensor (float32/float16/bfloat16; e.g. a ZettHypernet
+        ``state_dict()``): CPU tensors, or on a CUDA context also tensors on its device (converted
+        there). ``config``: a dict of CONFIG_FIELDS, a config.json path, or a dict read from
+        config.json (its ZeTT field names are translated by ``config_from_json``)."""
         _need_torch()
         if isinstance(config, dict) and not set(config) <= set(CONFIG_FIELDS):
             config = config_from_json(config)
         c = _config_struct(config)
         ctx = _context(context)
         keep = []
+        on_device = False
         recs = (HypernetTensor * max(1, len(tensors)))()
         for i, (name, x) in enumerate(tensors.items()):
-            t = _cpu(_as_torch(x, "tensors[%r]" % name), "tensors[%r]" % name)
+            t = _as_torch(x, "tensors[%r]" % name)
+            if t.device.type != "cpu":
+                t = _on(t, ctx, "tensors[%r]" % name)
+                on_device = True
             if _float_code(t) is None:
                 raise TypeError("tensors[%r] has dtype %s; lmfuse takes float32, float16 or bfloat16"
                                 % (name, t.dtype))
@@ -408,6 +435,8 @@ class Hypernet(Closeable):
             recs[i].ndim = t.dim()
             for d in range(t.dim()):
                 recs[i].shape[d] = t.shape[d]
+        if on_device:  # the library reads device tensors on the legacy default stream
+            torch.cuda.current_stream(ctx.device).synchronize()
         h = c_void_p()
         check(_lib().lmf_hypernet_create(ctypes.byref(h), ctx.handle, ctypes.byref(c), recs,
                                          len(tensors)))
@@ -439,25 +468,29 @@ class Hypernet(Closeable):
         return InputCache(self)
 
     def predict(self, surface_forms, source_in, source_out=None, *, lang_index=None, copy_ids=None,
-                bias=False, cache=None):
+                bias=False, cache=None, tf32=False):
         """Predicts embeddings for U new tokens; returns a ``HypernetOutput``.
 
         surface_forms: int [U, L] ids of the original vocabulary (>= V0: fallback rows), padded with
             pad_token_id. source_in / source_out: [rows >= V0, n_embd] float tensors (source_out
-            only for separate output embeddings), same dtype and row stride. lang_index: for
-            hypernetworks with a language embedding (an int, or a code from config "langs").
-            copy_ids: optional int [U]: -1 predicts, an id copies that source row (special tokens).
-            bias: also return the predicted bias. cache: an ``InputCache`` to reuse input
-            projections across calls.
+            only for separate output embeddings), same dtype and row stride; on the context's
+            device. lang_index: for hypernetworks with a language embedding (an int, or a code from
+            config "langs"). copy_ids: optional int [U]: -1 predicts, an id copies that source row
+            (special tokens). bias: also return the predicted bias. cache: an ``InputCache`` to
+            reuse input projections across calls. tf32: CUDA only, TF32 GEMMs.
+        On a CUDA context the outputs are CUDA tensors and the work is enqueued on torch's current
+        stream.
         """
         _need_torch()
         cfg = self.config
+        ctx = self.context
+        cuda = ctx.backend == "cuda"
         S = _ids(surface_forms, "surface_forms", 2)
         U, L = S.shape
-        si, dt, rows, stride = _rows(source_in, "source_in")
+        si, dt, rows, stride = _rows(source_in, "source_in", ctx)
         so = None
         if source_out is not None:
-            so, dto, rows_o, stride_o = _rows(source_out, "source_out")
+            so, dto, rows_o, stride_o = _rows(source_out, "source_out", ctx)
             if dto != dt or rows_o != rows or stride_o != stride:
                 raise ValueError("source_out must have source_in's dtype, rows and row stride "
                                  "(%s, %d, %d vs %s, %d, %d)" % (so.dtype, rows_o, stride_o, si.dtype,
@@ -472,9 +505,11 @@ class Hypernet(Closeable):
         if cp is not None and cp.shape[0] != U:
             raise ValueError("copy_ids has %d entries for %d tokens" % (cp.shape[0], U))
         E = cfg["n_embd"]
-        e_in = torch.empty((U, E), dtype=torch.float32)
-        e_out = torch.empty((U, E), dtype=torch.float32) if cfg["separate_out_embeddings"] else None
-        b = torch.empty(U, dtype=torch.float32) if bias else None
+        dev = si.device
+        e_in = torch.empty((U, E), dtype=torch.float32, device=dev)
+        e_out = (torch.empty((U, E), dtype=torch.float32, device=dev)
+                 if cfg["separate_out_embeddings"] else None)
+        b = torch.empty(U, dtype=torch.float32, device=dev) if bias else None
         a = _new(HypernetArgs, "lmf_hypernet_args_init", LMF_HYPERNET_ARGS_VERSION)
         a.num_tokens = U
         a.surface_len = L
@@ -487,12 +522,25 @@ class Hypernet(Closeable):
         a.lang_index = -1 if lang_index is None else int(lang_index)
         a.copy_ids = cp.data_ptr() if cp is not None else None
         if cache is not None:
+            if cache.rows.device != dev or cache.rows.shape[1] != cfg["hidden_size"]:
+                raise ValueError("cache was made for another hypernetwork or device (rows on %s)"
+                                 % cache.rows.device)
             a.input_cache = cache.rows.data_ptr()
             a.input_cache_valid = cache.valid.data_ptr()
         a.out_in = e_in.data_ptr()
         a.out_out = e_out.data_ptr() if e_out is not None else None
         a.out_bias = b.data_ptr() if b is not None else None
-        check(_lib().lmf_hypernet_predict(self.handle, ctypes.byref(a), None, 0, None))
+        a.allow_tf32 = 1 if tf32 else 0
+        lib = _lib()
+        if not cuda:
+            check(lib.lmf_hypernet_predict(self.handle, ctypes.byref(a), None, 0, None))
+            return HypernetOutput(e_in, e_out, b)
+        n = c_size_t(0)
+        check(lib.lmf_hypernet_workspace_size(self.handle, ctypes.byref(a), ctypes.byref(n)))
+        # torch's allocator is stream-ordered: freeing ws after the call is safe on this stream.
+        ws = torch.empty(max(int(n.value), 1), dtype=torch.uint8, device=dev)
+        stream = torch.cuda.current_stream(dev).cuda_stream or None
+        check(lib.lmf_hypernet_predict(self.handle, ctypes.byref(a), ws.data_ptr(), int(n.value), stream))
         return HypernetOutput(e_in, e_out, b)
 
     def close(self):

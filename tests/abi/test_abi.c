@@ -9,6 +9,7 @@
 #include "lmf_check.h"
 #include "lmfuse/lmfuse.h"
 #include "lmfuse/dyntok.h"
+#include "lmfuse/hypernet.h"
 #include "lmfuse/logits.h"
 #include "lmfuse/mezo.h"
 #include "lmfuse/vocab.h"
@@ -101,6 +102,17 @@ void test_abi_enums(void) {
   PIN(sizeof(lmf_token_flag_t), 4);
   PIN(sizeof(lmf_dyntok_boundary_t), 4);
   PIN(sizeof(lmf_dyntok_field_t), 4);
+
+  PIN(LMF_DYNTOK_EMBED_HYPERNET, 0);
+  PIN(LMF_DYNTOK_EMBED_FVT, 1);
+  PIN(LMF_DYNTOK_PAD_RIGHT, 0);
+  PIN(LMF_DYNTOK_PAD_LEFT, 1);
+  PIN(LMF_DYNTOK_EMBED_ARGS_VERSION, 1);
+  PIN(LMF_HYPERNET_SURFACE_ARGS_VERSION, 1);
+  PIN(LMF_EMBED_CACHE_CONFIG_VERSION, 1);
+  PIN(LMF_EMBED_CACHE_MAX_ROWS, 1073741824);
+  PIN(sizeof(lmf_dyntok_embed_method_t), 4);
+  PIN(sizeof(lmf_dyntok_pad_side_t), 4);
 }
 
 void test_abi_structs(void) {
@@ -235,12 +247,14 @@ void test_abi_structs(void) {
   PIN(offsetof(lmf_vocab_arrays_t, num_merges), 40);
   PIN(offsetof(lmf_vocab_arrays_t, merges), 48);
   PIN(offsetof(lmf_vocab_arrays_t, pretokenizer_pattern), 56);
-  PIN(sizeof(lmf_dyntok_config_t), 32);
+  PIN(sizeof(lmf_dyntok_config_t), 40);
+  PIN(LMF_DYNTOK_CONFIG_SIZE_V1, 32);
   PIN(offsetof(lmf_dyntok_config_t, struct_size), 0);
   PIN(offsetof(lmf_dyntok_config_t, version), 8);
   PIN(offsetof(lmf_dyntok_config_t, max_merges), 12);
   PIN(offsetof(lmf_dyntok_config_t, boundary), 16);
   PIN(offsetof(lmf_dyntok_config_t, pattern), 24);
+  PIN(offsetof(lmf_dyntok_config_t, target_reduction), 32);
   PIN(sizeof(lmf_dyntok_batch_t), 48);
   PIN(offsetof(lmf_dyntok_batch_t, struct_size), 0);
   PIN(offsetof(lmf_dyntok_batch_t, version), 8);
@@ -248,6 +262,58 @@ void test_abi_structs(void) {
   PIN(offsetof(lmf_dyntok_batch_t, offsets), 24);
   PIN(offsetof(lmf_dyntok_batch_t, ids), 32);
   PIN(offsetof(lmf_dyntok_batch_t, word_ids), 40);
+
+  PIN(sizeof(lmf_dyntok_embed_args_t), 184);
+  PIN(offsetof(lmf_dyntok_embed_args_t, struct_size), 0);
+  PIN(offsetof(lmf_dyntok_embed_args_t, version), 8);
+  PIN(offsetof(lmf_dyntok_embed_args_t, method), 12);
+  PIN(offsetof(lmf_dyntok_embed_args_t, hypernet), 16);
+  PIN(offsetof(lmf_dyntok_embed_args_t, cache), 24);
+  PIN(offsetof(lmf_dyntok_embed_args_t, lang_index), 32);
+  PIN(offsetof(lmf_dyntok_embed_args_t, surface_len), 36);
+  PIN(offsetof(lmf_dyntok_embed_args_t, hn_input_cache), 40);
+  PIN(offsetof(lmf_dyntok_embed_args_t, hn_input_cache_valid), 48);
+  PIN(offsetof(lmf_dyntok_embed_args_t, fvt_unk_id), 56);
+  PIN(offsetof(lmf_dyntok_embed_args_t, n_embd), 60);
+  PIN(offsetof(lmf_dyntok_embed_args_t, source_in), 64);
+  PIN(offsetof(lmf_dyntok_embed_args_t, source_out), 72);
+  PIN(offsetof(lmf_dyntok_embed_args_t, source_rows), 80);
+  PIN(offsetof(lmf_dyntok_embed_args_t, source_row_stride), 88);
+  PIN(offsetof(lmf_dyntok_embed_args_t, source_dtype), 96);
+  PIN(offsetof(lmf_dyntok_embed_args_t, out_dtype), 100);
+  PIN(offsetof(lmf_dyntok_embed_args_t, pad_side), 104);
+  PIN(offsetof(lmf_dyntok_embed_args_t, pad_id), 108);
+  PIN(offsetof(lmf_dyntok_embed_args_t, seq_len), 112);
+  PIN(offsetof(lmf_dyntok_embed_args_t, out_embeds), 120);
+  PIN(offsetof(lmf_dyntok_embed_args_t, out_mask), 128);
+  PIN(offsetof(lmf_dyntok_embed_args_t, out_ids), 136);
+  PIN(offsetof(lmf_dyntok_embed_args_t, out_span_start), 144);
+  PIN(offsetof(lmf_dyntok_embed_args_t, out_span_len), 152);
+  PIN(offsetof(lmf_dyntok_embed_args_t, out_new_out), 160);
+  PIN(offsetof(lmf_dyntok_embed_args_t, out_new_bias), 168);
+  PIN(offsetof(lmf_dyntok_embed_args_t, out_max_len), 176);
+
+  PIN(sizeof(lmf_hypernet_surface_args_t), 96);
+  PIN(offsetof(lmf_hypernet_surface_args_t, struct_size), 0);
+  PIN(offsetof(lmf_hypernet_surface_args_t, version), 8);
+  PIN(offsetof(lmf_hypernet_surface_args_t, num_tokens), 16);
+  PIN(offsetof(lmf_hypernet_surface_args_t, ids), 24);
+  PIN(offsetof(lmf_hypernet_surface_args_t, num_new), 32);
+  PIN(offsetof(lmf_hypernet_surface_args_t, new_offsets), 40);
+  PIN(offsetof(lmf_hypernet_surface_args_t, new_bytes), 48);
+  PIN(offsetof(lmf_hypernet_surface_args_t, surface_len), 56);
+  PIN(offsetof(lmf_hypernet_surface_args_t, pad_id), 60);
+  PIN(offsetof(lmf_hypernet_surface_args_t, original_vocab_size), 64);
+  PIN(offsetof(lmf_hypernet_surface_args_t, out_forms), 72);
+  PIN(offsetof(lmf_hypernet_surface_args_t, out_copy_ids), 80);
+  PIN(offsetof(lmf_hypernet_surface_args_t, out_lengths), 88);
+
+  PIN(sizeof(lmf_embed_cache_config_t), 32);
+  PIN(offsetof(lmf_embed_cache_config_t, struct_size), 0);
+  PIN(offsetof(lmf_embed_cache_config_t, version), 8);
+  PIN(offsetof(lmf_embed_cache_config_t, n_embd), 12);
+  PIN(offsetof(lmf_embed_cache_config_t, capacity), 16);
+  PIN(offsetof(lmf_embed_cache_config_t, with_out), 24);
 #endif
 }
 
@@ -338,6 +404,47 @@ void test_abi_init(void) {
   LMF_CHECK(bi.offsets == NULL && bi.ids == NULL && bi.word_ids == NULL);
   PIN(bi.struct_size, sizeof bi);
   PIN(bi.version, LMF_DYNTOK_BATCH_VERSION);
+  LMF_CHECK(dc.target_reduction == 0.0f && di.target_reduction == 0.0f);
+
+  lmf_dyntok_embed_args_t ea = LMF_DYNTOK_EMBED_ARGS_INIT, ei;
+  memset(&ei, 0x7f, sizeof ei);
+  LMF_CHECK_OK(lmf_dyntok_embed_args_init(&ei, sizeof ei));
+  LMF_CHECK_BYTES_EQ(&ea, &ei, sizeof ea, "lmf_dyntok_embed_args_t: macro vs init (no padding holes)");
+  PIN(ea.struct_size, sizeof ea);
+  PIN(ea.version, LMF_DYNTOK_EMBED_ARGS_VERSION);
+  PIN(ea.method, LMF_DYNTOK_EMBED_HYPERNET);
+  PIN(ea.lang_index, -1);
+  PIN(ea.pad_id, -1);
+  PIN(ea.pad_side, LMF_DYNTOK_PAD_RIGHT);
+  PIN(ea.source_dtype, LMF_DTYPE_F32);
+  PIN(ea.out_dtype, LMF_DTYPE_F32);
+  LMF_CHECK(ea.hypernet == NULL && ea.cache == NULL && ea.source_in == NULL && ea.out_embeds == NULL &&
+            ea.out_max_len == NULL);
+
+  lmf_hypernet_surface_args_t hs = LMF_HYPERNET_SURFACE_ARGS_INIT, si;
+  memset(&si, 0x7f, sizeof si);
+  LMF_CHECK_OK(lmf_hypernet_surface_args_init(&si, sizeof si));
+  PIN(si.struct_size, sizeof si);
+  PIN(si.num_tokens, hs.num_tokens);
+  PIN(si.num_new, hs.num_new);
+  PIN(si.surface_len, hs.surface_len);
+  PIN(si.pad_id, hs.pad_id);
+  PIN(si.original_vocab_size, hs.original_vocab_size);
+  LMF_CHECK(si.ids == NULL && si.new_offsets == NULL && si.new_bytes == NULL && si.out_forms == NULL &&
+            si.out_copy_ids == NULL && si.out_lengths == NULL);
+  PIN(hs.struct_size, sizeof hs);
+  PIN(hs.version, LMF_HYPERNET_SURFACE_ARGS_VERSION);
+  PIN(hs.pad_id, -1);
+  PIN(hs.surface_len, 0);
+
+  lmf_embed_cache_config_t ca = LMF_EMBED_CACHE_CONFIG_INIT, ci;
+  memset(&ci, 0x7f, sizeof ci);
+  LMF_CHECK_OK(lmf_embed_cache_config_init(&ci, sizeof ci));
+  PIN(ci.struct_size, sizeof ci);
+  PIN(ci.version, LMF_EMBED_CACHE_CONFIG_VERSION);
+  PIN(ci.capacity, 5000);
+  PIN(ci.n_embd, ca.n_embd);
+  PIN(ci.with_out, 0);
 }
 
 /* Only lmf_* API functions are exported; internal helpers (also named lmf_*) stay hidden. */
@@ -352,14 +459,22 @@ void test_abi_exports(void) {
                               "lmf_mezo_step", "lmf_mezo_multi_args_init", "lmf_mezo_update_multi",
                               "lmf_mezo_fill_z", "lmf_mezo_driver_args_init", "lmf_mezo_train_step",
                               "lmf_philox4x32_10", "lmf_logits_params_init", "lmf_logits_outputs_init",
-                              "lmf_logits_workspace_size", "lmf_logits_combine", "lmf_logits_verify_draft"};
+                              "lmf_logits_workspace_size", "lmf_logits_combine", "lmf_logits_verify_draft",
+                              "lmf_vocab_bpe_encode", "lmf_hypernet_surface_args_init",
+                              "lmf_hypernet_surface_forms", "lmf_embed_cache_config_init",
+                              "lmf_embed_cache_create", "lmf_embed_cache_destroy", "lmf_embed_cache_get_config",
+                              "lmf_embed_cache_begin_batch", "lmf_embed_cache_lookup", "lmf_embed_cache_insert",
+                              "lmf_embed_cache_contains", "lmf_embed_cache_clear", "lmf_embed_cache_stats",
+                              "lmf_dyntok_embed_args_init", "lmf_dyntok_embed_shape", "lmf_dyntok_embed",
+                              "lmf_dyntok_pipeline"};
   for (size_t i = 0; i < sizeof public_fns / sizeof public_fns[0]; ++i)
     LMF_CHECK_MSG(dlsym(RTLD_DEFAULT, public_fns[i]) != NULL, "%s is not exported", public_fns[i]);
   const char *internal[] = {"lmf_fail", "lmf_check_struct", "lmf_struct_size_of", "lmf_is_float_dtype",
                             "lmf_cpu_mezo_pass", "lmf_cpu_mezo_multi", "lmf_cpu_mezo_fill_z",
                             "lmf_cuda_compiled", "lmf_cuda_count_devices", "lmf_mezo_run_pass",
                             "lmf_cpu_logits_workspace", "lmf_cpu_logits_run", "lmf_cuda_logits_workspace",
-                            "lmf_cuda_logits_run"};
+                            "lmf_cuda_logits_run", "lmf_vocab_bpe_get", "lmf_vocab_bpe_run",
+                            "lmf_vocab_bpe_free", "lmf_vocab_bpe_scratch_free"};
   for (size_t i = 0; i < sizeof internal / sizeof internal[0]; ++i)
     LMF_CHECK_MSG(dlsym(RTLD_DEFAULT, internal[i]) == NULL, "internal symbol %s is exported", internal[i]);
 }

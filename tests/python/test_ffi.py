@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import lmfuse
-from lmfuse import _ffi
+from lmfuse import _ffi, pipeline
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 INCLUDE = os.path.join(REPO, "include")
@@ -26,6 +26,8 @@ STRUCTS = {
     "lmf_vocab_arrays_t": _ffi.VocabArrays,
     "lmf_dyntok_config_t": _ffi.DyntokConfig,
     "lmf_dyntok_batch_t": _ffi.DyntokBatch,
+    "lmf_dyntok_embed_args_t": pipeline.DyntokEmbedArgs,
+    "lmf_embed_cache_config_t": pipeline.EmbedCacheConfig,
 }
 CONSTANTS = ["LMF_CONTEXT_CONFIG_VERSION", "LMF_MEZO_CONFIG_VERSION", "LMF_MEZO_STEP_ARGS_VERSION",
              "LMF_MEZO_MULTI_ARGS_VERSION", "LMF_MEZO_DRIVER_ARGS_VERSION", "LMF_MEZO_MAX_SEEDS",
