@@ -7,5 +7,6 @@
 int bench_mezo(const bench_opts *o);
 int bench_logits(const bench_opts *o);
 int bench_dyntok(const bench_opts *o);
+int bench_hypernet(const bench_opts *o);
 
 #endif

@@ -10,7 +10,7 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: lmfuse-bench [mezo|logits|dyntok|all] [options]\n"
+          "usage: lmfuse-bench [mezo|logits|dyntok|hypernet|all] [options]\n"
           "  --backend auto|cpu|cuda   default auto: the GPU if present, else the CPU\n"
           "  --numel N                 MeZO parameters (default 1e8)\n"
           "  --tensors T               tensors they are split into (default 100)\n"
@@ -65,7 +65,7 @@ int main(int argc, char **argv) {
   int rc = 0;
   int all = !strcmp(family, "all");
   int known = all || !strcmp(family, "mezo") || !strcmp(family, "logits") ||
-              !strcmp(family, "dyntok");
+              !strcmp(family, "dyntok") || !strcmp(family, "hypernet");
   if (!known) {
     fprintf(stderr, "lmfuse-bench: unknown family '%s'\n", family);
     usage(stderr);
@@ -74,6 +74,7 @@ int main(int argc, char **argv) {
   if (all || !strcmp(family, "mezo")) rc |= bench_mezo(&o);
   if (all || !strcmp(family, "logits")) rc |= bench_logits(&o);
   if (all || !strcmp(family, "dyntok")) rc |= bench_dyntok(&o);
+  if (all || !strcmp(family, "hypernet")) rc |= bench_hypernet(&o);
   bench_print_json_lines();
   return rc;
 }
