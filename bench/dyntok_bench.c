@@ -2,7 +2,8 @@
  * both real tokenizers (data/tokenizers): per language, the tokens of a 32-sentence batch before and
  * after m merges and at word level; the time per batch and per merge beside the straightforward Python
  * implementation of the spec (bench/python/dyntok_reference.py) timed in the same run; and the time per
- * merge on a 32 x 128-token batch (the issue's GPU bar). */
+ * merge on a 32 x 128-token batch (the issue's GPU bar); and the whole pipeline per batch, merging plus
+ * embedding (hypernetwork, warm cache, FVT), split by stage. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 
 #include "bench_device.h"
 #include "bench_families.h"
+#include "bench_random.h"
 #include "bench_util.h"
 #include "lmfuse/dyntok.h"
 
@@ -139,6 +141,126 @@ static cJSON *python_peer(const bench_opts *o, const char *name, int merges) {
   return bench_run_peer("dyntok_reference.py", args);
 }
 
+/* ---- End to end: merge + embed, by stage ---------------------------------------------------------- */
+
+typedef struct embed_case {
+  lmf_context_t *ctx;
+  const lmf_vocab_t *vocab;
+  const lmf_dyntok_result_t *res;
+  lmf_dyntok_embed_args_t args;
+  int ok;
+} embed_case;
+
+static void run_embed(void *p) {
+  embed_case *e = (embed_case *)p;
+  if (e->args.cache) lmf_embed_cache_begin_batch(e->args.cache);
+  if (lmf_dyntok_embed(e->ctx, e->vocab, e->res, &e->args) != LMF_OK) {
+    if (e->ok) fprintf(stderr, "lmfuse-bench dyntok: %s\n", lmf_last_error());
+    e->ok = 0;
+  }
+}
+
+/* An XLM-R-sized hypernetwork (3 layers, H 768, I 1536, 12 heads, tied 768-wide embeddings) over
+ * Mistral-7B's 32,000 ids, random weights; source embeddings random too. The pipeline runs on the
+ * CPU backend only for now, so this table is skipped on a CUDA context. */
+static int bench_end_to_end(bench_dev *d, const bench_opts *o, const lmf_vocab_t *vocab, corpus *c) {
+  if (d->cuda) {
+    printf("\nEnd to end (merge + embed): the pipeline has no CUDA backend yet; skipped on %s\n", d->name);
+    return 0;
+  }
+  enum { E = 768 };
+  int32_t V0 = 0;
+  lmf_vocab_size(vocab, &V0);
+  lmf_hypernet_config_t cfg;
+  lmf_hypernet_config_init(&cfg, sizeof cfg);
+  cfg.num_layers = 3, cfg.hidden_size = 768, cfg.intermediate_size = 1536, cfg.num_heads = 12;
+  cfg.n_embd = E, cfg.surface_maxlen = 7, cfg.pad_token_id = 2, cfg.original_vocab_size = V0;
+  cfg.n_extra_tokens = 522, cfg.rescale_embeddings = 1, cfg.predict_bias = 1;
+  lmf_hypernet_t *hn = NULL;
+  if (bench_random_hypernet(d->ctx, &cfg, &hn) != LMF_OK) {
+    fprintf(stderr, "lmfuse-bench dyntok: %s\n", lmf_last_error());
+    return 1;
+  }
+  float *src = (float *)malloc(sizeof(float) * (size_t)V0 * E);
+  lmf_embed_cache_config_t cc;
+  lmf_embed_cache_config_init(&cc, sizeof cc);
+  cc.n_embd = E;
+  lmf_embed_cache_t *cache = NULL;
+  if (!src || lmf_embed_cache_create(&cache, &cc) != LMF_OK) {
+    fprintf(stderr, "lmfuse-bench dyntok: out of memory for the source embeddings or the cache\n");
+    free(src);
+    lmf_hypernet_destroy(hn);
+    return 1;
+  }
+  for (int64_t i = 0; i < (int64_t)V0 * E; ++i) src[i] = 0.3f * bench_unit_noise(0xE2Eull, (uint64_t)i);
+  const int M = 200;
+  char title[512];
+  snprintf(title, sizeof title,
+           "End to end per 32-sentence batch, m = %d, inputs_embeds [B][L'][768] f32 (ms, median of %d; "
+           "random XLM-R-sized hypernetwork over these ids; warm = every new token in the cache)",
+           M, o->repeats);
+  bench_table_header(title,
+                     "lang  tokens  after  new    merge  hypernet   total   warm cache      FVT");
+  int rc = 0;
+  for (int li = 0; li < c->num_langs && rc == 0; ++li) {
+    lang_batch *b = &c->langs[li];
+    merge_case m;
+    m.ctx = d->ctx, m.vocab = vocab;
+    set_batch(&m, b->n, b->offsets, b->ids, M);
+    const double merge_ms = bdev_time_ms(d, run_merge, &m, o->warmup, o->repeats);
+    lmf_dyntok_result_t *res = NULL;
+    if (!m.ok || lmf_dyntok_merge(d->ctx, vocab, &m.batch, &m.cfg, &res) != LMF_OK) {
+      rc = 1;
+      break;
+    }
+    int64_t B = 0, L = 0;
+    int32_t num_new = 0;
+    lmf_dyntok_embed_shape(res, &B, &L, &num_new);
+    float *out = (float *)malloc(sizeof(float) * (size_t)(B * L * E));
+    embed_case e;
+    memset(&e, 0, sizeof e);
+    e.ctx = d->ctx, e.vocab = vocab, e.res = res, e.ok = out != NULL;
+    lmf_dyntok_embed_args_init(&e.args, sizeof e.args);
+    e.args.method = LMF_DYNTOK_EMBED_HYPERNET;
+    e.args.hypernet = hn;
+    e.args.n_embd = E;
+    e.args.source_in = src;
+    e.args.source_rows = V0;
+    e.args.out_embeds = out;
+    double ms[3] = {NAN, NAN, NAN};
+    if (e.ok) ms[0] = bdev_time_ms(d, run_embed, &e, o->warmup, o->repeats);
+    e.args.cache = cache;
+    lmf_embed_cache_clear(cache);
+    if (e.ok) ms[1] = bdev_time_ms(d, run_embed, &e, 1 + o->warmup, o->repeats); /* first run fills it */
+    e.args.cache = NULL;
+    e.args.method = LMF_DYNTOK_EMBED_FVT;
+    e.args.hypernet = NULL;
+    if (e.ok) ms[2] = bdev_time_ms(d, run_embed, &e, o->warmup, o->repeats);
+    if (!e.ok) rc = 1;
+    printf("%-4s %7lld %6lld %4d %8.2f %9.2f %7.2f %12.2f %8.2f\n", b->lang, (long long)b->offsets[b->n],
+           (long long)m.tokens_out, num_new, merge_ms, ms[0], merge_ms + ms[0], ms[1], ms[2]);
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "family", "dyntok");
+    cJSON_AddStringToObject(r, "table", "end_to_end");
+    cJSON_AddStringToObject(r, "lang", b->lang);
+    cJSON_AddNumberToObject(r, "tokens", (double)b->offsets[b->n]);
+    cJSON_AddNumberToObject(r, "tokens_after", (double)m.tokens_out);
+    cJSON_AddNumberToObject(r, "new_tokens", num_new);
+    cJSON_AddNumberToObject(r, "merge_ms", merge_ms);
+    cJSON_AddNumberToObject(r, "embed_hypernet_ms", ms[0]);
+    cJSON_AddNumberToObject(r, "embed_warm_cache_ms", ms[1]);
+    cJSON_AddNumberToObject(r, "embed_fvt_ms", ms[2]);
+    cJSON_AddStringToObject(r, "device", d->name);
+    bench_record(r);
+    free(out);
+    lmf_dyntok_result_destroy(res);
+  }
+  lmf_embed_cache_destroy(cache);
+  free(src);
+  lmf_hypernet_destroy(hn);
+  return rc;
+}
+
 static int bench_tokenizer(bench_dev *d, const bench_opts *o, const char *name) {
   char path[1024];
   snprintf(path, sizeof path, "%s/tokenizers/%s/tokenizer.json", data_dir(), name);
@@ -260,6 +382,8 @@ static int bench_tokenizer(bench_dev *d, const bench_opts *o, const char *name) 
     cJSON_AddStringToObject(r, "device", d->name);
     bench_record(r);
   }
+  /* The whole pipeline once, on the tokenizer whose vocabulary fits a small source matrix. */
+  if (!strcmp(name, "mistral-7b")) rc |= bench_end_to_end(d, o, vocab, &c);
   free_corpus(&c);
   lmf_vocab_destroy(vocab);
   return rc;

@@ -53,6 +53,7 @@
 
 #include "bench_device.h"
 #include "bench_families.h"
+#include "bench_random.h"
 #include "bench_util.h"
 #include "lmfuse/hypernet.h"
 
@@ -109,28 +110,6 @@ static int64_t fallback_rows(const lmf_hypernet_config_t *c) {
   return c->n_extra_tokens > 1 ? c->n_extra_tokens : 1;
 }
 
-/* ---- Random numbers: splitmix64 ---------------------------------------------------------------------- */
-
-static uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-static uint64_t sm_next(uint64_t *s) {
-  *s += 0x9E3779B97F4A7C15ull;
-  return mix64(*s);
-}
-
-static double sm_uniform(uint64_t *s) { return (double)(sm_next(s) >> 11) * 0x1.0p-53; }
-
-/* Element i of stream `seed`, unit variance: uniform on [-sqrt 3, sqrt 3] (counter-based, so the
- * weights are the same whatever the thread count). */
-static float unit_noise(uint64_t seed, uint64_t i) {
-  uint64_t z = mix64(seed + (i + 1) * 0x9E3779B97F4A7C15ull);
-  return (float)(((double)(z >> 11) * 0x1.0p-53 - 0.5) * 3.4641016151377544);
-}
-
 /* ---- Surface forms and their FLOPs --------------------------------------------------------------- */
 
 /* S [U][SURFACE_LEN]; *checksum = sum over the row-major entries of (index + 1) * id, mod 2^32. */
@@ -138,7 +117,7 @@ static void make_surface(const lmf_hypernet_config_t *c, int64_t U, uint64_t see
   uint64_t s = seed;
   const uint64_t nfb = (uint64_t)fallback_rows(c);
   for (int64_t u = 0; u < U; ++u) {
-    const double x = sm_uniform(&s);
+    const double x = bench_sm_uniform(&s);
     int n = 1;
     while (n < SURFACE_LEN && x >= LEN_CUM[n - 1]) ++n;
     for (int l = 0; l < SURFACE_LEN; ++l) {
@@ -146,7 +125,7 @@ static void make_surface(const lmf_hypernet_config_t *c, int64_t U, uint64_t see
         S[u * SURFACE_LEN + l] = c->pad_token_id;
         continue;
       }
-      const uint64_t r = sm_next(&s);
+      const uint64_t r = bench_sm_next(&s);
       S[u * SURFACE_LEN + l] = (r >> 58) == 0 ? c->original_vocab_size + (int32_t)(r % nfb)
                                               : FIRST_ID + (int32_t)(r % (uint64_t)(SUB_VOCAB - FIRST_ID));
     }
@@ -197,78 +176,6 @@ static hn_flops count_flops(const lmf_hypernet_config_t *c, const int32_t *S, in
   return f;
 }
 
-/* ---- Weights -------------------------------------------------------------------------------------- */
-
-static int ends_with(const char *s, const char *suffix) {
-  size_t n = strlen(s), k = strlen(suffix);
-  return n >= k && !strcmp(s + n - k, suffix);
-}
-
-/* Scale and offset of tensor `name` (tests/python/_hypernet_reference.py's random_state_dict). */
-static void weight_scale(const char *name, int32_t ndim, const int64_t *shape, float *sd, float *mean) {
-  *mean = 0.0f;
-  if (ends_with(name, "LayerNorm.weight") || ends_with(name, ".ln.weight")) {
-    *sd = 0.1f, *mean = 1.0f;
-  } else if (ends_with(name, "LayerNorm.bias") || ends_with(name, ".ln.bias")) {
-    *sd = 0.05f;
-  } else if (ends_with(name, "scaler.w")) {
-    *sd = 0.25f, *mean = 1.0f;
-  } else if (ends_with(name, "scaler.b")) {
-    *sd = 0.01f;
-  } else if (!strcmp(name, "fallback_embeddings.weight")) {
-    *sd = 0.02f;
-  } else if (strstr(name, "embeddings")) {
-    *sd = 0.3f;
-  } else if (ends_with(name, ".weight") && ndim == 2) {
-    *sd = (float)(1.0 / sqrt((double)shape[1]));
-  } else {
-    *sd = 0.02f;
-  }
-}
-
-/* Builds the hypernetwork from host fp32 tensors. Returns the status of lmf_hypernet_create. */
-static lmf_status_t build_hypernet(bench_dev *d, const lmf_hypernet_config_t *c, lmf_hypernet_t **out) {
-  size_t count = 0;
-  lmf_status_t st = lmf_hypernet_tensor_count(c, &count);
-  if (st != LMF_OK) return st;
-  lmf_hypernet_tensor_t *t = (lmf_hypernet_tensor_t *)calloc(count, sizeof *t);
-  char(*names)[128] = (char(*)[128])calloc(count, 128);
-  float **bufs = (float **)calloc(count, sizeof *bufs);
-  size_t n = 0;
-  for (size_t i = 0; i < count && st == LMF_OK; ++i) {
-    int32_t ndim = 0, required = 0;
-    int64_t shape[4] = {1, 1, 1, 1};
-    st = lmf_hypernet_tensor_info(c, i, names[n], sizeof names[n], &ndim, shape, &required);
-    if (st != LMF_OK || !required) continue; /* the word embeddings: never read */
-    int64_t numel = 1;
-    for (int k = 0; k < ndim; ++k) numel *= shape[k];
-    float *b = (float *)malloc(sizeof(float) * (size_t)numel);
-    if (!b) {
-      fprintf(stderr, "lmfuse-bench hypernet: out of host memory for %s\n", names[n]);
-      st = LMF_ERR_OUT_OF_MEMORY;
-      break;
-    }
-    float sd, mean;
-    weight_scale(names[n], ndim, shape, &sd, &mean);
-    const uint64_t seed = 0x5EED0000ull + i;
-#pragma omp parallel for schedule(static)
-    for (int64_t e = 0; e < numel; ++e) b[e] = mean + sd * unit_noise(seed, (uint64_t)e);
-    bufs[n] = b;
-    t[n].name = names[n];
-    t[n].data = b;
-    t[n].dtype = LMF_DTYPE_F32;
-    t[n].ndim = ndim;
-    memcpy(t[n].shape, shape, sizeof shape);
-    ++n;
-  }
-  if (st == LMF_OK) st = lmf_hypernet_create(out, d->ctx, c, t, n);
-  for (size_t i = 0; i < n; ++i) free(bufs[i]);
-  free(bufs);
-  free(names);
-  free(t);
-  return st;
-}
-
 /* ---- The arithmetic floor on CUDA: cuBLAS ----------------------------------------------------------- */
 
 #if defined(LMF_HAVE_CUDA)
@@ -308,7 +215,7 @@ static int cublas_floor(bench_dev *d, const bench_opts *o, int m, int k, int n, 
   g.m = m, g.n = n, g.k = k, g.ok = 1;
   size_t na = (size_t)m * (size_t)k, nb = (size_t)k * (size_t)n;
   float *h = (float *)malloc(sizeof(float) * (na > nb ? na : nb));
-  for (size_t i = 0; i < (na > nb ? na : nb); ++i) h[i] = unit_noise(77, i);
+  for (size_t i = 0; i < (na > nb ? na : nb); ++i) h[i] = bench_unit_noise(77, i);
   g.a = (float *)bdev_alloc(d, sizeof(float) * na);
   g.b = (float *)bdev_alloc(d, sizeof(float) * nb);
   g.c = (float *)bdev_alloc(d, sizeof(float) * (size_t)m * (size_t)n);
@@ -550,7 +457,7 @@ static int bench_shape(bench_dev *d, const bench_opts *o, int mistral) {
 
   lmf_hypernet_t *hn = NULL;
   double t0 = bench_now_ms();
-  lmf_status_t st = build_hypernet(d, &cfg, &hn);
+  lmf_status_t st = bench_random_hypernet(d->ctx, &cfg, &hn);
   if (st == LMF_ERR_NOT_COMPILED) {
     printf("note: %s skipped: lmf_hypernet_create: %s\n", sh->label, lmf_last_error());
     return rc;
@@ -566,7 +473,7 @@ static int bench_shape(bench_dev *d, const bench_opts *o, int mistral) {
   const size_t src_written = (size_t)SUB_VOCAB * (size_t)n_in;
   float *src_h = (float *)malloc(sizeof(float) * src_written);
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < (int64_t)src_written; ++i) src_h[i] = 0.1f * unit_noise(0xE5Cull, (uint64_t)i);
+  for (int64_t i = 0; i < (int64_t)src_written; ++i) src_h[i] = 0.1f * bench_unit_noise(0xE5Cull, (uint64_t)i);
   float *src = (float *)bdev_alloc(d, sizeof(float) * (size_t)V0 * (size_t)n_in);
   bdev_upload(d, src, src_h, sizeof(float) * src_written);
   free(src_h);
