@@ -262,15 +262,22 @@ lmf_status_t lmf_hn_table(const lmf_hypernet_config_t *c, struct lmf_hypernet *h
 
 #undef P
 
-lmf_status_t lmf_hypernet_param_count(const lmf_hypernet_config_t *config, int64_t *count) {
-  static const char fn[] = "lmf_hypernet_param_count";
-  if (!count) return lmf_fail(LMF_ERR_NULL_POINTER, "%s: count is NULL", fn);
+/* The tensor table of a caller's config (checked and normalised first); the caller frees *entries. */
+static lmf_status_t table_of(const lmf_hypernet_config_t *config, lmf_hn_entry **entries, size_t *count,
+                             const char *fn) {
   lmf_hypernet_config_t c;
   lmf_status_t st = lmf_hn_config_normalize(config, &c, fn);
   if (st != LMF_OK) return st;
+  return lmf_hn_table(&c, NULL, entries, count, fn);
+}
+
+lmf_status_t lmf_hypernet_param_count(const lmf_hypernet_config_t *config, int64_t *count) {
+  static const char fn[] = "lmf_hypernet_param_count";
+  if (!count) return lmf_fail(LMF_ERR_NULL_POINTER, "%s: count is NULL", fn);
   lmf_hn_entry *e;
   size_t n;
-  if ((st = lmf_hn_table(&c, NULL, &e, &n, fn)) != LMF_OK) return st;
+  lmf_status_t st = table_of(config, &e, &n, fn);
+  if (st != LMF_OK) return st;
   int64_t total = 0;
   for (size_t i = 0; i < n; ++i) total += e[i].numel;
   free(e);
@@ -281,12 +288,10 @@ lmf_status_t lmf_hypernet_param_count(const lmf_hypernet_config_t *config, int64
 lmf_status_t lmf_hypernet_tensor_count(const lmf_hypernet_config_t *config, size_t *count) {
   static const char fn[] = "lmf_hypernet_tensor_count";
   if (!count) return lmf_fail(LMF_ERR_NULL_POINTER, "%s: count is NULL", fn);
-  lmf_hypernet_config_t c;
-  lmf_status_t st = lmf_hn_config_normalize(config, &c, fn);
-  if (st != LMF_OK) return st;
   lmf_hn_entry *e;
   size_t n;
-  if ((st = lmf_hn_table(&c, NULL, &e, &n, fn)) != LMF_OK) return st;
+  lmf_status_t st = table_of(config, &e, &n, fn);
+  if (st != LMF_OK) return st;
   free(e);
   *count = n;
   return LMF_OK;
@@ -298,12 +303,10 @@ lmf_status_t lmf_hypernet_tensor_info(const lmf_hypernet_config_t *config, size_
   static const char fn[] = "lmf_hypernet_tensor_info";
   if (name && name_capacity == 0)
     return lmf_fail(LMF_ERR_INVALID_SIZE, "%s: name_capacity is 0 with a name buffer", fn);
-  lmf_hypernet_config_t c;
-  lmf_status_t st = lmf_hn_config_normalize(config, &c, fn);
-  if (st != LMF_OK) return st;
   lmf_hn_entry *e;
   size_t n;
-  if ((st = lmf_hn_table(&c, NULL, &e, &n, fn)) != LMF_OK) return st;
+  lmf_status_t st = table_of(config, &e, &n, fn);
+  if (st != LMF_OK) return st;
   if (index >= n) {
     free(e);
     return lmf_fail(LMF_ERR_INVALID_ARGUMENT, "%s: index is %zu; this configuration has %zu tensors", fn,
