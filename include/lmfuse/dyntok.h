@@ -113,9 +113,10 @@ typedef struct lmf_dyntok_result lmf_dyntok_result_t;
 /* Merges the batch. ctx, vocab, batch, config and out are required. On success *out holds the result
  * (destroy it with lmf_dyntok_result_destroy); on failure *out is untouched. Statuses:
  * LMF_ERR_NULL_POINTER, LMF_ERR_INVALID_ARGUMENT (an id out of range or unused, offsets not starting at
- * 0 or not monotone, m < 0, target_reduction not 0 or in (0, 1), an unknown boundary mode, a pattern that fails to compile: the message gives
- * PCRE2's error and the offset), LMF_ERR_INVALID_SIZE (B < 1; more than 2^29 - 1 tokens or
- * sequences; a custom pattern on a CUDA context), LMF_ERR_STRUCT_SIZE, LMF_ERR_OUT_OF_MEMORY,
+ * 0 or not monotone, m < 0, target_reduction not 0 or in (0, 1), an unknown boundary mode, a pattern
+ * that fails to compile: the message gives PCRE2's error and the offset; a custom pattern on a CUDA
+ * context), LMF_ERR_INVALID_SIZE (B < 1; more than 2^29 - 1 tokens or sequences),
+ * LMF_ERR_STRUCT_SIZE, LMF_ERR_OUT_OF_MEMORY,
  * LMF_ERR_CUDA (a CUDA call failed: the message names it). */
 LMF_API lmf_status_t lmf_dyntok_merge(lmf_context_t *ctx, const lmf_vocab_t *vocab,
                                       const lmf_dyntok_batch_t *batch,
