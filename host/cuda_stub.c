@@ -84,3 +84,26 @@ lmf_status_t lmf_cuda_hn_predict(const struct lmf_hypernet *h, const lmf_hyperne
   (void)h; (void)a; (void)workspace; (void)workspace_bytes; (void)stream;
   return not_compiled();
 }
+lmf_status_t lmf_cuda_locate(const lmf_context_t *ctx, const void *p, const char *name, int want,
+                             int *on_device, const char *fn) {
+  (void)ctx; (void)p; (void)name; (void)want; (void)on_device; (void)fn;
+  return not_compiled();
+}
+lmf_status_t lmf_cuda_fvt_predict(const lmf_context_t *ctx, const lmf_fvt_args_t *a, lmf_stream_t stream) {
+  (void)ctx; (void)a; (void)stream;
+  return not_compiled();
+}
+lmf_status_t lmf_cuda_embed_gather(const lmf_context_t *ctx, const lmf_embed_gather *g, lmf_stream_t stream,
+                                   const char *fn) {
+  (void)ctx; (void)g; (void)stream; (void)fn;
+  return not_compiled();
+}
+lmf_status_t lmf_cuda_copy(const lmf_context_t *ctx, void *dst, const void *src, size_t bytes,
+                           lmf_stream_t stream, const char *fn) {
+  (void)ctx; (void)dst; (void)src; (void)bytes; (void)stream; (void)fn;
+  return not_compiled();
+}
+lmf_status_t lmf_cuda_sync(const lmf_context_t *ctx, lmf_stream_t stream, const char *fn) {
+  (void)ctx; (void)stream; (void)fn;
+  return not_compiled();
+}

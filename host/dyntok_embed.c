@@ -11,7 +11,16 @@
  *   4. commit: the cache's new batch, the hits read (and pinned) before any insert (an insert may
  *      evict unpinned rows), the predictions inserted; then the outputs are written (base rows
  *      converted from E_in, new rows from the predictions, padding).
- * Steps 1-3 can fail; step 4 cannot (a cache insert that runs out of memory only stores nothing). */
+ * Steps 1-3 can fail; step 4 cannot (a cache insert that runs out of memory only stores nothing).
+ *
+ * On a CUDA context (embed_cuda) the same steps run with the predictions in device scratch (cudaMalloc'd
+ * per call, freed before returning): surface forms / decompositions are planned on the host, the
+ * hypernetwork (its own CUDA backend) or FVT (kernels/dyntok_embed.cu) predicts the misses on the
+ * device, the cache's rows go through the host (misses copied down and inserted, hits copied up), and
+ * one gather kernel writes inputs_embeds from E_in and the predictions; the int32 outputs are built on
+ * the host and copied where they live. Everything is enqueued on the legacy default stream and the
+ * call synchronises it before returning. Only a failing CUDA call in step 4 can leave outputs partly
+ * written (LMF_ERR_CUDA). */
 #include <limits.h>
 #include <omp.h>
 #include <stdint.h>
@@ -59,6 +68,8 @@ typedef struct plan {
   size_t src_bytes;            /* bytes spanned by one source matrix */
   size_t out_esize;
   int64_t B, L, Lmax;
+  int cuda;                    /* a CUDA context */
+  int dev_small[4];            /* CUDA: out_mask, out_ids, out_span_start, out_span_len are device memory */
 } plan;
 
 typedef struct region {
@@ -81,9 +92,6 @@ static size_t rows_bytes(int64_t rows, int64_t stride, int64_t width, size_t esi
 static lmf_status_t check_args(const lmf_context_t *ctx, const lmf_dyntok_embed_args_t *args, plan *p,
                                const char *fn) {
   if (!ctx) return lmf_fail(LMF_ERR_NULL_POINTER, "%s: ctx is NULL", fn);
-  if (ctx->backend == LMF_BACKEND_CUDA)
-    return lmf_fail(LMF_ERR_NOT_COMPILED, "%s: the embedding pipeline has no CUDA backend in this build "
-                    "(use a CPU context)", fn);
   char what[64];
   snprintf(what, sizeof what, "%s: args", fn);
   lmf_status_t st = lmf_check_struct(args, sizeof(lmf_dyntok_embed_args_t), sizeof(lmf_dyntok_embed_args_t),
@@ -130,9 +138,13 @@ static lmf_status_t check_args(const lmf_context_t *ctx, const lmf_dyntok_embed_
   if (hyper) {
     if (!a->hypernet)
       return lmf_fail(LMF_ERR_NULL_POINTER, "%s: args->hypernet is NULL (method LMF_DYNTOK_EMBED_HYPERNET)", fn);
-    if (a->hypernet->ctx->backend != LMF_BACKEND_CPU)
-      return lmf_fail(LMF_ERR_NOT_COMPILED, "%s: args->hypernet lives on a CUDA context; the pipeline takes "
-                      "a hypernetwork of a CPU context for now", fn);
+    if (a->hypernet->ctx->backend != ctx->backend ||
+        (ctx->backend == LMF_BACKEND_CUDA && a->hypernet->ctx->device != ctx->device))
+      return lmf_fail(LMF_ERR_INVALID_ARGUMENT, "%s: args->hypernet lives on a %s context%s; this call's context "
+                      "is %s: use a hypernetwork created on the same backend and device", fn,
+                      a->hypernet->ctx->backend == LMF_BACKEND_CUDA ? "CUDA" : "CPU",
+                      a->hypernet->ctx->backend == LMF_BACKEND_CUDA ? " (or another device)" : "",
+                      ctx->backend == LMF_BACKEND_CUDA ? "CUDA" : "CPU");
     lmf_hypernet_config_t hc;
     lmf_hypernet_config_init(&hc, sizeof hc);
     if ((st = lmf_hypernet_get_config(a->hypernet, &hc)) != LMF_OK) return st;
@@ -183,6 +195,31 @@ static lmf_status_t check_args(const lmf_context_t *ctx, const lmf_dyntok_embed_
                       a->n_embd, p->has_out ? " with e_out" : " without e_out");
   }
   p->out_esize = lmf_dtype_size(a->out_dtype);
+  p->cuda = ctx->backend == LMF_BACKEND_CUDA;
+  if (p->cuda) { /* where each pointer lives (dyntok.h) */
+    const struct {
+      const void *ptr;
+      const char *name;
+      int want;
+      int *on_device;
+    } loc[] = {
+        {a->source_in, "args->source_in", LMF_MEM_DEVICE, NULL},
+        {a->source_out, "args->source_out", LMF_MEM_DEVICE, NULL},
+        {a->out_embeds, "args->out_embeds", LMF_MEM_DEVICE, NULL},
+        {a->out_new_out, "args->out_new_out", LMF_MEM_DEVICE, NULL},
+        {a->out_new_bias, "args->out_new_bias", LMF_MEM_DEVICE, NULL},
+        {a->hn_input_cache, "args->hn_input_cache", LMF_MEM_DEVICE, NULL},
+        {a->hn_input_cache_valid, "args->hn_input_cache_valid", LMF_MEM_HOST, NULL},
+        {a->out_max_len, "args->out_max_len", LMF_MEM_HOST, NULL},
+        {a->out_mask, "args->out_mask", LMF_MEM_ANY, &p->dev_small[0]},
+        {a->out_ids, "args->out_ids", LMF_MEM_ANY, &p->dev_small[1]},
+        {a->out_span_start, "args->out_span_start", LMF_MEM_ANY, &p->dev_small[2]},
+        {a->out_span_len, "args->out_span_len", LMF_MEM_ANY, &p->dev_small[3]},
+    };
+    for (size_t i = 0; i < sizeof loc / sizeof loc[0]; ++i)
+      if ((st = lmf_cuda_locate(ctx, loc[i].ptr, loc[i].name, loc[i].want, loc[i].on_device, fn)) != LMF_OK)
+        return st;
+  }
   return LMF_OK;
 }
 
@@ -306,9 +343,9 @@ static const uint8_t *new_bytes(const struct lmf_dyntok_result *r, int32_t k, in
   return r->new_bytes + r->new_offsets[k];
 }
 
-/* Steps 2 and 3: every row of q, predicted (misses) or left for the cache's commit (hits). */
-static lmf_status_t predict(lmf_context_t *ctx, const struct lmf_vocab *v, const struct lmf_dyntok_result *r,
-                            const plan *p, preds *q, const char *fn) {
+/* Step 2: the rows of q (host memory for all of them) and which the cache holds; *nm_out = the misses. */
+static lmf_status_t plan_preds(const struct lmf_vocab *v, const struct lmf_dyntok_result *r, const plan *p,
+                               preds *q, int64_t *nm_out, const char *fn) {
   const lmf_dyntok_embed_args_t *a = &p->a;
   const int64_t E = a->n_embd;
   const int32_t V = v->size;
@@ -347,21 +384,20 @@ static lmf_status_t predict(lmf_context_t *ctx, const struct lmf_vocab *v, const
     }
     nm += !q->hit[i];
   }
-  if (nm == 0) return LMF_OK;
-  int32_t *mi = (int32_t *)malloc(sizeof(int32_t) * (size_t)nm); /* indices into q of the misses */
-  float *m_in = (float *)malloc(sizeof(float) * (size_t)nm * (size_t)E);
-  float *m_out = p->has_out ? (float *)malloc(sizeof(float) * (size_t)nm * (size_t)E) : NULL;
-  float *m_bias = (float *)calloc((size_t)nm, sizeof(float));
+  *nm_out = nm;
+  return LMF_OK;
+}
+
+/* Step 3: predicts the nm misses mi[0 .. nm) of q into m_in / m_out / m_bias ([nm] rows: host memory
+ * on the CPU; device memory on CUDA, enqueued on the default stream, where *ws receives the
+ * hypernetwork's device workspace for the caller to free after synchronising). FVT writes no bias. */
+static lmf_status_t predict_misses(lmf_context_t *ctx, const struct lmf_vocab *v, const struct lmf_dyntok_result *r,
+                                   const plan *p, const preds *q, const int32_t *mi, int64_t nm, float *m_in,
+                                   float *m_out, float *m_bias, void **ws, const char *fn) {
+  const lmf_dyntok_embed_args_t *a = &p->a;
+  const int32_t V = v->size;
+  const int32_t nn = r->num_new;
   lmf_status_t st = LMF_OK;
-  if (!mi || !m_in || (p->has_out && !m_out) || !m_bias) {
-    st = oom(fn);
-    goto done;
-  }
-  {
-    int64_t c = 0;
-    for (int64_t i = 0; i < q->n; ++i)
-      if (!q->hit[i]) mi[c++] = (int32_t)i;
-  }
   if (a->method == LMF_DYNTOK_EMBED_HYPERNET) {
     const int64_t SL = p->surface_len;
     int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)nm);
@@ -369,8 +405,7 @@ static lmf_status_t predict(lmf_context_t *ctx, const struct lmf_vocab *v, const
     if (!ids || !S) {
       free(ids);
       free(S);
-      st = oom(fn);
-      goto done;
+      return oom(fn);
     }
     for (int64_t c = 0; c < nm; ++c) ids[c] = V + q->k[mi[c]];
     lmf_hypernet_surface_args_t sa;
@@ -402,7 +437,14 @@ static lmf_status_t predict(lmf_context_t *ctx, const struct lmf_vocab *v, const
       ha.out_in = m_in;
       ha.out_out = m_out;
       ha.out_bias = m_bias;
-      st = lmf_hypernet_predict(a->hypernet, &ha, NULL, 0, NULL);
+      if (!p->cuda) {
+        st = lmf_hypernet_predict(a->hypernet, &ha, NULL, 0, NULL);
+      } else { /* device workspace, handed to the caller to free once the stream is done */
+        size_t wb = 0;
+        st = lmf_hypernet_workspace_size(a->hypernet, &ha, &wb);
+        if (st == LMF_OK) st = lmf_cuda_alloc(ctx, ws, wb);
+        if (st == LMF_OK) st = lmf_hypernet_predict(a->hypernet, &ha, *ws, wb, NULL);
+      }
     }
     free(ids);
     free(S);
@@ -417,8 +459,7 @@ static lmf_status_t predict(lmf_context_t *ctx, const struct lmf_vocab *v, const
     if (!offs || !dids) {
       free(offs);
       free(dids);
-      st = oom(fn);
-      goto done;
+      return oom(fn);
     }
     offs[0] = 0;
     for (int64_t c = 0; c < nm; ++c) {
@@ -445,6 +486,31 @@ static lmf_status_t predict(lmf_context_t *ctx, const struct lmf_vocab *v, const
     free(offs);
     free(dids);
   }
+  return st;
+}
+
+/* Steps 2 and 3: every row of q, predicted (misses) or left for the cache's commit (hits). */
+static lmf_status_t predict(lmf_context_t *ctx, const struct lmf_vocab *v, const struct lmf_dyntok_result *r,
+                            const plan *p, preds *q, const char *fn) {
+  const int64_t E = p->a.n_embd;
+  int64_t nm = 0;
+  lmf_status_t st0 = plan_preds(v, r, p, q, &nm, fn);
+  if (st0 != LMF_OK || nm == 0) return st0;
+  int32_t *mi = (int32_t *)malloc(sizeof(int32_t) * (size_t)nm); /* indices into q of the misses */
+  float *m_in = (float *)malloc(sizeof(float) * (size_t)nm * (size_t)E);
+  float *m_out = p->has_out ? (float *)malloc(sizeof(float) * (size_t)nm * (size_t)E) : NULL;
+  float *m_bias = (float *)calloc((size_t)nm, sizeof(float));
+  lmf_status_t st = LMF_OK;
+  if (!mi || !m_in || (p->has_out && !m_out) || !m_bias) {
+    st = oom(fn);
+    goto done;
+  }
+  {
+    int64_t c = 0;
+    for (int64_t i = 0; i < q->n; ++i)
+      if (!q->hit[i]) mi[c++] = (int32_t)i;
+  }
+  st = predict_misses(ctx, v, r, p, q, mi, nm, m_in, m_out, m_bias, NULL, fn);
   if (st == LMF_OK)
     for (int64_t c = 0; c < nm; ++c) {
       const size_t i = (size_t)mi[c];
@@ -459,7 +525,6 @@ done:
   free(m_bias);
   return st;
 }
-
 /* Step 4a: the cache's batch. Cannot fail: the arguments were checked; an insert that runs out of
  * memory stores nothing (the cache is an optimisation). */
 static void commit_cache(const struct lmf_dyntok_result *r, const plan *p, preds *q) {
@@ -532,10 +597,199 @@ static void write_outputs(const lmf_context_t *ctx, const struct lmf_vocab *v, c
   if (a->out_max_len) *a->out_max_len = p->Lmax;
 }
 
+/* ---- CUDA (see the top of the file) ---------------------------------------------------------------- */
+
+/* The device buffers of one call (lmf_cuda_alloc; freed after the stream is synchronised). */
+typedef struct dev_bufs {
+  float *m_in, *m_out, *m_bias; /* [nm] predicted rows */
+  float *in, *out, *bias;       /* [n] every row of q (== m_* when there is no hit) */
+  int32_t *codes;               /* [cells] */
+  void *ws;                     /* the hypernetwork's workspace */
+} dev_bufs;
+
+static void dev_free(const lmf_context_t *ctx, dev_bufs *d) {
+  if (d->in != d->m_in) lmf_cuda_free(ctx, d->in);
+  if (d->out != d->m_out) lmf_cuda_free(ctx, d->out);
+  if (d->bias != d->m_bias) lmf_cuda_free(ctx, d->bias);
+  lmf_cuda_free(ctx, d->m_in);
+  lmf_cuda_free(ctx, d->m_out);
+  lmf_cuda_free(ctx, d->m_bias);
+  lmf_cuda_free(ctx, d->codes);
+  lmf_cuda_free(ctx, d->ws);
+}
+
+/* Per cell: the gather code (dyntok.h's rows: source row, zeros, prediction row) and the int32 outputs
+ * (small[0..3] = mask, ids, span_start, span_len: [cells] each), exactly as write_outputs. */
+static void cells_host(const struct lmf_vocab *v, const struct lmf_dyntok_result *r, const plan *p, const preds *q,
+                       int32_t *codes, int32_t *const small[4]) {
+  const lmf_dyntok_embed_args_t *a = &p->a;
+  const int32_t V = v->size;
+  const int64_t L = p->L, cells = p->B * p->L;
+  for (int64_t cell = 0; cell < cells; ++cell) {
+    const int64_t s = cell / L, l = cell % L;
+    const int64_t o = r->offsets[s], n = r->offsets[s + 1] - o;
+    const int64_t j = a->pad_side == LMF_DYNTOK_PAD_LEFT ? l - (L - n) : l;
+    if (j >= 0 && j < n) {
+      const int64_t t = o + j;
+      const int32_t id = r->ids[t];
+      codes[cell] = id < V ? id : -2 - q->slot[id - V];
+      small[0][cell] = 1;
+      small[1][cell] = id;
+      small[2][cell] = (int32_t)(r->span_start[t] - r->span_start[o]);
+      small[3][cell] = r->span_len[t];
+    } else {
+      codes[cell] = a->pad_id >= 0 ? a->pad_id : -1;
+      small[0][cell] = 0;
+      small[1][cell] = a->pad_id;
+      small[2][cell] = -1;
+      small[3][cell] = 0;
+    }
+  }
+}
+
+/* Steps 2-4 on a CUDA context (the arguments checked). */
+static lmf_status_t embed_cuda(lmf_context_t *ctx, const struct lmf_vocab *v, const struct lmf_dyntok_result *r,
+                               const plan *p, const char *fn) {
+  const lmf_dyntok_embed_args_t *a = &p->a;
+  const size_t E = (size_t)a->n_embd;
+  const size_t cells = (size_t)p->B * (size_t)p->L;
+  const size_t fe = sizeof(float);
+  preds q;
+  dev_bufs d;
+  memset(&d, 0, sizeof d);
+  int32_t *mi = NULL, *host = NULL; /* host: codes then the four int32 outputs, [cells] each */
+  float *h_in = NULL, *h_out = NULL, *h_bias = NULL; /* the misses' rows on the host (with a cache) */
+  int64_t nm = 0;
+  lmf_status_t st = plan_preds(v, r, p, &q, &nm, fn);
+  if (st != LMF_OK) goto done;
+  const size_t n = (size_t)q.n, m = (size_t)nm;
+  mi = (int32_t *)malloc(sizeof(int32_t) * (m + 1));
+  host = (int32_t *)malloc(sizeof(int32_t) * (5 * cells + 1));
+  if (!mi || !host) {
+    st = oom(fn);
+    goto done;
+  }
+  {
+    int64_t c = 0;
+    for (int64_t i = 0; i < q.n; ++i)
+      if (!q.hit[i]) mi[c++] = (int32_t)i;
+  }
+  /* Step 3: the misses into device rows (FVT predicts no bias: zeros, q.bias is still all zero). */
+  if (m > 0) {
+    if ((st = lmf_cuda_alloc(ctx, (void **)&d.m_in, m * E * fe)) != LMF_OK ||
+        (p->has_out && (st = lmf_cuda_alloc(ctx, (void **)&d.m_out, m * E * fe)) != LMF_OK) ||
+        (st = lmf_cuda_alloc(ctx, (void **)&d.m_bias, m * fe)) != LMF_OK)
+      goto done;
+    if (a->method == LMF_DYNTOK_EMBED_FVT && (st = lmf_cuda_copy(ctx, d.m_bias, q.bias, m * fe, NULL, fn)) != LMF_OK)
+      goto done;
+    if ((st = predict_misses(ctx, v, r, p, &q, mi, nm, d.m_in, d.m_out, d.m_bias, &d.ws, fn)) != LMF_OK) goto done;
+  }
+  d.in = d.m_in, d.out = d.m_out, d.bias = d.m_bias;
+  if (a->cache) {
+    /* The misses to the host, then the cache's batch as on the CPU (hits read into q). */
+    if (m > 0) {
+      h_in = (float *)malloc(m * E * fe);
+      h_out = p->has_out ? (float *)malloc(m * E * fe) : NULL;
+      h_bias = (float *)malloc(m * fe);
+      if (!h_in || (p->has_out && !h_out) || !h_bias) {
+        st = oom(fn);
+        goto done;
+      }
+      if ((st = lmf_cuda_copy(ctx, h_in, d.m_in, m * E * fe, NULL, fn)) != LMF_OK ||
+          (p->has_out && (st = lmf_cuda_copy(ctx, h_out, d.m_out, m * E * fe, NULL, fn)) != LMF_OK) ||
+          (st = lmf_cuda_copy(ctx, h_bias, d.m_bias, m * fe, NULL, fn)) != LMF_OK ||
+          (st = lmf_cuda_sync(ctx, NULL, fn)) != LMF_OK)
+        goto done;
+      for (size_t c = 0; c < m; ++c) {
+        const size_t i = (size_t)mi[c];
+        memcpy(q.e_in + i * E, h_in + c * E, fe * E);
+        if (p->has_out) memcpy(q.e_out + i * E, h_out + c * E, fe * E);
+        q.bias[i] = h_bias[c];
+      }
+    }
+    if (m < n) { /* hits: every row of q up to the device (allocated before the commit: it cannot fail) */
+      d.in = d.out = d.bias = NULL;
+      if ((st = lmf_cuda_alloc(ctx, (void **)&d.in, n * E * fe)) != LMF_OK ||
+          (p->has_out && (st = lmf_cuda_alloc(ctx, (void **)&d.out, n * E * fe)) != LMF_OK) ||
+          (st = lmf_cuda_alloc(ctx, (void **)&d.bias, n * fe)) != LMF_OK)
+        goto done;
+    }
+  }
+  if (cells > 0 && (st = lmf_cuda_alloc(ctx, (void **)&d.codes, cells * sizeof(int32_t))) != LMF_OK) goto done;
+  /* Step 4. */
+  commit_cache(r, p, &q);
+  if (a->cache && m < n) {
+    if ((st = lmf_cuda_copy(ctx, d.in, q.e_in, n * E * fe, NULL, fn)) != LMF_OK ||
+        (p->has_out && (st = lmf_cuda_copy(ctx, d.out, q.e_out, n * E * fe, NULL, fn)) != LMF_OK) ||
+        (st = lmf_cuda_copy(ctx, d.bias, q.bias, n * fe, NULL, fn)) != LMF_OK)
+      goto done;
+  }
+  int32_t *const small[4] = {host + cells, host + 2 * cells, host + 3 * cells, host + 4 * cells};
+  cells_host(v, r, p, &q, host, small);
+  if (cells > 0) {
+    if ((st = lmf_cuda_copy(ctx, d.codes, host, cells * sizeof(int32_t), NULL, fn)) != LMF_OK) goto done;
+    lmf_embed_gather g;
+    memset(&g, 0, sizeof g);
+    g.rows = (int64_t)cells;
+    g.n_embd = a->n_embd;
+    g.codes = d.codes;
+    g.source = a->source_in;
+    g.source_row_stride = a->source_row_stride;
+    g.source_dtype = a->source_dtype;
+    g.preds = d.in;
+    g.out = a->out_embeds;
+    g.out_dtype = a->out_dtype;
+    if ((st = lmf_cuda_embed_gather(ctx, &g, NULL, fn)) != LMF_OK) goto done;
+  }
+  if (r->num_new > 0 && a->out_new_out) { /* every new token predicted, in order: row k of d.out */
+    lmf_embed_gather g;
+    memset(&g, 0, sizeof g);
+    g.rows = r->num_new;
+    g.n_embd = a->n_embd;
+    g.codes = NULL;
+    g.source = a->source_in;
+    g.source_row_stride = a->source_row_stride;
+    g.source_dtype = a->source_dtype;
+    g.preds = d.out;
+    g.out = a->out_new_out;
+    g.out_dtype = a->out_dtype;
+    if ((st = lmf_cuda_embed_gather(ctx, &g, NULL, fn)) != LMF_OK) goto done;
+  }
+  if (r->num_new > 0 && a->out_new_bias &&
+      (st = lmf_cuda_copy(ctx, a->out_new_bias, d.bias, (size_t)r->num_new * fe, NULL, fn)) != LMF_OK)
+    goto done;
+  {
+    int32_t *const dst[4] = {a->out_mask, a->out_ids, a->out_span_start, a->out_span_len};
+    for (int i = 0; i < 4; ++i)
+      if (dst[i] && p->dev_small[i] &&
+          (st = lmf_cuda_copy(ctx, dst[i], small[i], cells * sizeof(int32_t), NULL, fn)) != LMF_OK)
+        goto done;
+    if ((st = lmf_cuda_sync(ctx, NULL, fn)) != LMF_OK) goto done;
+    for (int i = 0; i < 4; ++i)
+      if (dst[i] && !p->dev_small[i] && cells > 0) memcpy(dst[i], small[i], cells * sizeof(int32_t));
+  }
+  if (a->out_max_len) *a->out_max_len = p->Lmax;
+done:
+  if (st != LMF_OK) { /* nothing in flight may read what is freed; the first error's message stays */
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", lmf_last_error());
+    if (lmf_cuda_sync(ctx, NULL, fn) != LMF_OK) (void)lmf_fail(st, "%s", msg);
+  }
+  dev_free(ctx, &d);
+  free(mi);
+  free(host);
+  free(h_in);
+  free(h_out);
+  free(h_bias);
+  preds_free(&q);
+  return st;
+}
+
 static lmf_status_t embed(lmf_context_t *ctx, const struct lmf_vocab *v, const struct lmf_dyntok_result *r,
                           plan *p, const char *fn) {
   lmf_status_t st = check_result(v, r, p, fn);
   if (st != LMF_OK) return st;
+  if (p->cuda) return embed_cuda(ctx, v, r, p, fn);
   preds q;
   st = predict(ctx, v, r, p, &q, fn);
   if (st == LMF_OK) {

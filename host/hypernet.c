@@ -839,16 +839,28 @@ lmf_status_t lmf_hypernet_predict(const lmf_hypernet_t *hypernet, const lmf_hype
 
 lmf_status_t lmf_fvt_predict(lmf_context_t *ctx, const lmf_fvt_args_t *args, lmf_stream_t stream) {
   const char *fn = FN_FVT;
-  (void)stream;
   lmf_status_t st = check_ctx(ctx, fn);
   if (st != LMF_OK) return st;
-  if (ctx->backend == LMF_BACKEND_CUDA)
-    return lmf_fail(LMF_ERR_NOT_COMPILED, "%s: FVT has no CUDA backend yet (use a CPU context)", fn);
   st = lmf_check_struct(args, sizeof(lmf_fvt_args_t), sizeof(lmf_fvt_args_t), LMF_FVT_ARGS_VERSION,
                         "lmf_fvt_predict: args");
   if (st != LMF_OK) return st;
   lmf_fvt_args_t x = LMF_FVT_ARGS_INIT;
   memcpy(&x, args, lmf_struct_size_of(args));
+  const int cuda = ctx->backend == LMF_BACKEND_CUDA;
+  if (cuda) { /* where each pointer lives, before the host reads offsets, ids and copy_ids */
+    const struct {
+      const void *p;
+      const char *name;
+      int want;
+    } loc[] = {
+        {x.offsets, "args->offsets", LMF_MEM_HOST},        {x.ids, "args->ids", LMF_MEM_HOST},
+        {x.copy_ids, "args->copy_ids", LMF_MEM_HOST},      {x.source_in, "args->source_in", LMF_MEM_DEVICE},
+        {x.source_out, "args->source_out", LMF_MEM_DEVICE}, {x.out_in, "args->out_in", LMF_MEM_DEVICE},
+        {x.out_out, "args->out_out", LMF_MEM_DEVICE},
+    };
+    for (size_t i = 0; i < sizeof loc / sizeof loc[0]; ++i)
+      if ((st = lmf_cuda_locate(ctx, loc[i].p, loc[i].name, loc[i].want, NULL, fn)) != LMF_OK) return st;
+  }
   if (x.num_tokens < 0)
     return lmf_fail(LMF_ERR_INVALID_SIZE, "%s: args->num_tokens is %lld; must be >= 0", fn, (long long)x.num_tokens);
   if (x.n_embd < 1) return lmf_fail(LMF_ERR_INVALID_SIZE, "%s: args->n_embd is %d; must be >= 1", fn, (int)x.n_embd);
@@ -904,5 +916,7 @@ lmf_status_t lmf_fvt_predict(lmf_context_t *ctx, const lmf_fvt_args_t *args, lmf
   };
   if ((st = check_overlaps(s, (int)(sizeof s / sizeof s[0]), fn)) != LMF_OK) return st;
   if (U == 0) return LMF_OK;
+  if (cuda) return lmf_cuda_fvt_predict(ctx, &x, stream);
+  (void)stream;
   return lmf_cpu_fvt_predict(ctx, &x);
 }

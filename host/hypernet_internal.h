@@ -168,6 +168,50 @@ lmf_status_t lmf_cuda_hn_check_memory(const struct lmf_hypernet *h, const lmf_hy
 lmf_status_t lmf_cuda_hn_predict(const struct lmf_hypernet *h, const lmf_hypernet_args_t *a, void *workspace,
                                  size_t workspace_bytes, lmf_stream_t stream);
 
+/* ---- FVT and the embedding pipeline on CUDA (kernels/dyntok_embed.cu; host/cuda_stub.c) ---------- */
+
+/* Where a pointer of a CUDA context's call must live (lmf_cuda_locate). */
+enum { LMF_MEM_HOST = 0, LMF_MEM_DEVICE = 1, LMF_MEM_ANY = 2 };
+
+/* Checks that p (NULL: nothing to check) is memory `want` allows on ctx's device (cudaPointerGetAttributes):
+ * LMF_MEM_HOST: memory the host reads (not device memory); LMF_MEM_DEVICE: device memory of ctx's
+ * device, managed memory or mapped pinned host memory; LMF_MEM_ANY: either (device memory of another
+ * device is refused). *on_device (may be NULL) = 1 when the host must not write p directly (device or
+ * managed memory: copy with lmf_cuda_copy), else 0. The message names `name` and `fn`. */
+lmf_status_t lmf_cuda_locate(const lmf_context_t *ctx, const void *p, const char *name, int want,
+                             int *on_device, const char *fn);
+
+/* Enqueues a checked FVT call (num_tokens >= 1; offsets, ids, copy_ids host memory; the rest device
+ * memory, all located) on `stream`. The index arrays travel as kernel parameters: nothing allocated. */
+lmf_status_t lmf_cuda_fvt_predict(const lmf_context_t *ctx, const lmf_fvt_args_t *a, lmf_stream_t stream);
+
+/* One gather of rows into out [rows][n_embd] (out_dtype), all device memory: row r is
+ *   codes[r] >= 0:  source row codes[r] (source_dtype, at source_row_stride), converted (a plain copy
+ *                   when the dtypes match);
+ *   codes[r] == -1: zeros;
+ *   codes[r] <= -2: row -2 - codes[r] of preds (f32 [..][n_embd]), converted;
+ * codes NULL: row r is preds row r. */
+typedef struct lmf_embed_gather {
+  int64_t rows;
+  int32_t n_embd;
+  const int32_t *codes;
+  const void *source;
+  int64_t source_row_stride;
+  int32_t source_dtype;
+  const float *preds;
+  void *out;
+  int32_t out_dtype;
+} lmf_embed_gather;
+
+/* Enqueues the gather on `stream` (rows >= 1). */
+lmf_status_t lmf_cuda_embed_gather(const lmf_context_t *ctx, const lmf_embed_gather *g, lmf_stream_t stream,
+                                   const char *fn);
+/* cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream) on ctx's device (bytes 0: nothing). */
+lmf_status_t lmf_cuda_copy(const lmf_context_t *ctx, void *dst, const void *src, size_t bytes,
+                           lmf_stream_t stream, const char *fn);
+/* cudaStreamSynchronize(stream) on ctx's device, naming fn. */
+lmf_status_t lmf_cuda_sync(const lmf_context_t *ctx, lmf_stream_t stream, const char *fn);
+
 #ifdef __cplusplus
 }
 #endif

@@ -182,7 +182,24 @@ LMF_API lmf_status_t lmf_dyntok_result_field(const lmf_dyntok_result_t *result, 
  * when e_out is predicted: a hypernetwork with separate output embeddings, or FVT with source_out)
  * the call is one batch: rows found by bytes are reused, the others predicted and stored, and every row
  * of the call stays pinned until the cache's next batch. A cache hit gives the same bits as predicting
- * again. Memory is host memory; a CUDA context gives LMF_ERR_NOT_COMPILED for now. */
+ * again.
+ *
+ * Memory. On a CPU context everything is host memory. On a CUDA context (ctx of the merge, and the
+ * hypernetwork's context must be a CUDA context of the same device): the merge result is host memory
+ * (as lmf_dyntok_merge returns it); source_in / source_out, out_embeds, out_new_out and out_new_bias are
+ * device memory of the context's device (or managed memory); out_mask, out_ids, out_span_start and
+ * out_span_len may each be host or device memory; out_max_len, and hn_input_cache_valid, are host
+ * memory (hn_input_cache device memory, as lmf_hypernet_predict takes them). Where each pointer lives is
+ * checked (cudaPointerGetAttributes) with the other arguments: a wrong one is LMF_ERR_INVALID_ARGUMENT
+ * naming it. The CUDA call is synchronous, for convenience: it allocates its scratch on the device
+ * (cudaMalloc: the new tokens' predictions, the hypernetwork's workspace, one int32 per output cell),
+ * builds surface forms or decompositions on the host, predicts on the device (lmf_hypernet_predict /
+ * lmf_fvt_predict), writes inputs_embeds with one gather kernel, all on the legacy default stream, then
+ * synchronises that stream and frees the scratch before returning. With a cache, predicted rows are
+ * copied to the host cache and cached rows up to the device. Outputs are the CPU backend's: bit for bit
+ * for base tokens, padding, the int32 outputs and FVT rows; a hypernetwork's rows within its CUDA
+ * tolerance (hypernet.h). A CUDA call that fails once the outputs are being written (LMF_ERR_CUDA) may
+ * leave them partly written. */
 
 typedef enum lmf_dyntok_embed_method {
   LMF_DYNTOK_EMBED_HYPERNET = 0, /* a ZeTT hypernetwork (hypernet.h) */
@@ -251,8 +268,8 @@ LMF_API lmf_status_t lmf_dyntok_embed_shape(const lmf_dyntok_result_t *result, i
  * the cache and writes the outputs: on failure nothing is written and the cache is unchanged.
  * Statuses: LMF_ERR_NULL_POINTER, LMF_ERR_STRUCT_SIZE, LMF_ERR_INVALID_ARGUMENT, LMF_ERR_INVALID_SIZE
  * (seq_len below the longest sequence, overflowing sizes), LMF_ERR_UNSUPPORTED_DTYPE, LMF_ERR_OVERLAP,
- * LMF_ERR_OUT_OF_MEMORY, LMF_ERR_NOT_COMPILED (a CUDA context), and those of lmf_hypernet_predict /
- * lmf_fvt_predict; the message names the argument. */
+ * LMF_ERR_OUT_OF_MEMORY (host or device), LMF_ERR_CUDA (a CUDA call failed: the message names it), and
+ * those of lmf_hypernet_predict / lmf_fvt_predict; the message names the argument. */
 LMF_API lmf_status_t lmf_dyntok_embed(lmf_context_t *ctx, const lmf_vocab_t *vocab,
                                       const lmf_dyntok_result_t *result,
                                       const lmf_dyntok_embed_args_t *args);

@@ -41,7 +41,8 @@
  * args->allow_tf32), everything else in lmfuse's kernels, with the same savings as on the CPU;
  * lmf_hypernet_predict enqueues on `stream` and returns, allocating nothing on the device and never
  * synchronizing. Results agree with the CPU backend within 5e-5 of the outputs' RMS in fp32 (GEMM
- * summation order), about 1e-2 in TF32; copied rows are exact. FVT has no CUDA backend yet.
+ * summation order), about 1e-2 in TF32; copied rows are exact. FVT on CUDA
+ * (lmf_fvt_predict) gives the CPU's results bit for bit.
  * Memory: host memory on a CPU context. On a CUDA context: source_in / source_out, out_in / out_out /
  * out_bias, input_cache and the workspace are device memory of the context's device (managed memory
  * works too); surface_forms, copy_ids and input_cache_valid are host memory: the host reads the ids to
@@ -272,8 +273,15 @@ typedef struct lmf_fvt_args {
 
 LMF_API lmf_status_t lmf_fvt_args_init(lmf_fvt_args_t *args, size_t struct_size);
 
-/* Writes the FVT embeddings. Checks every argument first; on a bad argument nothing is written. On a
- * CUDA context: LMF_ERR_NOT_COMPILED for now. */
+/* Writes the FVT embeddings. Checks every argument first; on a bad argument nothing is written. On the
+ * CPU the call returns when done (the stream is ignored). On a CUDA context: offsets, ids and copy_ids
+ * are host memory (the host plans the call and may reuse them as soon as it returns); source_in /
+ * source_out and out_in / out_out are device memory of the context's device (or managed memory), checked
+ * with cudaPointerGetAttributes (a wrong one is LMF_ERR_INVALID_ARGUMENT naming it). The call enqueues
+ * on `stream` and returns, allocating nothing: the index lists travel as kernel parameters (about 30 KiB
+ * a launch; a decomposition longer than one launch holds is summed over consecutive launches).
+ * Results are the CPU backend's bit for bit, in every source dtype (the same fp32 sums in the same
+ * order, no FMA). LMF_ERR_CUDA: a launch failed (the message names the kernel). */
 LMF_API lmf_status_t lmf_fvt_predict(lmf_context_t *ctx, const lmf_fvt_args_t *args,
                                      lmf_stream_t stream);
 

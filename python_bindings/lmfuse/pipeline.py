@@ -9,8 +9,8 @@ padded batch a model consumes (include/lmfuse/dyntok.h: lmf_dyntok_embed).
 
 Tokens left alone get their row of the source embeddings exactly; with max_merges=0 the result is the
 model's own embedding lookup. ``EmbedCache`` keeps predicted rows across batches (keyed by token
-bytes, LRU, never evicting rows of the batch in progress). CPU tensors; a CUDA context is refused by
-the library for now.
+bytes, LRU, never evicting rows of the batch in progress). CPU tensors (the C library also runs the
+pipeline on a CUDA context with device memory; these bindings do not expose that yet).
 """
 
 import ctypes

@@ -666,9 +666,9 @@ void test_cuda_hn_bad_calls(void) {
       LMF_CHECK_OK(lmf_hypernet_workspace_size(p.hg, &b, &zero));
       LMF_CHECK_EQ_INT(zero, 0);
     }
-    /* FVT has no CUDA backend. */
+    /* FVT on CUDA checks its arguments as on the CPU (tests/cuda/test_embed_cuda.c runs it). */
     lmf_fvt_args_t f = LMF_FVT_ARGS_INIT;
-    LMF_CHECK_FAIL(lmf_fvt_predict(p.cuda, &f, NULL), LMF_ERR_NOT_COMPILED, "CUDA");
+    LMF_CHECK_FAIL(lmf_fvt_predict(p.cuda, &f, NULL), LMF_ERR_INVALID_SIZE, "n_embd");
   }
 done:
   if (p.cuda) {

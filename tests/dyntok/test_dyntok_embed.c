@@ -929,16 +929,17 @@ void test_dt_embed_bad_input(void) {
     LMF_CHECK(out == sentinel);
     CHECK_UNCHANGED("pipeline");
   }
-  /* A CUDA context: not in this pipeline yet. */
+  /* A CUDA context takes a hypernetwork of a CUDA context (and device memory): this CPU one is refused
+   * (tests/cuda/test_embed_cuda.c runs the CUDA pipeline). */
   if (lmf_backend_available(LMF_BACKEND_CUDA)) {
     lmf_context_t *cu = lt_context(LMF_BACKEND_CUDA, 0);
     if (cu) {
-      LMF_CHECK_FAIL(lmf_dyntok_embed(cu, f.v, r, &good), LMF_ERR_NOT_COMPILED, "CUDA");
+      LMF_CHECK_FAIL(lmf_dyntok_embed(cu, f.v, r, &good), LMF_ERR_INVALID_ARGUMENT, "hypernet");
       CHECK_UNCHANGED("cuda");
       lmf_context_destroy(cu);
     }
   } else {
-    lmf_t_note("no CUDA device: the CUDA-context path (LMF_ERR_NOT_COMPILED) is not exercised here");
+    lmf_t_note("no CUDA device: the CUDA-context path (host memory refused) is not exercised here");
   }
 #undef BAD
 #undef CHECK_UNCHANGED
