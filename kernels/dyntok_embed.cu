@@ -27,10 +27,11 @@
 #include "../kernels/common/half_convert.h"
 #include "hypernet_internal.h"
 
+#include "cuda_check.cuh"
+
 namespace {
 
 constexpr int kThreads = 256;                  /* every kernel's block */
-constexpr int64_t kMaxGrid = (int64_t)1 << 20; /* blocks of a launch; kernels stride past it */
 constexpr int kParamInts = 7680;               /* ints a parameter block carries */
 constexpr int kMetaInts = 4;                   /* per entry: row (lo, hi), flags, divisor bits */
 
@@ -137,29 +138,6 @@ __global__ void __launch_bounds__(kThreads) k_embed_gather(const lmf_embed_gathe
 }
 
 /* ---- Host helpers ---------------------------------------------------------------------------------- */
-
-lmf_status_t cuda_fail(const char *fn, const char *call, int device, cudaError_t e) {
-  (void)cudaGetLastError();
-  return lmf_fail(LMF_ERR_CUDA, "%s: %s failed on device %d: %s (%s)", fn, call, device, cudaGetErrorString(e),
-                  cudaGetErrorName(e));
-}
-
-lmf_status_t set_device(int device, const char *fn) {
-  const cudaError_t e = cudaSetDevice(device);
-  if (e != cudaSuccess) return cuda_fail(fn, "cudaSetDevice", device, e);
-  return LMF_OK;
-}
-
-/* After a <<<...>>>: the launch's error, naming the kernel. */
-lmf_status_t launched(const char *fn, const char *kernel, int device) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess)
-    return lmf_fail(LMF_ERR_CUDA, "%s: launch of %s failed on device %d: %s (%s)", fn, kernel, device,
-                    cudaGetErrorString(e), cudaGetErrorName(e));
-  return LMF_OK;
-}
-
-unsigned grid_for(int64_t work) { return (unsigned)(work < 1 ? 1 : work < kMaxGrid ? work : kMaxGrid); }
 
 lmf_status_t launch_fvt(const ParamBlock *pb, const FvtArgs &fa, int32_t dtype, cudaStream_t s, int device,
                         const char *fn) {
@@ -334,7 +312,7 @@ lmf_status_t lmf_cuda_copy(const lmf_context_t *ctx, void *dst, const void *src,
   if (st != LMF_OK) return st;
   const cudaError_t e =
       cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, reinterpret_cast<cudaStream_t>(stream));
-  if (e != cudaSuccess) return cuda_fail(fn, "cudaMemcpyAsync", ctx->device, e);
+  if (e != cudaSuccess) return cuda_fail(LMF_ERR_CUDA, fn, "cudaMemcpyAsync", ctx->device, e);
   return LMF_OK;
 }
 
@@ -342,7 +320,7 @@ lmf_status_t lmf_cuda_sync(const lmf_context_t *ctx, lmf_stream_t stream, const 
   lmf_status_t st = set_device(ctx->device, fn);
   if (st != LMF_OK) return st;
   const cudaError_t e = cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream));
-  if (e != cudaSuccess) return cuda_fail(fn, "cudaStreamSynchronize", ctx->device, e);
+  if (e != cudaSuccess) return cuda_fail(LMF_ERR_CUDA, fn, "cudaStreamSynchronize", ctx->device, e);
   return LMF_OK;
 }
 

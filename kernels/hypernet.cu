@@ -54,6 +54,8 @@
 #include "../kernels/common/half_convert.h"
 #include "hypernet_internal.h"
 
+#include "cuda_check.cuh"
+
 namespace {
 
 constexpr int64_t kRowCap = 4096;                       /* positions per chunk (at least one token's) */
@@ -62,7 +64,6 @@ constexpr int kThreads = 256;                           /* every kernel's block 
 constexpr int kAttnWarps = kThreads / 32;               /* one (token, head) per warp */
 constexpr int kAttnPerLane = 8;                         /* head dims a lane accumulates per pass */
 constexpr int kAttnDims = 32 * kAttnPerLane;            /* head dims one attention pass covers */
-constexpr int64_t kMaxGrid = (int64_t)1 << 20;          /* blocks of a launch; kernels stride past it */
 constexpr int kParamInts = 7680;                        /* ints a parameter block carries */
 constexpr int32_t kKeyBit = 1 << 30;                    /* row_meta: the row is a key */
 constexpr int32_t kPosMask = (1 << 21) - 1;             /* row_meta: its position (< 2^20) */
@@ -452,35 +453,11 @@ __global__ void __launch_bounds__(kThreads) k_copy_rows(const ParamBlock pb, con
     if (st_ != LMF_OK) return st_;   \
   } while (0)
 
-lmf_status_t cuda_fail(lmf_status_t st, const char *fn, const char *call, int device, cudaError_t e) {
-  (void)cudaGetLastError();
-  return lmf_fail(st, "%s: %s failed on device %d: %s (%s)", fn, call, device, cudaGetErrorString(e),
-                  cudaGetErrorName(e));
-}
-
 lmf_status_t blas_fail(const char *fn, const char *call, int device, cublasStatus_t s) {
   return lmf_fail(s == CUBLAS_STATUS_ALLOC_FAILED ? LMF_ERR_OUT_OF_MEMORY : LMF_ERR_CUDA,
                   "%s: %s failed on device %d: %s (%s)", fn, call, device, cublasGetStatusString(s),
                   cublasGetStatusName(s));
 }
-
-lmf_status_t set_device(int device, const char *fn) {
-  const cudaError_t e = cudaSetDevice(device);
-  if (e != cudaSuccess) return cuda_fail(LMF_ERR_CUDA, fn, "cudaSetDevice", device, e);
-  return LMF_OK;
-}
-
-/* After a <<<...>>>: the launch's error, naming the kernel. */
-lmf_status_t launched(const char *fn, const char *kernel, int device) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess)
-    return lmf_fail(LMF_ERR_CUDA, "%s: launch of %s failed on device %d: %s (%s)", fn, kernel, device,
-                    cudaGetErrorString(e), cudaGetErrorName(e));
-  return LMF_OK;
-}
-
-/* Blocks for `work` items (>= 1): kernels loop past kMaxGrid. */
-unsigned grid_for(int64_t work) { return (unsigned)(work < 1 ? 1 : work < kMaxGrid ? work : kMaxGrid); }
 
 /* ---- The context's cuBLAS handles ------------------------------------------------------------------ */
 

@@ -14,13 +14,6 @@
 #include "lmf_ref.h"
 #include "lmf_test_util.h"
 
-#define REQUIRE_CUDA()                                                                            \
-  do {                                                                                            \
-    if (!lt_cuda_usable())                                                                        \
-      LMF_SKIP(lmf_backend_available(LMF_BACKEND_CUDA) ? "test helpers built without CUDA"        \
-                                                       : "no usable CUDA device (or a CPU-only build)"); \
-  } while (0)
-
 /* ---- A plan's worth of tensors on one backend ------------------------------------------------------ */
 
 enum { MAXT = 8 };

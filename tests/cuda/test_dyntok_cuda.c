@@ -17,13 +17,6 @@
 #include "lmf_check.h"
 #include "lmf_test_util.h"
 
-#define REQUIRE_CUDA()                                                                            \
-  do {                                                                                            \
-    if (!lt_cuda_usable())                                                                        \
-      LMF_SKIP(lmf_backend_available(LMF_BACKEND_CUDA) ? "test helpers built without CUDA"        \
-                                                       : "no usable CUDA device (or a CPU-only build)"); \
-  } while (0)
-
 static const char *const k_specials[] = {"<s>", "</s>", NULL};
 static const char *const k_mode_name[] = {"pretokens", "words", "whitespace"};
 

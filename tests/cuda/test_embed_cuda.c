@@ -23,13 +23,6 @@
 
 #define TOL 5e-5
 
-#define REQUIRE_CUDA()                                                                            \
-  do {                                                                                            \
-    if (!lt_cuda_usable())                                                                        \
-      LMF_SKIP(lmf_backend_available(LMF_BACKEND_CUDA) ? "test helpers built without CUDA"        \
-                                                       : "no usable CUDA device (or a CPU-only build)"); \
-  } while (0)
-
 enum { D = 16, BATCH = 16 };
 
 static const int32_t kDtypes[3] = {LMF_DTYPE_F32, LMF_DTYPE_F16, LMF_DTYPE_BF16};

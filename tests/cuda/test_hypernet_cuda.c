@@ -32,13 +32,6 @@
 #define TOL_TF32 3e-2
 #define TOL_TF32_RMS 2e-2
 
-#define REQUIRE_CUDA()                                                                            \
-  do {                                                                                            \
-    if (!lt_cuda_usable())                                                                        \
-      LMF_SKIP(lmf_backend_available(LMF_BACKEND_CUDA) ? "test helpers built without CUDA"        \
-                                                       : "no usable CUDA device (or a CPU-only build)"); \
-  } while (0)
-
 /* How the CUDA hypernetwork is built. */
 enum { FROM_HOST = 0, FROM_FILE = 1, FROM_DEVICE = 2 };
 

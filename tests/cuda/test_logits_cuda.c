@@ -13,13 +13,6 @@
 
 #define TOL 1e-5
 
-#define REQUIRE_CUDA()                                                                            \
-  do {                                                                                            \
-    if (!lt_cuda_usable())                                                                        \
-      LMF_SKIP(lmf_backend_available(LMF_BACKEND_CUDA) ? "test helpers built without CUDA"        \
-                                                       : "no usable CUDA device (or a CPU-only build)"); \
-  } while (0)
-
 typedef struct backends {
   lmf_context_t *cpu;
   lmf_context_t *cuda;

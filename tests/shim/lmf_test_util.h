@@ -27,6 +27,14 @@ int lt_is_cuda(const lmf_context_t *ctx);
 /* 1 if this build's test helpers can touch device memory (LMF_HAVE_CUDA) and a device is usable. */
 int lt_cuda_usable(void);
 
+/* Skips the running CUDA case (LMF_SKIP) unless a CUDA device is usable from the tests. */
+#define REQUIRE_CUDA()                                                                              \
+  do {                                                                                              \
+    if (!lt_cuda_usable())                                                                          \
+      LMF_SKIP(lmf_backend_available(LMF_BACKEND_CUDA) ? "test helpers built without CUDA"          \
+                                                       : "no usable CUDA device (or a CPU-only build)"); \
+  } while (0)
+
 /* ---- Backend memory ------------------------------------------------------------------------ */
 
 /* bytes of backend memory (device memory on a CUDA context), or NULL after reporting. */
