@@ -9,8 +9,10 @@ padded batch a model consumes (include/lmfuse/dyntok.h: lmf_dyntok_embed).
 
 Tokens left alone get their row of the source embeddings exactly; with max_merges=0 the result is the
 model's own embedding lookup. ``EmbedCache`` keeps predicted rows across batches (keyed by token
-bytes, LRU, never evicting rows of the batch in progress). CPU tensors (the C library also runs the
-pipeline on a CUDA context with device memory; these bindings do not expose that yet).
+bytes, LRU, never evicting rows of the batch in progress). On a CPU context the tensors are CPU
+tensors; on a CUDA context (``context=lmfuse.Context("cuda")`` or a hypernetwork made on one) the
+source embeddings must be on its device, inputs_embeds / new_out / new_bias come back there, and the
+mask, ids and spans on the CPU; the call returns when the batch is ready (it synchronises).
 """
 
 import ctypes
@@ -203,17 +205,20 @@ def embed_batch(vocab, seqs, source_in, *, hypernet=None, method=None, source_ou
         B, L, nn = c_int64(), c_int64(), c_int32()
         check(_fn("lmf_dyntok_embed_shape")(h, ctypes.byref(B), ctypes.byref(L), ctypes.byref(nn)))
         B, L, nn = B.value, L.value, nn.value
-        embeds = torch.empty((B, L, d), dtype=out_dtype)
+        dev = src.device  # the context's memory: the CPU, or its CUDA device
+        if dev.type == "cuda":
+            torch.cuda.current_stream(dev).synchronize()  # the library reads the sources on its own
+        embeds = torch.empty((B, L, d), dtype=out_dtype, device=dev)
         mask = torch.empty((B, L), dtype=torch.int32)
         ids = torch.empty((B, L), dtype=torch.int32)
         s0 = torch.empty((B, L), dtype=torch.int32)
         sl = torch.empty((B, L), dtype=torch.int32)
         new_out = new_bias = None
         if new_outputs:
-            new_bias = torch.empty(nn, dtype=torch.float32)
+            new_bias = torch.empty(nn, dtype=torch.float32, device=dev)
             if out_src is not None or (hypernet is not None and
                                        hypernet.config.get("separate_out_embeddings")):
-                new_out = torch.empty((nn, d), dtype=out_dtype)
+                new_out = torch.empty((nn, d), dtype=out_dtype, device=dev)
         a = _new(DyntokEmbedArgs, "lmf_dyntok_embed_args_init", LMF_DYNTOK_EMBED_ARGS_VERSION)
         a.method = METHODS[method]
         a.hypernet = hypernet.handle if method == "hypernet" else None

@@ -144,3 +144,19 @@ def test_bad_inputs(setup):
         lmfuse.embed_batch(vocab, seqs, E_in, method="fvt", target_reduction=1.5)
     with pytest.raises(TypeError):
         lmfuse.embed_batch(vocab, seqs, E_in, method="fvt", out_dtype=torch.int32)
+
+
+@pytest.mark.cuda
+def test_cuda_context_matches_cpu(setup):
+    vocab, rows, E_in, E_out, _ = setup
+    seqs = rows["it"]
+    cpu = lmfuse.embed_batch(vocab, seqs, E_in, source_out=E_out, method="fvt", max_merges=100,
+                             new_outputs=True, pad_side="left", pad_id=2)
+    with lmfuse.Context("cuda") as ctx:
+        gpu = lmfuse.embed_batch(vocab, seqs, E_in.cuda(), source_out=E_out.cuda(), method="fvt",
+                                 max_merges=100, new_outputs=True, pad_side="left", pad_id=2,
+                                 context=ctx)
+    assert gpu.inputs_embeds.is_cuda
+    assert torch.equal(gpu.inputs_embeds.cpu(), cpu.inputs_embeds)
+    assert torch.equal(gpu.new_out.cpu(), cpu.new_out)
+    assert torch.equal(gpu.ids, cpu.ids) and torch.equal(gpu.attention_mask, cpu.attention_mask)
