@@ -1,6 +1,6 @@
 /* Host-side helpers the CUDA backends share: an error message naming the CUDA call, the device and
- * the error; the launch check after <<<...>>>; grid sizes for grid-stride kernels. Each .cu includes
- * this inside its own anonymous namespace use; the functions are static, one copy per file. */
+ * the error; the launch check after <<<...>>>; grid sizes for grid-stride kernels. The family
+ * backends in kernels/ include it; the functions are static inline. */
 #ifndef LMF_KERNELS_CUDA_CHECK_CUH
 #define LMF_KERNELS_CUDA_CHECK_CUH
 

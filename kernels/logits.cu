@@ -78,6 +78,8 @@
 #include "../kernels/common/half_convert.h"
 #include "../kernels/common/logits_math.h"
 
+#include "cuda_check.cuh"
+
 namespace {
 
 constexpr int kThreads = 256;
@@ -1687,17 +1689,6 @@ bool make_layout(const lmf_lg_job *job, Layout *L) {
   return true;
 }
 
-lmf_status_t set_device(const struct lmf_context *ctx, const char *fn) {
-  const cudaError_t e = cudaSetDevice(ctx->device);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    return lmf_fail(LMF_ERR_CUDA, "%s: cudaSetDevice(%d) failed: %s (%s)", fn, ctx->device,
-                    cudaGetErrorString(e), cudaGetErrorName(e));
-  }
-  return LMF_OK;
-}
-
-
 typedef void (*Kernel)(const KP);
 
 /* Enqueues one kernel of `blocks` x 256 threads on the stream; reports launch errors. */
@@ -1711,11 +1702,7 @@ struct Launcher {
       return lmf_fail(LMF_ERR_INVALID_SIZE, "%s: %lld thread blocks exceed the grid limit", fn,
                       (long long)blocks);
     k<<<(unsigned)blocks, kThreads, 0, stream>>>(kp);
-    const cudaError_t e = cudaGetLastError();
-    if (e != cudaSuccess)
-      return lmf_fail(LMF_ERR_CUDA, "%s: kernel launch failed on device %d: %s (%s)", fn, device,
-                      cudaGetErrorString(e), cudaGetErrorName(e));
-    return LMF_OK;
+    return launched(fn, "a logits kernel", device);
   }
 };
 
@@ -1766,7 +1753,7 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   if (workspace_bytes < L.total)
     return lmf_fail(LMF_ERR_INVALID_SIZE, "%s: workspace_bytes is %zu; this call needs %zu", fn,
                     workspace_bytes, L.total);
-  lmf_status_t st = set_device(ctx, fn);
+  lmf_status_t st = set_device(ctx->device, fn);
   if (st != LMF_OK) return st;
   int sms = 0;
   st = lmf_cuda_sm_count(ctx->device, fn, &sms);

@@ -8,6 +8,8 @@
 #include "lmfuse/mezo.h"
 #include "mezo_backend.h"
 
+#include "cuda_check.cuh"
+
 namespace {
 
 constexpr int kBlock = 256;
@@ -640,27 +642,6 @@ __global__ void __launch_bounds__(kBlock) mezo_fill_z_kernel(uint64_t seed, uint
 
 /* ---- Host side --------------------------------------------------------------------------------- */
 
-lmf_status_t launch_fail(const char *fn, int device, cudaError_t e) {
-  return lmf_fail(LMF_ERR_CUDA, "%s: kernel launch failed on device %d: %s (%s)", fn, device,
-                  cudaGetErrorString(e), cudaGetErrorName(e));
-}
-
-lmf_status_t set_device(const struct lmf_context *ctx, const char *fn) {
-  const cudaError_t e = cudaSetDevice(ctx->device);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    return lmf_fail(LMF_ERR_CUDA, "%s: cudaSetDevice(%d) failed: %s (%s)", fn, ctx->device,
-                    cudaGetErrorString(e), cudaGetErrorName(e));
-  }
-  return LMF_OK;
-}
-
-lmf_status_t check_launch(const char *fn, int device) {
-  const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? LMF_OK : launch_fail(fn, device, e);
-}
-
-
 /* Resident blocks per SM of `kernel`, cached by the caller per kernel and device. */
 template <class K>
 lmf_status_t blocks_per_sm(K kernel, std::atomic<int> *cache, int device, const char *fn, int *out) {
@@ -718,7 +699,7 @@ lmf_status_t launch_pass(const struct lmf_context *ctx, const lmf_mezo_tdesc *te
   if (st != LMF_OK) return st;
   mezo_pass_kernel<DIST, NEED_B><<<geo.grid, kBlock, 0, stream>>>(tensors, chunks, geo.num_work,
                                                                   geo.split_log, p, grad_ptr, skipped_ptr);
-  return check_launch(fn, ctx->device);
+  return launched(fn, "mezo_pass_kernel", ctx->device);
 }
 
 template <int DIST>
@@ -732,7 +713,7 @@ lmf_status_t launch_multi(const struct lmf_context *ctx, const lmf_mezo_tdesc *t
   if (st != LMF_OK) return st;
   mezo_multi_kernel<DIST><<<geo.grid, kBlock, 0, stream>>>(tensors, chunks, geo.num_work, geo.split_log, m,
                                                            coeffs_ptr, skipped_ptr);
-  return check_launch(fn, ctx->device);
+  return launched(fn, "mezo_multi_kernel", ctx->device);
 }
 
 }  // namespace
@@ -750,12 +731,12 @@ lmf_status_t lmf_cuda_mezo_pass(const struct lmf_context *ctx, const lmf_mezo_td
     *skipped_ptr = ((p.flags & LMF_PASS_UPDATE) && !lmf_isfinite_f32(LMF_FMUL(p.lr, p.grad))) ? 1 : 0;
   int32_t *dev_skipped = grad_ptr ? skipped_ptr : nullptr;
   if (num_chunks <= 0 && !dev_skipped) return LMF_OK;
-  lmf_status_t st = set_device(ctx, fn);
+  lmf_status_t st = set_device(ctx->device, fn);
   if (st != LMF_OK) return st;
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
   if (num_chunks <= 0) {
     mezo_pass_skipped_kernel<<<1, 1, 0, s>>>(grad_ptr, p.lr, p.flags, dev_skipped);
-    return check_launch(fn, ctx->device);
+    return launched(fn, "mezo_pass_skipped_kernel", ctx->device);
   }
   const bool need_b = (p.flags & (LMF_PASS_ADD_B | LMF_PASS_MASTER_B)) != 0;
   if (p.dist == 1)
@@ -781,12 +762,12 @@ lmf_status_t lmf_cuda_mezo_multi(const struct lmf_context *ctx, const lmf_mezo_t
   }
   int32_t *dev_skipped = coeffs_ptr ? skipped_ptr : nullptr;
   if (num_chunks <= 0 && !dev_skipped) return LMF_OK;
-  lmf_status_t st = set_device(ctx, fn);
+  lmf_status_t st = set_device(ctx->device, fn);
   if (st != LMF_OK) return st;
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
   if (num_chunks <= 0) {
     mezo_multi_skipped_kernel<<<1, 1, 0, s>>>(coeffs_ptr, pass->lr, n, dev_skipped);
-    return check_launch(fn, ctx->device);
+    return launched(fn, "mezo_multi_skipped_kernel", ctx->device);
   }
   if (pass->dist == 1)
     return launch_multi<1>(ctx, tensors, chunks, num_chunks, *pass, coeffs_ptr, dev_skipped, s, fn);
@@ -798,7 +779,7 @@ lmf_status_t lmf_cuda_mezo_fill_z(const struct lmf_context *ctx, int32_t dist, u
                                   lmf_stream_t stream) {
   const char *fn = "lmf_mezo_fill_z (CUDA)";
   if (n <= 0) return LMF_OK;
-  lmf_status_t st = set_device(ctx, fn);
+  lmf_status_t st = set_device(ctx->device, fn);
   if (st != LMF_OK) return st;
   int sms = 0;
   st = lmf_cuda_sm_count(ctx->device, fn, &sms);
@@ -811,7 +792,7 @@ lmf_status_t lmf_cuda_mezo_fill_z(const struct lmf_context *ctx, int32_t dist, u
     mezo_fill_z_kernel<1><<<grid, kBlock, 0, s>>>(seed, uid, goff, n, out);
   else
     mezo_fill_z_kernel<0><<<grid, kBlock, 0, s>>>(seed, uid, goff, n, out);
-  return check_launch(fn, ctx->device);
+  return launched(fn, "mezo_fill_z_kernel", ctx->device);
 }
 
 }  // extern "C"
