@@ -14,6 +14,7 @@ typedef struct bench_opts {
   int peer;        /* 1: run the PyTorch peer in the same run */
   int backend;     /* lmf_backend_t */
   int threads;     /* CPU threads, 0 = default */
+  int quick;       /* 1: only the sizes the issues' bars name (logits) */
 } bench_opts;
 
 double bench_now_ms(void);

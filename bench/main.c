@@ -17,11 +17,12 @@ static void usage(FILE *f) {
           "  --repeats R               timed repetitions, median reported (default 5 CPU, 20 GPU)\n"
           "  --warmup W                untimed runs first (default 1)\n"
           "  --threads N               CPU threads (default: OpenMP's)\n"
-          "  --no-peer                 skip the same-run PyTorch peers\n");
+          "  --no-peer                 skip the same-run PyTorch peers\n"
+          "  --quick                   logits: only the bars' sizes (B 1 and 256, V 32000 and 128256)\n");
 }
 
 int main(int argc, char **argv) {
-  bench_opts o = {100000000, 100, 0, 1, 1, LMF_BACKEND_AUTO, 0};
+  bench_opts o = {100000000, 100, 0, 1, 1, LMF_BACKEND_AUTO, 0, 0};
   const char *family = "all";
   for (int i = 1; i < argc; ++i) {
     const char *a = argv[i];
@@ -31,6 +32,8 @@ int main(int argc, char **argv) {
       return 0;
     } else if (!strcmp(a, "--no-peer")) {
       o.peer = 0;
+    } else if (!strcmp(a, "--quick")) {
+      o.quick = 1;
     } else if (a[0] == '-' && !v) {
       fprintf(stderr, "lmfuse-bench: %s needs a value\n", a);
       return 2;

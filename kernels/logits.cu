@@ -80,6 +80,11 @@
 
 #include "cuda_check.cuh"
 
+#include <cooperative_groups.h>
+#include <stdlib.h>
+
+#include <atomic>
+
 namespace {
 
 constexpr int kThreads = 256;
@@ -101,6 +106,7 @@ static_assert(kThreads == kBins, "the search merge maps one thread to one bin");
 enum { ST_PLAUS = 0, ST_NUC = 1, ST_GPOS = 2, ST_GNEG = 3, ST_DRAFT = 4 };
 enum { SK_NONE = 0, SK_NUC = 1, SK_GF = 2, SK_TOPK = 3, SK_TOPP = 4 };
 enum { RF_BAD_INDEX = 1u, RF_BAD = 2u };
+enum { FZ_TOPK = 1u, FZ_TOPP = 2u, FZ_FINAL = 4u, FZ_SAMPLE = 8u };
 
 struct U128 {
   unsigned long long lo, hi;
@@ -179,6 +185,7 @@ struct KP {
   int32_t kind;  /* per launch: the search kind */
   int32_t level; /* per launch: the digit level; the merge kernel: 1 after the GeDi temp pass */
   int32_t model; /* per launch: the sparse model */
+  uint32_t fused; /* the fused kernel: which of its optional phases run (FZ_*) */
 };
 static_assert(sizeof(KP) <= 4000, "kernel parameters must fit the 4 KiB limit");
 
@@ -500,6 +507,12 @@ __device__ __forceinline__ bool survives(const Surv &S, float y, int64_t v, bool
   return true;
 }
 
+/* After the cuts: the LSE pass only where an output needs the LSE (the sample needs only the cuts). */
+__device__ __forceinline__ void lse_or_sample(Row &R) {
+  if (R.need_lse) R.do_final = 1;
+  else R.do_sample = !R.greedy;
+}
+
 /* The CPU's after_temp: the step after the combine (or GeDi temperature) merge. One thread. */
 __device__ void after_temp(const lmf_lg_job &j, Row &R) {
   if (!R.need_dist) return; /* greedy, no distribution outputs: the token is the argmax */
@@ -508,8 +521,8 @@ __device__ void after_temp(const lmf_lg_job &j, Row &R) {
   } else if (j.top_p < 1.0f) {
     R.search = SK_TOPP;
     R.wfree = R.want_sum;
-  } else if (!R.need_lse && j.min_p <= 0.0f) {
-    R.do_sample = 1; /* sampling needs no LSE */
+  } else if (!R.need_lse) {
+    R.do_sample = 1; /* sampling needs no LSE (min-p reads only the max) */
   } else if (R.want_sum && j.min_p <= 0.0f) {
     R.lse = (float)((double)R.ymax + log(R.total)); /* every finite token survives */
     R.do_sample = !R.greedy;
@@ -522,16 +535,25 @@ __device__ __forceinline__ int32_t sampled_token(const Row &R) {
   return R.best ? unpack_id(R.best) : R.yarg;
 }
 
-/* Chunk kernels: block -> (row, first chunk). */
-__device__ __forceinline__ int64_t chunk_row(const KP &p) { return (int64_t)blockIdx.x / p.gx; }
-__device__ __forceinline__ int64_t chunk_first(const KP &p) { return (int64_t)blockIdx.x % p.gx; }
+/* Where a chunk body runs: its row, its chunks (first, first + step, ...) and the row of Y it uses.
+ * The separate kernels map block -> (row, first chunk) with Y row = row; the fused kernel maps a
+ * cluster to a row at a time and gives it a Y slot of its own. */
+struct Part {
+  int64_t row, first, step, ys;
+};
+__device__ __forceinline__ Part grid_part(const KP &p) {
+  Part w;
+  w.row = (int64_t)blockIdx.x / p.gx;
+  w.first = (int64_t)blockIdx.x % p.gx;
+  w.step = p.gx;
+  w.ys = w.row;
+  return w;
+}
 
 /* ---- Init ----------------------------------------------------------------------------------------- */
 
 /* One warp per row: the row's scalars and first status; zeroes its accumulators and histogram. */
-__global__ void __launch_bounds__(kThreads) k_init(const __grid_constant__ KP p) {
-  const int64_t row = (int64_t)blockIdx.x * kWarps + warp_id();
-  if (row >= p.nrows) return;
+__device__ void b_init(const KP &p, int64_t row) {
   const int lane = lane_id();
   U128 *h = p.hist + row * kBins;
   for (int i = lane; i < kBins; i += 32) h[i] = u128(0ull, 0ull);
@@ -684,14 +706,14 @@ __global__ void __launch_bounds__(kThreads) k_status(const __grid_constant__ KP 
 
 /* ---- Statistics of the mask, GeDi and draft models -------------------------------------------- */
 
-__global__ void __launch_bounds__(kThreads) k_stats(const __grid_constant__ KP p) {
+__device__ void b_stats(const KP &p, const Part &w) {
   __shared__ Red red;
-  const int64_t row = chunk_row(p);
+  const int64_t row = w.row;
   const Row &R = p.rows[row];
   if (R.status != LMF_ROW_OK) return;
   const int64_t V = p.job.vocab_out;
   const int nuc_s = p.role_stat[ST_NUC];
-  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+  for (int64_t c = w.first; c < p.nchunks; c += w.step) {
     const int64_t v = c * kChunk + (int64_t)threadIdx.x * kPer;
     const bool inr = v < V;
     int bad_all = 0;
@@ -831,9 +853,9 @@ __device__ __forceinline__ void chunk_partial(const KP &p, int64_t row, int64_t 
 
 /* GEDI: the GeDi terms are compiled in (its divisions need more registers: 3 blocks per SM). */
 template <bool GEDI>
-__global__ void __launch_bounds__(kThreads, GEDI ? 3 : 4) k_combine(const __grid_constant__ KP p) {
+__device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
   __shared__ Red red;
-  const int64_t row = chunk_row(p);
+  const int64_t row = w.row;
   const Row &R = p.rows[row];
   if (R.status != LMF_ROW_OK) return;
   const lmf_lg_job &j = p.job;
@@ -846,9 +868,9 @@ __global__ void __launch_bounds__(kThreads, GEDI ? 3 : 4) k_combine(const __grid
   const float plaus_thr = R.plaus_thr;
   const float Tdiv = R.fuse_T ? R.Teff : 1.0f;
   const bool want_sum = R.want_sum != 0;
-  float *Yr = p.Y + row * p.ystride;
+  float *Yr = p.Y + w.ys * p.ystride;
   float *Dr = p.D ? p.D + row * p.ystride : nullptr;
-  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+  for (int64_t c = w.first; c < p.nchunks; c += w.step) {
     const int64_t v = c * kChunk + (int64_t)threadIdx.x * kPer;
     float y[kPer];
     int64_t id[kPer];
@@ -954,18 +976,18 @@ __global__ void __launch_bounds__(kThreads, GEDI ? 3 : 4) k_combine(const __grid
 }
 
 /* GeDi's class filter, then y / T (the combine pass left s in Y). */
-__global__ void __launch_bounds__(kThreads) k_temp(const __grid_constant__ KP p) {
+__device__ void b_temp(const KP &p, const Part &w) {
   __shared__ Red red;
-  const int64_t row = chunk_row(p);
+  const int64_t row = w.row;
   const Row &R = p.rows[row];
   if (R.status != LMF_ROW_OK) return;
   const int64_t V = p.job.vocab_out;
   const bool gf_on = R.gf_on != 0;
   const uint32_t ck = (uint32_t)(R.gf_cut >> 32), ci = (uint32_t)R.gf_cut;
   const float lt = p.job.gedi_log_target, T = R.Teff;
-  float *Yr = p.Y + row * p.ystride;
+  float *Yr = p.Y + w.ys * p.ystride;
   const float *Dr = p.D + row * p.ystride;
-  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+  for (int64_t c = w.first; c < p.nchunks; c += w.step) {
     float y[kPer];
     int64_t id[kPer];
     int bad = 0;
@@ -994,13 +1016,11 @@ __global__ void __launch_bounds__(kThreads) k_temp(const __grid_constant__ KP p)
 
 /* One warp per row: merges the combine (level 0) or temperature (level 1) partials in chunk order as
  * the CPU's max_merge; statuses; the row's next step. */
-__global__ void __launch_bounds__(kThreads) k_cmerge(const __grid_constant__ KP p) {
-  const int64_t row = (int64_t)blockIdx.x * kWarps + warp_id();
-  if (row >= p.nrows) return;
+__device__ void b_cmerge(const KP &p, int64_t row, int level) {
   Row &R = p.rows[row];
   if (R.status != LMF_ROW_OK) return;
   const lmf_lg_job &j = p.job;
-  const bool temp = p.level != 0;
+  const bool temp = level != 0;
   const CPart *P = p.cpart + row * p.nchunks;
   int64_t c0, c1;
   lane_range(p.nchunks, &c0, &c1);
@@ -1110,47 +1130,57 @@ __device__ __forceinline__ bool search_item(int kind, const SRow &s, const float
   }
 }
 
-/* Adds each lane's (bin, mass) to the warp's private histogram: one leader per distinct bin. */
+/* Adds (bin, mass) to a warp's private histogram with shared-memory atomics; the low word's carry goes
+ * to the high word, so the sum is exact whatever the order of the adds. */
+__device__ __forceinline__ void hist_add(unsigned long long *wlo, unsigned long long *whi, uint32_t bin,
+                                         U128 fx) {
+  if (is_zero(fx)) return;
+  const unsigned long long old = atomicAdd(&wlo[bin], fx.lo);
+  const unsigned long long h = fx.hi + ((old + fx.lo < old) ? 1ull : 0ull);
+  if (h) atomicAdd(&whi[bin], h);
+}
+
+/* Adds each lane's (bin, mass) to the warp's private histogram. When the active lanes share a few bins
+ * (the first digit: the exponent), one leader per bin adds the warp sum of its peers, which avoids
+ * 32-way conflicts on one address; otherwise each lane adds its own. */
 __device__ __forceinline__ void warp_hist_add(unsigned long long *wlo, unsigned long long *whi, bool e,
                                               uint32_t bin, U128 fx) {
-  unsigned act = __ballot_sync(kFull, e);
+  const unsigned peers = __match_any_sync(kFull, e ? bin : 0xffffffffu); /* bins are < 256 */
+  const unsigned leaders = __ballot_sync(kFull, e && (__ffs((int)peers) - 1) == lane_id());
+  if (__popc(leaders) > 4) {
+    if (e) hist_add(wlo, whi, bin, fx);
+    return;
+  }
+  unsigned act = leaders;
   while (act) {
     const int leader = __ffs((int)act) - 1;
     const uint32_t b = __shfl_sync(kFull, bin, leader);
-    const bool mine = e && bin == b;
-    const unsigned peers = __ballot_sync(kFull, mine);
-    const U128 s = warp_sum_u128(mine ? fx : u128(0ull, 0ull));
-    if (lane_id() == leader) {
-      const unsigned long long lo = wlo[b] + s.lo;
-      whi[b] += s.hi + (lo < s.lo ? 1ull : 0ull);
-      wlo[b] = lo;
-    }
-    __syncwarp();
-    act &= ~peers;
+    const U128 s = warp_sum_u128(e && bin == b ? fx : u128(0ull, 0ull));
+    if (lane_id() == leader) hist_add(wlo, whi, b, s);
+    act &= act - 1u;
   }
 }
 
 /* Histogram pass of digit `level` (bits 31-24, 23-16, 15-8, 7-0 of the key) over the tokens whose
  * higher digits match the prefix found so far; top-p's first pass also sums the CPU's windows. */
-__global__ void __launch_bounds__(kThreads) k_hist(const __grid_constant__ KP p) {
+__device__ void b_hist(const KP &p, const Part &w, int kind, int level) {
   __shared__ unsigned long long wlo[kWarps][kBins];
   __shared__ unsigned long long whi[kWarps][kBins];
-  const int64_t row = chunk_row(p);
+  const int64_t row = w.row;
   Row *R = &p.rows[row];
-  if (R->status != LMF_ROW_OK || R->search != p.kind) return;
+  if (R->status != LMF_ROW_OK || R->search != kind) return;
   for (int i = threadIdx.x; i < kWarps * kBins; i += kThreads) {
     (&wlo[0][0])[i] = 0ull;
     (&whi[0][0])[i] = 0ull;
   }
   __syncthreads();
-  const int kind = p.kind, level = p.level;
   const SRow s = srow_of(*R);
   const uint32_t prefix = R->prefix;
   const bool win = kind == SK_TOPP && level == 0 && R->wfree != 0;
   const int64_t V = p.job.vocab_out;
-  const float *Yr = p.Y + row * p.ystride;
+  const float *Yr = p.Y + w.ys * p.ystride;
   const float *Dr = p.D ? p.D + row * p.ystride : nullptr;
-  const int w = warp_id();
+  const int wi = warp_id();
   U128 wm[4];
   unsigned wc[4];
 #pragma unroll
@@ -1158,7 +1188,7 @@ __global__ void __launch_bounds__(kThreads) k_hist(const __grid_constant__ KP p)
     wm[k] = u128(0ull, 0ull);
     wc[k] = 0u;
   }
-  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+  for (int64_t c = w.first; c < p.nchunks; c += w.step) {
 #pragma unroll 1
     for (int q = 0; q < kPer; ++q) {
       const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
@@ -1168,7 +1198,7 @@ __global__ void __launch_bounds__(kThreads) k_hist(const __grid_constant__ KP p)
       bool e = false;
       if (v < V) e = search_item(kind, s, Yr, Dr, v, &key, &fx, &y);
       if (e && level > 0) e = (key >> (32 - 8 * level)) == prefix;
-      warp_hist_add(wlo[w], whi[w], e, (key >> (24 - 8 * level)) & 0xffu, fx);
+      warp_hist_add(wlo[wi], whi[wi], e, (key >> (24 - 8 * level)) & 0xffu, fx);
       if (win && e) {
         const float d = LMF_FMUL(LMF_FSUB(s.ymax, y), 2.0f);
 #pragma unroll
@@ -1202,10 +1232,10 @@ __global__ void __launch_bounds__(kThreads) k_hist(const __grid_constant__ KP p)
 }
 
 /* The target of a search (level 0): fraction times the total mass, as the CPU computes it. */
-__device__ U128 search_target(const KP &p, const Row &R, U128 tot) {
+__device__ U128 search_target(const KP &p, int kind, const Row &R, U128 tot) {
   const lmf_lg_job &j = p.job;
   U128 t;
-  switch (p.kind) {
+  switch (kind) {
     case SK_NUC: t = ceil_fx((double)j.nucleus_p * fx_to_double(tot)); break;
     case SK_GF: t = ceil_fx((double)j.gedi_filter_p * fx_to_double(tot)); break;
     case SK_TOPK: t = u128((unsigned long long)j.top_k, 0ull); break;
@@ -1233,19 +1263,18 @@ __device__ U128 search_target(const KP &p, const Row &R, U128 tot) {
 
 /* One block per row in the search, thread t = bin t: the digit at which the cumulative mass reaches
  * the target. Clears the histogram for the next level. */
-__global__ void __launch_bounds__(kThreads) k_smerge(const __grid_constant__ KP p) {
+__device__ void b_smerge(const KP &p, int64_t row, int kind, int level) {
   __shared__ Red red;
-  const int64_t row = blockIdx.x;
   Row *R = &p.rows[row];
-  if (R->status != LMF_ROW_OK || R->search != p.kind) return;
+  if (R->status != LMF_ROW_OK || R->search != kind) return;
   const int t = threadIdx.x;
   U128 *H = p.hist + row * kBins;
   const U128 h = H[t];
   H[t] = u128(0ull, 0ull);
   U128 flo, tgt;
-  if (p.level == 0) {
+  if (level == 0) {
     const U128 tot = block_sum_u128(h, red);
-    tgt = search_target(p, *R, tot);
+    tgt = search_target(p, kind, *R, tot);
     flo = u128(0ull, 0ull);
   } else {
     flo = R->flo;
@@ -1257,24 +1286,23 @@ __global__ void __launch_bounds__(kThreads) k_smerge(const __grid_constant__ KP 
   if (b == kBins) b = kBins - 1; /* unreachable: the prefix holds the target */
   if (t == (int)b) {
     R->flo = add(flo, sub(incl, h));
-    R->prefix = p.level == 0 ? (uint32_t)b : ((R->prefix << 8) | (uint32_t)b);
-    if (p.level == 0) R->target = tgt;
+    R->prefix = level == 0 ? (uint32_t)b : ((R->prefix << 8) | (uint32_t)b);
+    if (level == 0) R->target = tgt;
   }
 }
 
 /* Per chunk: the mass of the tokens whose key is the one found (the tie group). */
-__global__ void __launch_bounds__(kThreads) k_tie(const __grid_constant__ KP p) {
+__device__ void b_tie(const KP &p, const Part &w, int kind) {
   __shared__ Red red;
-  const int64_t row = chunk_row(p);
+  const int64_t row = w.row;
   const Row *R = &p.rows[row];
-  if (R->status != LMF_ROW_OK || R->search != p.kind) return;
-  const int kind = p.kind;
+  if (R->status != LMF_ROW_OK || R->search != kind) return;
   const SRow s = srow_of(*R);
   const uint32_t K = R->prefix;
   const int64_t V = p.job.vocab_out;
-  const float *Yr = p.Y + row * p.ystride;
+  const float *Yr = p.Y + w.ys * p.ystride;
   const float *Dr = p.D ? p.D + row * p.ystride : nullptr;
-  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+  for (int64_t c = w.first; c < p.nchunks; c += w.step) {
     U128 sum = u128(0ull, 0ull);
 #pragma unroll 1
     for (int q = 0; q < kPer; ++q) {
@@ -1291,8 +1319,8 @@ __global__ void __launch_bounds__(kThreads) k_tie(const __grid_constant__ KP p) 
 }
 
 /* The search's result and the row's next step (one thread). */
-__device__ void finish_search(const KP &p, Row *R, uint64_t cut) {
-  switch (p.kind) {
+__device__ void finish_search(const KP &p, int kind, Row *R, uint64_t cut) {
+  switch (kind) {
     case SK_NUC:
       R->nuc_on = 1;
       R->nuc_cut = cut;
@@ -1311,34 +1339,32 @@ __device__ void finish_search(const KP &p, Row *R, uint64_t cut) {
         R->wfree = 0;
       } else {
         R->search = SK_NONE;
-        R->do_final = 1;
+        lse_or_sample(*R);
       }
       break;
     default:
       R->topp_on = 1;
       R->topp_cut = cut;
       R->search = SK_NONE;
-      R->do_final = 1;
+      lse_or_sample(*R);
       break;
   }
 }
 
 /* One block per row in the search: the chunk where the tie group's cumulative mass reaches the
  * target, then the token within it (id order); the cut is that token's order. */
-__global__ void __launch_bounds__(kThreads) k_tiecut(const __grid_constant__ KP p) {
+__device__ void b_tiecut(const KP &p, int64_t row, int kind, int64_t ys) {
   __shared__ Red red;
   __shared__ unsigned long long s_lo, s_hi;
-  const int64_t row = blockIdx.x;
   Row *R = &p.rows[row];
-  if (R->status != LMF_ROW_OK || R->search != p.kind) return;
-  const int kind = p.kind;
+  if (R->status != LMF_ROW_OK || R->search != kind) return;
   const SRow s = srow_of(*R);
   const uint32_t K = R->prefix;
   const U128 tgt = R->target;
   U128 base = R->flo;
   const int64_t V = p.job.vocab_out, nch = p.nchunks;
   const U128 *TT = p.tie + row * nch;
-  const float *Yr = p.Y + row * p.ystride;
+  const float *Yr = p.Y + ys * p.ystride;
   const float *Dr = p.D ? p.D + row * p.ystride : nullptr;
   int64_t cstar = -1;
   for (int64_t c0 = 0; c0 < nch; c0 += kThreads) {
@@ -1386,23 +1412,23 @@ __global__ void __launch_bounds__(kThreads) k_tiecut(const __grid_constant__ KP 
     const int64_t m = block_reduce_ll<OP_MIN>(found, red);
     if (m != kNone64) cut_id = (uint32_t)m;
   }
-  if (threadIdx.x == 0) finish_search(p, R, ((uint64_t)K << 32) | (uint64_t)cut_id);
+  if (threadIdx.x == 0) finish_search(p, kind, R, ((uint64_t)K << 32) | (uint64_t)cut_id);
 }
 
 /* ---- LSE of the survivors, sampling, outputs -------------------------------------------------- */
 
-__global__ void __launch_bounds__(kThreads) k_final(const __grid_constant__ KP p) {
+__device__ void b_final(const KP &p, const Part &w) {
   __shared__ Red red;
-  const int64_t row = chunk_row(p);
+  const int64_t row = w.row;
   Row *R = &p.rows[row];
   if (R->status != LMF_ROW_OK || !R->do_final) return;
   const Surv S = surv_of(*R);
   const bool minp = p.job.min_p > 0.0f;
   const float lmp = p.job.log_min_p;
   const int64_t V = p.job.vocab_out;
-  const float *Yr = p.Y + row * p.ystride;
+  const float *Yr = p.Y + w.ys * p.ystride;
   U128 sum = u128(0ull, 0ull);
-  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+  for (int64_t c = w.first; c < p.nchunks; c += w.step) {
 #pragma unroll
     for (int q = 0; q < kPer; ++q) {
       const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
@@ -1415,9 +1441,7 @@ __global__ void __launch_bounds__(kThreads) k_final(const __grid_constant__ KP p
   if (threadIdx.x == 0) atomic_add_u128(&R->acc, sum);
 }
 
-__global__ void __launch_bounds__(kThreads) k_final_merge(const __grid_constant__ KP p) {
-  const int64_t row = (int64_t)blockIdx.x * kThreads + threadIdx.x;
-  if (row >= p.nrows) return;
+__device__ void b_final_merge(const KP &p, int64_t row) {
   Row &R = p.rows[row];
   if (R.status != LMF_ROW_OK || !R.do_final) return;
   R.lse = (float)((double)R.ymax + log(fx_to_double(R.acc)));
@@ -1427,10 +1451,10 @@ __global__ void __launch_bounds__(kThreads) k_final_merge(const __grid_constant_
 /* Gumbel-max over the survivors: every thread keeps its best (key, id), skipping tokens that cannot
  * reach max(the argmax's key, its best so far) (y + LMF_LG_GUMBEL_MAX below it); the block's best
  * goes to the row with one 64-bit atomicMax. */
-__global__ void __launch_bounds__(kThreads) k_sample(const __grid_constant__ KP p) {
+__device__ void b_sample(const KP &p, const Part &w) {
   __shared__ Red red;
   __shared__ float s_bound;
-  const int64_t row = chunk_row(p);
+  const int64_t row = w.row;
   Row *R = &p.rows[row];
   if (R->status != LMF_ROW_OK || !R->do_sample) return;
   const Surv S = surv_of(*R);
@@ -1439,14 +1463,14 @@ __global__ void __launch_bounds__(kThreads) k_sample(const __grid_constant__ KP 
   const bool minp = p.job.min_p > 0.0f;
   const float lmp = p.job.log_min_p;
   const int64_t V = p.job.vocab_out;
-  const float *Yr = p.Y + row * p.ystride;
+  const float *Yr = p.Y + w.ys * p.ystride;
   if (threadIdx.x == 0)
     s_bound = lmf_lg_gumbel_key(Yr[yarg], lmf_lg_gumbel(seed, goff, (uint32_t)yarg));
   __syncthreads();
   const float bound0 = s_bound;
   float bk = ninf();
   int64_t bid = -1;
-  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+  for (int64_t c = w.first; c < p.nchunks; c += w.step) {
 #pragma unroll 1
     for (int q = 0; q < kPer; ++q) {
       const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
@@ -1467,8 +1491,8 @@ __global__ void __launch_bounds__(kThreads) k_sample(const __grid_constant__ KP 
 }
 
 /* The log-prob rows: y - lse on the survivors, -inf elsewhere; NaN for failed rows. */
-__global__ void __launch_bounds__(kThreads) k_logprobs(const __grid_constant__ KP p) {
-  const int64_t row = chunk_row(p);
+__device__ void b_logprobs(const KP &p, const Part &w) {
+  const int64_t row = w.row;
   const Row &R = p.rows[row];
   const bool ok = R.status == LMF_ROW_OK;
   const Surv S = surv_of(R);
@@ -1476,10 +1500,10 @@ __global__ void __launch_bounds__(kThreads) k_logprobs(const __grid_constant__ K
   const bool minp = p.job.min_p > 0.0f;
   const float lmp = p.job.log_min_p;
   const int64_t V = p.job.vocab_out;
-  const float *Yr = p.Y + row * p.ystride;
+  const float *Yr = p.Y + w.ys * p.ystride;
   float *o = p.job.logprobs + row * p.job.logprobs_row_stride;
   const float nan = __uint_as_float(kCanonNan);
-  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+  for (int64_t c = w.first; c < p.nchunks; c += w.step) {
 #pragma unroll
     for (int q = 0; q < kPer; ++q) {
       const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
@@ -1495,9 +1519,7 @@ __global__ void __launch_bounds__(kThreads) k_logprobs(const __grid_constant__ K
 }
 
 /* One thread per row: tokens, statuses, LSE, token log-prob, the GeDi state update. */
-__global__ void __launch_bounds__(kThreads) k_outputs(const __grid_constant__ KP p) {
-  const int64_t row = (int64_t)blockIdx.x * kThreads + threadIdx.x;
-  if (row >= p.nrows) return;
+__device__ void b_outputs(const KP &p, int64_t row, int64_t ys) {
   const lmf_lg_job &j = p.job;
   const Row &R = p.rows[row];
   const bool ok = R.status == LMF_ROW_OK;
@@ -1506,7 +1528,7 @@ __global__ void __launch_bounds__(kThreads) k_outputs(const __grid_constant__ KP
   j.tokens[row] = token;
   if (j.status) j.status[row] = ok ? (int32_t)LMF_ROW_OK : R.status;
   if (j.lse) j.lse[row] = ok ? R.lse : nan;
-  if (j.token_logprob) j.token_logprob[row] = ok ? LMF_FSUB(p.Y[row * p.ystride + token], R.lse) : nan;
+  if (j.token_logprob) j.token_logprob[row] = ok ? LMF_FSUB(p.Y[ys * p.ystride + token], R.lse) : nan;
   if (j.gedi_pos_model >= 0) {
     if (ok) {
       const MV mp = make_mv(p, R, j.gedi_pos_model, row), mn = make_mv(p, R, j.gedi_neg_model, row);
@@ -1586,8 +1608,8 @@ __global__ void __launch_bounds__(kThreads) k_vwalk(const __grid_constant__ KP p
 /* The correction's Gumbel-max over log(p - q) (tokens with p > q), per sequence with a rejection. */
 __global__ void __launch_bounds__(kThreads) k_resid(const __grid_constant__ KP p) {
   __shared__ Red red;
-  const int64_t s = chunk_row(p);
-  Seq *Q = &p.seqs[s];
+  const Part w = grid_part(p); /* w.row: the sequence */
+  Seq *Q = &p.seqs[w.row];
   const int64_t rb = Q->resid_row;
   if (rb < 0) return;
   const lmf_lg_job &j = p.job;
@@ -1601,7 +1623,7 @@ __global__ void __launch_bounds__(kThreads) k_resid(const __grid_constant__ KP p
   const uint64_t seed = R.seed, goff = R.goff;
   float bk = ninf();
   int64_t bid = -1;
-  for (int64_t c = chunk_first(p); c < p.nchunks; c += p.gx) {
+  for (int64_t c = w.first; c < p.nchunks; c += w.step) {
 #pragma unroll 1
     for (int q = 0; q < kPer; ++q) {
       const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
@@ -1635,6 +1657,110 @@ __global__ void __launch_bounds__(kThreads) k_vfinish(const __grid_constant__ KP
   j.accepted[s] = Q.accepted;
   j.next_token[s] = Q.status == LMF_ROW_OK ? next : -1;
   if (j.seq_status) j.seq_status[s] = Q.status;
+}
+
+/* ---- The separate kernels: one launch per step, for any job on any device ---------------------- */
+
+__global__ void __launch_bounds__(kThreads) k_init(const __grid_constant__ KP p) {
+  const int64_t row = (int64_t)blockIdx.x * kWarps + warp_id();
+  if (row < p.nrows) b_init(p, row);
+}
+__global__ void __launch_bounds__(kThreads) k_stats(const __grid_constant__ KP p) { b_stats(p, grid_part(p)); }
+template <bool GEDI>
+__global__ void __launch_bounds__(kThreads, GEDI ? 3 : 4) k_combine(const __grid_constant__ KP p) {
+  b_combine<GEDI>(p, grid_part(p));
+}
+__global__ void __launch_bounds__(kThreads) k_temp(const __grid_constant__ KP p) { b_temp(p, grid_part(p)); }
+__global__ void __launch_bounds__(kThreads) k_cmerge(const __grid_constant__ KP p) {
+  const int64_t row = (int64_t)blockIdx.x * kWarps + warp_id();
+  if (row < p.nrows) b_cmerge(p, row, p.level);
+}
+__global__ void __launch_bounds__(kThreads) k_hist(const __grid_constant__ KP p) {
+  b_hist(p, grid_part(p), p.kind, p.level);
+}
+__global__ void __launch_bounds__(kThreads) k_smerge(const __grid_constant__ KP p) {
+  b_smerge(p, blockIdx.x, p.kind, p.level);
+}
+__global__ void __launch_bounds__(kThreads) k_tie(const __grid_constant__ KP p) { b_tie(p, grid_part(p), p.kind); }
+__global__ void __launch_bounds__(kThreads) k_tiecut(const __grid_constant__ KP p) {
+  b_tiecut(p, blockIdx.x, p.kind, blockIdx.x);
+}
+__global__ void __launch_bounds__(kThreads) k_final(const __grid_constant__ KP p) { b_final(p, grid_part(p)); }
+__global__ void __launch_bounds__(kThreads) k_final_merge(const __grid_constant__ KP p) {
+  const int64_t row = (int64_t)blockIdx.x * kThreads + threadIdx.x;
+  if (row < p.nrows) b_final_merge(p, row);
+}
+__global__ void __launch_bounds__(kThreads) k_sample(const __grid_constant__ KP p) { b_sample(p, grid_part(p)); }
+__global__ void __launch_bounds__(kThreads) k_logprobs(const __grid_constant__ KP p) {
+  b_logprobs(p, grid_part(p));
+}
+__global__ void __launch_bounds__(kThreads) k_outputs(const __grid_constant__ KP p) {
+  const int64_t row = (int64_t)blockIdx.x * kThreads + threadIdx.x;
+  if (row < p.nrows) b_outputs(p, row, row);
+}
+
+/* ---- The fused kernel (Hopper thread block clusters) ---------------------------------------------- */
+
+/* A cluster of p.gx blocks takes one row at a time (rows c, c + clusters, ...) and runs the separate
+ * kernels' bodies in their launch order, with a cluster barrier (release / acquire: the global writes
+ * of one phase are visible to the next) where the separate kernels have a launch boundary. The row's
+ * Y lives in the cluster's own slot (Y row = cluster index), which the next row reuses while it is
+ * still in L2. One launch per step: at B = 1 the step is no longer a chain of ~17 launches. Jobs with
+ * sparse models, statistics models (plausibility, nucleus, GeDi, draft) or verify_draft keep the
+ * separate kernels (fused_ok). */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define LMF_LG_FUSED_BODY 1
+namespace cg = cooperative_groups;
+
+__device__ void fused_search(const KP &p, cg::cluster_group &cl, const Part &w, int kind, bool lead) {
+  for (int level = 0; level < 4; ++level) {
+    b_hist(p, w, kind, level);
+    cl.sync();
+    if (lead) b_smerge(p, w.row, kind, level);
+    cl.sync();
+  }
+  b_tie(p, w, kind);
+  cl.sync();
+  if (lead) b_tiecut(p, w.row, kind, w.ys);
+  cl.sync();
+}
+#endif
+
+__global__ void __launch_bounds__(kThreads, 2) k_fused(const __grid_constant__ KP p) {
+#if defined(LMF_LG_FUSED_BODY)
+  cg::cluster_group cl = cg::this_cluster();
+  const int64_t cs = p.gx, rank = (int64_t)cl.block_rank();
+  const int64_t cid = (int64_t)blockIdx.x / cs, ncl = (int64_t)gridDim.x / cs;
+  const bool lead = rank == 0;
+  for (int64_t row = cid; row < p.nrows; row += ncl) {
+    Part w;
+    w.row = row;
+    w.first = rank;
+    w.step = cs;
+    w.ys = cid;
+    if (lead && warp_id() == 0) b_init(p, row);
+    cl.sync();
+    b_combine<false>(p, w);
+    cl.sync();
+    if (lead && warp_id() == 0) b_cmerge(p, row, 0);
+    cl.sync();
+    if (p.fused & FZ_TOPK) fused_search(p, cl, w, SK_TOPK, lead);
+    if (p.fused & FZ_TOPP) fused_search(p, cl, w, SK_TOPP, lead);
+    if (p.fused & FZ_FINAL) {
+      b_final(p, w);
+      cl.sync();
+      if (lead && threadIdx.x == 0) b_final_merge(p, row);
+      cl.sync();
+    }
+    if (p.fused & FZ_SAMPLE) {
+      b_sample(p, w);
+      cl.sync();
+    }
+    if (p.job.logprobs) b_logprobs(p, w);
+    if (lead && threadIdx.x == 0) b_outputs(p, row, cid);
+    cl.sync(); /* the slot and the blocks are free for the next row */
+  }
+#endif
 }
 
 /* ---- Host side ------------------------------------------------------------------------------------ */
@@ -1686,6 +1812,69 @@ bool make_layout(const lmf_lg_job *job, Layout *L) {
     if (job->models[k].sparse_index && !reserve(&off, yb, &L->sp[k])) return false;
   if (off > SIZE_MAX - 256) return false;
   L->total = off + 256; /* the caller's pointer is aligned up to 256 bytes */
+  return true;
+}
+
+/* ---- The fused kernel's geometry ----------------------------------------------------------------- */
+
+constexpr int kFusedDevices = 64;
+constexpr int kMaxCluster = 16; /* non-portable on Hopper; 8 where that is refused */
+
+/* Whether k_fused can run on `device`: Hopper code in this build for this device (binaryVersion >= 90),
+ * and the non-portable cluster size where allowed. 1 yes (16-block clusters), 2 yes (8), 3 no. */
+int fused_support(int device) {
+  static std::atomic<int> cache[kFusedDevices];
+  int v = cache[device].load(std::memory_order_relaxed);
+  if (v) return v;
+  cudaFuncAttributes fa;
+  v = 3;
+  if (cudaFuncGetAttributes(&fa, k_fused) == cudaSuccess && fa.binaryVersion >= 90)
+    v = cudaFuncSetAttribute(k_fused, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess ? 1 : 2;
+  (void)cudaGetLastError(); /* a refusal is an answer, not an error of the call */
+  cache[device].store(v, std::memory_order_relaxed);
+  return v;
+}
+
+/* Clusters of `cs` blocks resident at once on `device` (0: none fit). */
+int fused_max_clusters(int device, int cs) {
+  static std::atomic<int> cache[kFusedDevices][kMaxCluster + 1];
+  int v = cache[device][cs].load(std::memory_order_relaxed);
+  if (v) return v - 1;
+  cudaLaunchConfig_t cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cudaLaunchAttribute at;
+  memset(&at, 0, sizeof at);
+  at.id = cudaLaunchAttributeClusterDimension;
+  at.val.clusterDim.x = (unsigned)cs;
+  at.val.clusterDim.y = 1;
+  at.val.clusterDim.z = 1;
+  cfg.gridDim = dim3((unsigned)cs);
+  cfg.blockDim = dim3(kThreads);
+  cfg.attrs = &at;
+  cfg.numAttrs = 1;
+  int n = 0;
+  if (cudaOccupancyMaxActiveClusters(&n, k_fused, &cfg) != cudaSuccess) n = 0;
+  (void)cudaGetLastError();
+  cache[device][cs].store(n + 1, std::memory_order_relaxed);
+  return n;
+}
+
+/* The fused kernel's cluster size and cluster count for this job, or false to use the separate
+ * kernels. LMF_LOGITS_FUSED=0 in the environment turns it off (to compare the two paths). */
+bool fused_geometry(int device, int64_t B, int64_t nchunks, int *cs_out, int64_t *clusters) {
+  const char *env = getenv("LMF_LOGITS_FUSED");
+  if (env && env[0] == '0') return false;
+  if (device < 0 || device >= kFusedDevices) return false;
+  const int sup = fused_support(device);
+  if (sup == 3) return false;
+  /* Few rows: the widest cluster, for the bandwidth of more SMs per row; many rows: 8 blocks. */
+  int cs = (B <= 8 && sup == 1) ? 16 : 8;
+  if (cs > nchunks) cs = (int)nchunks;
+  int n = fused_max_clusters(device, cs);
+  if (n <= 0 && cs > 8) n = fused_max_clusters(device, cs = 8);
+  if (n <= 0) return false;
+  *cs_out = cs;
+  *clusters = B < n ? B : n;
   return true;
 }
 
@@ -1797,7 +1986,7 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   const bool dist = sampling || (!verify && need_lse); /* some row may need the filtered distribution */
   const bool gf = job->gedi_pos_model >= 0 && job->gedi_filter_p > 0.0f;
   const bool nuc_search = job->nucleus_model >= 0 && job->nucleus_p < 1.0f;
-  const bool final_pass = dist && (job->top_k > 0 || job->top_p < 1.0f || job->min_p > 0.0f || need_lse);
+  const bool final_pass = dist && need_lse; /* the sample needs no LSE (lse_or_sample) */
   local.need_y = dist || gf;
 
   /* Blocks per row: about four resident blocks per SM in all, at most one per chunk. */
@@ -1812,12 +2001,34 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   const int64_t grid_cap = (int64_t)sms * 8;
 
   const Launcher launch{reinterpret_cast<cudaStream_t>(stream), fn, ctx->device};
-  LMF_TRY(launch(k_init, warp_blocks, local));
   bool sparse = false;
+  for (int k = 0; k < job->num_models; ++k) sparse |= job->models[k].sparse_index && job->models[k].roles;
+  int cs = 0;
+  int64_t clusters = 0;
+  if (!verify && !sparse && local.nstat == 0 && fused_geometry(ctx->device, B, L.nchunks, &cs, &clusters)) {
+    local.gx = cs;
+    local.fused = (dist && job->top_k > 0 ? FZ_TOPK : 0u) | (dist && job->top_p < 1.0f ? FZ_TOPP : 0u) |
+                  (final_pass ? FZ_FINAL : 0u) | (sampling ? FZ_SAMPLE : 0u);
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cudaLaunchAttribute at;
+    memset(&at, 0, sizeof at);
+    at.id = cudaLaunchAttributeClusterDimension;
+    at.val.clusterDim.x = (unsigned)cs;
+    at.val.clusterDim.y = 1;
+    at.val.clusterDim.z = 1;
+    cfg.gridDim = dim3((unsigned)(clusters * cs));
+    cfg.blockDim = dim3(kThreads);
+    cfg.stream = reinterpret_cast<cudaStream_t>(stream);
+    cfg.attrs = &at;
+    cfg.numAttrs = 1;
+    (void)cudaLaunchKernelEx(&cfg, k_fused, local);
+    return launched(fn, "k_fused", ctx->device);
+  }
+  LMF_TRY(launch(k_init, warp_blocks, local));
   for (int k = 0; k < job->num_models; ++k) {
     const lmf_lg_model &m = job->models[k];
     if (!m.sparse_index || !m.roles) continue;
-    sparse = true;
     local.model = k;
     const int64_t lim = m.vocab < job->vocab_out ? m.vocab : job->vocab_out;
     const int64_t nfill = (B * lim + kThreads - 1) / kThreads, nsc = (B * m.sparse_k + kThreads - 1) / kThreads;
