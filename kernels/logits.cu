@@ -106,7 +106,7 @@ static_assert(kThreads == kBins, "the search merge maps one thread to one bin");
 enum { ST_PLAUS = 0, ST_NUC = 1, ST_GPOS = 2, ST_GNEG = 3, ST_DRAFT = 4 };
 enum { SK_NONE = 0, SK_NUC = 1, SK_GF = 2, SK_TOPK = 3, SK_TOPP = 4 };
 enum { RF_BAD_INDEX = 1u, RF_BAD = 2u };
-enum { FZ_TOPK = 1u, FZ_TOPP = 2u, FZ_FINAL = 4u, FZ_SAMPLE = 8u };
+enum { FZ_TOPK = 1u, FZ_TOPP = 2u, FZ_FINAL = 4u, FZ_SAMPLE = 8u, FZ_SMEM = 16u };
 
 struct U128 {
   unsigned long long lo, hi;
@@ -540,6 +540,7 @@ __device__ __forceinline__ int32_t sampled_token(const Row &R) {
  * cluster to a row at a time and gives it a Y slot of its own. */
 struct Part {
   int64_t row, first, step, ys;
+  float *ysm; /* the fused kernel: this block's chunks of Y in shared memory (chunk first + i step at i kChunk); else null */
 };
 __device__ __forceinline__ Part grid_part(const KP &p) {
   Part w;
@@ -547,7 +548,23 @@ __device__ __forceinline__ Part grid_part(const KP &p) {
   w.first = (int64_t)blockIdx.x % p.gx;
   w.step = p.gx;
   w.ys = w.row;
+  w.ysm = nullptr;
   return w;
+}
+
+/* Chunk c of this block's Y: the copy in shared memory where there is one, else the row in global. */
+__device__ __forceinline__ const float *y_chunk(const Part &w, const float *Yr, int64_t c) {
+  return w.ysm ? w.ysm + ((c - w.first) / w.step) * kChunk : Yr + c * kChunk;
+}
+
+/* This thread's tokens of chunk c (token c kChunk + q kThreads + threadIdx.x), every load issued before
+ * any value is used: one memory latency per chunk, not eight. 0 past V (callers skip those tokens). */
+__device__ __forceinline__ void load_strided(const float *chunk, int64_t c, int64_t V, float x[kPer]) {
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) {
+    const int64_t off = (int64_t)q * kThreads + threadIdx.x;
+    x[q] = c * kChunk + off < V ? chunk[off] : 0.0f;
+  }
 }
 
 /* ---- Init ----------------------------------------------------------------------------------------- */
@@ -967,6 +984,7 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
         bad |= lmf_lg_is_bad(y[q]);
       }
       if (p.need_y) store8_f32(Yr + v, y);
+      if (w.ysm) store8_f32(w.ysm + ((c - w.first) / w.step) * kChunk + (int64_t)threadIdx.x * kPer, y);
     } else {
 #pragma unroll
       for (int q = 0; q < kPer; ++q) y[q] = ninf();
@@ -988,18 +1006,20 @@ __device__ void b_temp(const KP &p, const Part &w) {
   float *Yr = p.Y + w.ys * p.ystride;
   const float *Dr = p.D + row * p.ystride;
   for (int64_t c = w.first; c < p.nchunks; c += w.step) {
-    float y[kPer];
+    float y[kPer], yv[kPer], dv[kPer];
     int64_t id[kPer];
     int bad = 0;
+    load_strided(Yr + c * kChunk, c, V, yv); /* the separate kernels only: Y in global */
+    load_strided(Dr + c * kChunk, c, V, dv);
 #pragma unroll
     for (int q = 0; q < kPer; ++q) {
       const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
       id[q] = v;
       y[q] = ninf();
       if (v < V) {
-        float x = Yr[v];
+        float x = yv[q];
         if (gf_on) {
-          const float d = Dr[v];
+          const float d = dv[q];
           const uint32_t kk = lmf_lg_fkey(d);
           const bool before = kk < ck || (kk == ck && (uint32_t)v < ci);
           if (before && d < lt) x = ninf();
@@ -1092,11 +1112,11 @@ __device__ __forceinline__ SRow srow_of(const Row &R) {
 
 /* Token v in the search's order: its 32-bit order key, its mass (fixed point) and whether it takes
  * part (mass > 0 in fp32; top-k: finite). */
-__device__ __forceinline__ bool search_item(int kind, const SRow &s, const float *Yr, const float *Dr, int64_t v,
-                                            uint32_t *key, U128 *fx, float *yv) {
+__device__ __forceinline__ bool search_item_v(int kind, const SRow &s, float yval, float dval, int64_t v,
+                                              uint32_t *key, U128 *fx, float *yv) {
   switch (kind) {
     case SK_NUC: {
-      const float x = Dr[v];
+      const float x = dval;
       const float w = lmf_lg_exp_neg(LMF_FSUB(x, s.smax_nuc));
       *key = ~lmf_lg_fkey(x);
       *fx = fx_of(w);
@@ -1104,7 +1124,7 @@ __device__ __forceinline__ bool search_item(int kind, const SRow &s, const float
       return w > 0.0f;
     }
     case SK_GF: {
-      const float d = Dr[v], y = Yr[v];
+      const float d = dval, y = yval;
       const float w = lmf_lg_exp_neg(LMF_FSUB(y, s.ymax));
       *key = lmf_lg_fkey(d);
       *fx = fx_of(w);
@@ -1112,14 +1132,14 @@ __device__ __forceinline__ bool search_item(int kind, const SRow &s, const float
       return w > 0.0f;
     }
     case SK_TOPK: {
-      const float y = Yr[v];
+      const float y = yval;
       *key = ~lmf_lg_fkey(y);
       *fx = u128(1ull, 0ull);
       *yv = y;
       return !lmf_lg_is_ninf(y);
     }
     default: {
-      const float y = Yr[v];
+      const float y = yval;
       const bool in = !lmf_lg_is_ninf(y) && (!s.topk_on || desc_le(y, (uint32_t)v, s.topk_cut));
       const float w = in ? lmf_lg_exp_neg(LMF_FSUB(y, s.ymax)) : 0.0f;
       *key = ~lmf_lg_fkey(y);
@@ -1128,6 +1148,25 @@ __device__ __forceinline__ bool search_item(int kind, const SRow &s, const float
       return w > 0.0f;
     }
   }
+}
+
+/* Which row buffers a search reads: the nucleus search D alone, GeDi's filter D and Y, top-k / top-p Y. */
+__device__ __forceinline__ bool search_reads_y(int kind) { return kind != SK_NUC; }
+__device__ __forceinline__ bool search_reads_d(int kind) { return kind == SK_NUC || kind == SK_GF; }
+
+__device__ __forceinline__ bool search_item(int kind, const SRow &s, const float *Yr, const float *Dr, int64_t v,
+                                            uint32_t *key, U128 *fx, float *yv) {
+  const float y = search_reads_y(kind) ? Yr[v] : 0.0f, d = search_reads_d(kind) ? Dr[v] : 0.0f;
+  return search_item_v(kind, s, y, d, v, key, fx, yv);
+}
+
+/* This thread's Y and D values of chunk c for a search (zeros for a buffer it does not read). */
+__device__ __forceinline__ void load_search(int kind, const Part &w, const float *Yr, const float *Dr, int64_t c,
+                                            int64_t V, float yv[kPer], float dv[kPer]) {
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) yv[q] = dv[q] = 0.0f;
+  if (search_reads_y(kind)) load_strided(y_chunk(w, Yr, c), c, V, yv);
+  if (search_reads_d(kind)) load_strided(Dr + c * kChunk, c, V, dv);
 }
 
 /* Adds (bin, mass) to a warp's private histogram with shared-memory atomics; the low word's carry goes
@@ -1189,14 +1228,16 @@ __device__ void b_hist(const KP &p, const Part &w, int kind, int level) {
     wc[k] = 0u;
   }
   for (int64_t c = w.first; c < p.nchunks; c += w.step) {
-#pragma unroll 1
+    float yv[kPer], dv[kPer];
+    load_search(kind, w, Yr, Dr, c, V, yv, dv);
+#pragma unroll
     for (int q = 0; q < kPer; ++q) {
       const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
       uint32_t key = 0;
       U128 fx = u128(0ull, 0ull);
       float y = 0.0f;
       bool e = false;
-      if (v < V) e = search_item(kind, s, Yr, Dr, v, &key, &fx, &y);
+      if (v < V) e = search_item_v(kind, s, yv[q], dv[q], v, &key, &fx, &y);
       if (e && level > 0) e = (key >> (32 - 8 * level)) == prefix;
       warp_hist_add(wlo[wi], whi[wi], e, (key >> (24 - 8 * level)) & 0xffu, fx);
       if (win && e) {
@@ -1304,14 +1345,16 @@ __device__ void b_tie(const KP &p, const Part &w, int kind) {
   const float *Dr = p.D ? p.D + row * p.ystride : nullptr;
   for (int64_t c = w.first; c < p.nchunks; c += w.step) {
     U128 sum = u128(0ull, 0ull);
-#pragma unroll 1
+    float yv[kPer], dv[kPer];
+    load_search(kind, w, Yr, Dr, c, V, yv, dv);
+#pragma unroll
     for (int q = 0; q < kPer; ++q) {
       const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
       if (v >= V) continue;
       uint32_t key;
       U128 fx;
       float y;
-      if (search_item(kind, s, Yr, Dr, v, &key, &fx, &y) && key == K) sum = add(sum, fx);
+      if (search_item_v(kind, s, yv[q], dv[q], v, &key, &fx, &y) && key == K) sum = add(sum, fx);
     }
     sum = block_sum_u128(sum, red);
     if (threadIdx.x == 0) p.tie[row * p.nchunks + c] = sum;
@@ -1429,11 +1472,13 @@ __device__ void b_final(const KP &p, const Part &w) {
   const float *Yr = p.Y + w.ys * p.ystride;
   U128 sum = u128(0ull, 0ull);
   for (int64_t c = w.first; c < p.nchunks; c += w.step) {
+    float yv[kPer];
+    load_strided(y_chunk(w, Yr, c), c, V, yv);
 #pragma unroll
     for (int q = 0; q < kPer; ++q) {
       const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
       if (v >= V) continue;
-      const float y = Yr[v];
+      const float y = yv[q];
       if (survives(S, y, v, minp, lmp)) sum = add(sum, fx_of(lmf_lg_exp_neg(LMF_FSUB(y, S.ymax))));
     }
   }
@@ -1471,11 +1516,13 @@ __device__ void b_sample(const KP &p, const Part &w) {
   float bk = ninf();
   int64_t bid = -1;
   for (int64_t c = w.first; c < p.nchunks; c += w.step) {
-#pragma unroll 1
+    float yv[kPer];
+    load_strided(y_chunk(w, Yr, c), c, V, yv);
+#pragma unroll
     for (int q = 0; q < kPer; ++q) {
       const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
       if (v >= V) continue;
-      const float y = Yr[v];
+      const float y = yv[q];
       if (!survives(S, y, v, minp, lmp)) continue;
       const float bound = (bid >= 0 && bk > bound0) ? bk : bound0;
       if (LMF_FADD(y, LMF_LG_GUMBEL_MAX) < bound) continue;
@@ -1504,13 +1551,15 @@ __device__ void b_logprobs(const KP &p, const Part &w) {
   float *o = p.job.logprobs + row * p.job.logprobs_row_stride;
   const float nan = __uint_as_float(kCanonNan);
   for (int64_t c = w.first; c < p.nchunks; c += w.step) {
+    float yv[kPer];
+    if (ok) load_strided(y_chunk(w, Yr, c), c, V, yv);
 #pragma unroll
     for (int q = 0; q < kPer; ++q) {
       const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
       if (v >= V) continue;
       float r = nan;
       if (ok) {
-        const float y = Yr[v];
+        const float y = yv[q];
         r = survives(S, y, v, minp, lmp) ? LMF_FSUB(y, lse) : ninf();
       }
       o[v] = r;
@@ -1675,7 +1724,8 @@ __global__ void __launch_bounds__(kThreads) k_cmerge(const __grid_constant__ KP 
   const int64_t row = (int64_t)blockIdx.x * kWarps + warp_id();
   if (row < p.nrows) b_cmerge(p, row, p.level);
 }
-__global__ void __launch_bounds__(kThreads) k_hist(const __grid_constant__ KP p) {
+/* 128 registers: with __launch_bounds__(256) alone ptxas held it to 64 and spilled. */
+__global__ void __maxnreg__(128) k_hist(const __grid_constant__ KP p) {
   b_hist(p, grid_part(p), p.kind, p.level);
 }
 __global__ void __launch_bounds__(kThreads) k_smerge(const __grid_constant__ KP p) {
@@ -1705,7 +1755,8 @@ __global__ void __launch_bounds__(kThreads) k_outputs(const __grid_constant__ KP
  * kernels' bodies in their launch order, with a cluster barrier (release / acquire: the global writes
  * of one phase are visible to the next) where the separate kernels have a launch boundary. The row's
  * Y lives in the cluster's own slot (Y row = cluster index), which the next row reuses while it is
- * still in L2. One launch per step: at B = 1 the step is no longer a chain of ~17 launches. Jobs with
+ * still in L2; where it fits, each block also keeps its own chunks of Y in shared memory (FZ_SMEM), so
+ * the searches, the LSE pass and the sample read no global memory but single tokens. One launch per step: at B = 1 the step is no longer a chain of ~17 launches. Jobs with
  * sparse models, statistics models (plausibility, nucleus, GeDi, draft) or verify_draft keep the
  * separate kernels (fused_ok). */
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -1728,6 +1779,7 @@ __device__ void fused_search(const KP &p, cg::cluster_group &cl, const Part &w, 
 
 __global__ void __launch_bounds__(kThreads, 2) k_fused(const __grid_constant__ KP p) {
 #if defined(LMF_LG_FUSED_BODY)
+  extern __shared__ __align__(16) float ysm_dyn[]; /* FZ_SMEM: this block's chunks of the row's Y */
   cg::cluster_group cl = cg::this_cluster();
   const int64_t cs = p.gx, rank = (int64_t)cl.block_rank();
   const int64_t cid = (int64_t)blockIdx.x / cs, ncl = (int64_t)gridDim.x / cs;
@@ -1738,6 +1790,7 @@ __global__ void __launch_bounds__(kThreads, 2) k_fused(const __grid_constant__ K
     w.first = rank;
     w.step = cs;
     w.ys = cid;
+    w.ysm = (p.fused & FZ_SMEM) ? ysm_dyn : nullptr;
     if (lead && warp_id() == 0) b_init(p, row);
     cl.sync();
     b_combine<false>(p, w);
@@ -1820,62 +1873,93 @@ bool make_layout(const lmf_lg_job *job, Layout *L) {
 constexpr int kFusedDevices = 64;
 constexpr int kMaxCluster = 16; /* non-portable on Hopper; 8 where that is refused */
 
-/* Whether k_fused can run on `device`: Hopper code in this build for this device (binaryVersion >= 90),
- * and the non-portable cluster size where allowed. 1 yes (16-block clusters), 2 yes (8), 3 no. */
-int fused_support(int device) {
-  static std::atomic<int> cache[kFusedDevices];
-  int v = cache[device].load(std::memory_order_relaxed);
-  if (v) return v;
-  cudaFuncAttributes fa;
-  v = 3;
-  if (cudaFuncGetAttributes(&fa, k_fused) == cudaSuccess && fa.binaryVersion >= 90)
-    v = cudaFuncSetAttribute(k_fused, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess ? 1 : 2;
-  (void)cudaGetLastError(); /* a refusal is an answer, not an error of the call */
-  cache[device].store(v, std::memory_order_relaxed);
-  return v;
+/* What k_fused can do on a device: whether this build has Hopper code for it (binaryVersion >= 90),
+ * whether 16-block clusters are allowed, and the dynamic shared memory it may take. */
+struct FusedSupport {
+  int ok, wide;
+  size_t smem_max;
+};
+
+FusedSupport fused_support(int device) {
+  static std::atomic<int> state[kFusedDevices]; /* 0 unknown, 1 no, 2 yes (8), 3 yes (16) */
+  static std::atomic<size_t> smem[kFusedDevices];
+  int v = state[device].load(std::memory_order_acquire);
+  if (!v) {
+    cudaFuncAttributes fa;
+    int optin = 0;
+    size_t sm = 0;
+    v = 1;
+    if (cudaFuncGetAttributes(&fa, k_fused) == cudaSuccess && fa.binaryVersion >= 90 &&
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) == cudaSuccess) {
+      sm = (size_t)optin > fa.sharedSizeBytes ? (size_t)optin - fa.sharedSizeBytes : 0;
+      if (cudaFuncSetAttribute(k_fused, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm) != cudaSuccess) sm = 0;
+      v = cudaFuncSetAttribute(k_fused, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess ? 3 : 2;
+    }
+    (void)cudaGetLastError(); /* a refusal is an answer, not an error of the call */
+    smem[device].store(sm, std::memory_order_relaxed);
+    state[device].store(v, std::memory_order_release);
+  }
+  FusedSupport f;
+  f.ok = v >= 2;
+  f.wide = v == 3;
+  f.smem_max = smem[device].load(std::memory_order_relaxed);
+  return f;
 }
 
-/* Clusters of `cs` blocks resident at once on `device` (0: none fit). */
-int fused_max_clusters(int device, int cs) {
-  static std::atomic<int> cache[kFusedDevices][kMaxCluster + 1];
-  int v = cache[device][cs].load(std::memory_order_relaxed);
+constexpr int kMaxSmemChunks = 32; /* chunks of Y per block kept in shared memory, at most */
+
+/* Clusters of `cs` blocks with `cpb` chunks of Y each in shared memory resident at once (0: none fit). */
+int fused_max_clusters(int device, int cs, int cpb) {
+  static std::atomic<int> cache[kFusedDevices][kMaxCluster + 1][kMaxSmemChunks + 1];
+  const int v = cache[device][cs][cpb].load(std::memory_order_relaxed);
   if (v) return v - 1;
-  cudaLaunchConfig_t cfg;
-  memset(&cfg, 0, sizeof cfg);
-  cudaLaunchAttribute at;
-  memset(&at, 0, sizeof at);
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute at = {};
   at.id = cudaLaunchAttributeClusterDimension;
   at.val.clusterDim.x = (unsigned)cs;
   at.val.clusterDim.y = 1;
   at.val.clusterDim.z = 1;
   cfg.gridDim = dim3((unsigned)cs);
   cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = (size_t)cpb * kChunk * sizeof(float);
   cfg.attrs = &at;
   cfg.numAttrs = 1;
   int n = 0;
   if (cudaOccupancyMaxActiveClusters(&n, k_fused, &cfg) != cudaSuccess) n = 0;
   (void)cudaGetLastError();
-  cache[device][cs].store(n + 1, std::memory_order_relaxed);
+  cache[device][cs][cpb].store(n + 1, std::memory_order_relaxed);
   return n;
 }
 
-/* The fused kernel's cluster size and cluster count for this job, or false to use the separate
- * kernels. LMF_LOGITS_FUSED=0 in the environment turns it off (to compare the two paths). */
-bool fused_geometry(int device, int64_t B, int64_t nchunks, int *cs_out, int64_t *clusters) {
+struct FusedGeometry {
+  int cs;           /* blocks per cluster */
+  int64_t clusters; /* clusters launched (each takes rows c, c + clusters, ...) */
+  size_t smem;      /* dynamic shared memory per block: its chunks of Y, or 0 */
+};
+
+/* The fused kernel's geometry for this job, or false to use the separate kernels. It runs only where
+ * LMF_LOGITS_FUSED=1 is in the environment until it is measured faster than the separate kernels
+ * (docs/logits.md). */
+bool fused_geometry(int device, int64_t B, int64_t nchunks, bool need_y, FusedGeometry *g) {
   const char *env = getenv("LMF_LOGITS_FUSED");
-  if (env && env[0] == '0') return false;
+  if (!env || env[0] != '1') return false;
   if (device < 0 || device >= kFusedDevices) return false;
-  const int sup = fused_support(device);
-  if (sup == 3) return false;
+  const FusedSupport sup = fused_support(device);
+  if (!sup.ok) return false;
   /* Few rows: the widest cluster, for the bandwidth of more SMs per row; many rows: 8 blocks. */
-  int cs = (B <= 8 && sup == 1) ? 16 : 8;
-  if (cs > nchunks) cs = (int)nchunks;
-  int n = fused_max_clusters(device, cs);
-  if (n <= 0 && cs > 8) n = fused_max_clusters(device, cs = 8);
-  if (n <= 0) return false;
-  *cs_out = cs;
-  *clusters = B < n ? B : n;
-  return true;
+  for (int cs = (B <= 8 && sup.wide) ? kMaxCluster : 8; cs >= 8; cs /= 2) {
+    const int c = cs < nchunks ? cs : (int)nchunks;
+    const int64_t per = (nchunks + c - 1) / c;
+    int cpb = need_y && per <= kMaxSmemChunks && (size_t)per * kChunk * sizeof(float) <= sup.smem_max ? (int)per : 0;
+    int n = fused_max_clusters(device, c, cpb);
+    if (n <= 0 && cpb) n = fused_max_clusters(device, c, cpb = 0); /* without the shared-memory copy */
+    if (n <= 0) continue;
+    g->cs = c;
+    g->clusters = B < n ? B : n;
+    g->smem = (size_t)cpb * kChunk * sizeof(float);
+    return true;
+  }
+  return false;
 }
 
 typedef void (*Kernel)(const KP);
@@ -2003,22 +2087,21 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   const Launcher launch{reinterpret_cast<cudaStream_t>(stream), fn, ctx->device};
   bool sparse = false;
   for (int k = 0; k < job->num_models; ++k) sparse |= job->models[k].sparse_index && job->models[k].roles;
-  int cs = 0;
-  int64_t clusters = 0;
-  if (!verify && !sparse && local.nstat == 0 && fused_geometry(ctx->device, B, L.nchunks, &cs, &clusters)) {
+  FusedGeometry fg;
+  if (!verify && !sparse && local.nstat == 0 && fused_geometry(ctx->device, B, L.nchunks, local.need_y != 0, &fg)) {
+    const int cs = fg.cs;
     local.gx = cs;
     local.fused = (dist && job->top_k > 0 ? FZ_TOPK : 0u) | (dist && job->top_p < 1.0f ? FZ_TOPP : 0u) |
-                  (final_pass ? FZ_FINAL : 0u) | (sampling ? FZ_SAMPLE : 0u);
-    cudaLaunchConfig_t cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cudaLaunchAttribute at;
-    memset(&at, 0, sizeof at);
+                  (final_pass ? FZ_FINAL : 0u) | (sampling ? FZ_SAMPLE : 0u) | (fg.smem ? FZ_SMEM : 0u);
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute at = {};
     at.id = cudaLaunchAttributeClusterDimension;
     at.val.clusterDim.x = (unsigned)cs;
     at.val.clusterDim.y = 1;
     at.val.clusterDim.z = 1;
-    cfg.gridDim = dim3((unsigned)(clusters * cs));
+    cfg.gridDim = dim3((unsigned)(fg.clusters * cs));
     cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = fg.smem;
     cfg.stream = reinterpret_cast<cudaStream_t>(stream);
     cfg.attrs = &at;
     cfg.numAttrs = 1;
