@@ -15,6 +15,8 @@ typedef struct bench_opts {
   int backend;     /* lmf_backend_t */
   int threads;     /* CPU threads, 0 = default */
   int quick;       /* 1: only the sizes the issues' bars name (logits) */
+  int only_batch;  /* logits: only this B (0: the sweep's) */
+  int only_vocab;  /* logits: only this V (0: the sweep's) */
 } bench_opts;
 
 double bench_now_ms(void);

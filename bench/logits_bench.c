@@ -190,16 +190,20 @@ int bench_logits(const bench_opts *o) {
          o->repeats);
   bench_table_header("Logit combination (floor = reading every input logit once at the same-run copy rate)",
                      "    B       V K       dtype        us   floor us  %floor     torch us  speedup");
-  const int Bs[4] = {1, 8, 64, 256};
-  const int Vs[4] = {32000, 128256, 151936, 256000};
+  int Bs[4] = {1, 8, 64, 256};
+  int Vs[4] = {32000, 128256, 151936, 256000};
+  int nb = 4, nv = 4;
+  if (o->only_batch) Bs[0] = o->only_batch, nb = 1; /* --batch / --vocab: that size alone */
+  if (o->only_vocab) Vs[0] = o->only_vocab, nv = 1;
   const int32_t dts[2] = {LMF_DTYPE_F32, LMF_DTYPE_BF16};
   int rc = 0;
   for (int di = 0; di < 2; ++di)
-    for (int vi = 0; vi < 4; ++vi)
-      for (int bi = 0; bi < 4; ++bi)
+    for (int vi = 0; vi < nv; ++vi)
+      for (int bi = 0; bi < nb; ++bi)
         for (int kc = 0; kc < 3; ++kc) {
           /* --quick: the sizes the bars name (B = 1 and 256 at V = 128256) and the smallest vocabulary. */
-          if (o->quick && ((bi != 0 && bi != 3) || vi > 1)) continue;
+          if (o->quick && nb == 4 && (bi != 0 && bi != 3)) continue;
+          if (o->quick && nv == 4 && vi > 1) continue;
           rc |= run_one(&d, o, Bs[bi], Vs[vi], kc == 0 ? 1 : 3, kc == 2, dts[di]);
         }
   bdev_close(&d);

@@ -18,11 +18,12 @@ static void usage(FILE *f) {
           "  --warmup W                untimed runs first (default 1)\n"
           "  --threads N               CPU threads (default: OpenMP's)\n"
           "  --no-peer                 skip the same-run PyTorch peers\n"
-          "  --quick                   logits: only the bars' sizes (B 1 and 256, V 32000 and 128256)\n");
+          "  --quick                   logits: only the bars' sizes (B 1 and 256, V 32000 and 128256)\n"
+          "  --batch B, --vocab V      logits: only this batch size / vocabulary (any value >= 1)\n");
 }
 
 int main(int argc, char **argv) {
-  bench_opts o = {100000000, 100, 0, 1, 1, LMF_BACKEND_AUTO, 0, 0};
+  bench_opts o = {100000000, 100, 0, 1, 1, LMF_BACKEND_AUTO, 0, 0, 0, 0};
   const char *family = "all";
   for (int i = 1; i < argc; ++i) {
     const char *a = argv[i];
@@ -45,6 +46,10 @@ int main(int argc, char **argv) {
       o.repeats = atoi(v), ++i;
     } else if (!strcmp(a, "--warmup")) {
       o.warmup = atoi(v), ++i;
+    } else if (!strcmp(a, "--batch")) {
+      o.only_batch = atoi(v) > 0 ? atoi(v) : -1, ++i;
+    } else if (!strcmp(a, "--vocab")) {
+      o.only_vocab = atoi(v) > 0 ? atoi(v) : -1, ++i;
     } else if (!strcmp(a, "--threads")) {
       o.threads = atoi(v), ++i;
     } else if (!strcmp(a, "--backend")) {
@@ -58,6 +63,10 @@ int main(int argc, char **argv) {
       usage(stderr);
       return 2;
     }
+  }
+  if (o.only_batch < 0 || o.only_vocab < 0) {
+    fprintf(stderr, "lmfuse-bench: --batch and --vocab need a value >= 1\n");
+    return 2;
   }
   if (o.numel < o.tensors || o.tensors < 1 || o.warmup < 0) {
     fprintf(stderr, "lmfuse-bench: need numel >= tensors >= 1 and warmup >= 0\n");

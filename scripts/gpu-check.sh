@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The lent-GPU check: build the CUDA backend on the device machine, run the CUDA-vs-CPU tests, the
 # benchmarks, the CUDA pytest cases and compute-sanitizer, most important first, inside a time budget;
-# logs go to $OUT (five files: the device tool returns at most eight).
+# logs go to $OUT (six files: the device tool returns at most eight).
 # Build dependencies the device image lacks (GoogleTest, cJSON, PCRE2) travel unpacked in .device/
 # (made by scripts/fetch-device-deps.sh; the device tool carries it with carry: [".device"]).
 # Usage: gpu-check.sh [all|test|bench] [seconds]   (default all, 480 s: stages that would not fit in
@@ -75,6 +75,17 @@ if [ "$WHAT" != test ]; then
   stage "bench logits, fused kernel" 60 "$BL" env LMF_LOGITS_FUSED=1 "$bench" logits --quick --no-peer --repeats 50
   stage "bench dyntok" 60 "$BL" "$bench" dyntok --no-peer --repeats 20
   grep -E "^ +(1|256) +[0-9]+ |us per merge" "$BL" >> "$OUT/summary.txt"
+  # Where a B = 1 logits step spends its time: each kernel's duration on both paths (ncu serialises
+  # kernels, so the gap to the bench's time is launch overhead). --clock-control none: the card as is.
+  if command -v ncu > /dev/null; then
+    PR="$OUT/profile.csv"
+    metrics=gpu__time_duration.sum,dram__bytes.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed
+    stage "ncu logits B=1 separate" 60 "$PR" ncu --clock-control none --csv --page raw --metrics "$metrics" \
+      --launch-skip 40 --launch-count 40 "$bench" logits --batch 1 --vocab 128256 --no-peer --repeats 3
+    stage "ncu logits B=1 fused" 60 "$PR" env LMF_LOGITS_FUSED=1 ncu --clock-control none --csv --page raw \
+      --metrics "$metrics" -k regex:k_fused --launch-count 12 "$bench" logits --batch 1 --vocab 128256 \
+      --no-peer --repeats 3
+  fi
 fi
 
 if [ "$WHAT" != bench ]; then
