@@ -463,6 +463,16 @@ __device__ __forceinline__ void load8(const MV &m, int64_t v, float x[kPer]) {
   }
 }
 
+/* Asks for z(v .. v + 7) ahead of its load: into L1 for the chunk at hand, into L2 for the block's next
+ * one. The combine pass loads the models one after another; with every model's line already on its
+ * way, a chunk waits about one memory latency instead of one per model. A hint: nothing is read. */
+__device__ __forceinline__ void prefetch8(const MV &m, int64_t v, bool l1) {
+  if (v >= m.lim) return;
+  const char *a = static_cast<const char *>(m.base) + v * (m.dtype == LMF_DTYPE_F32 ? 4 : 2);
+  if (l1) asm volatile("prefetch.global.L1 [%0];" ::"l"(a));
+  else asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+}
+
 __device__ __forceinline__ void load8_f32(const float *p, float x[kPer]) {
   const float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
   x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w;
@@ -898,6 +908,13 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
       y[q] = 0.0f;
     }
     if (v < V) {
+      const int64_t vn = v + w.step * kChunk; /* this thread's group in the block's next chunk */
+      for (int k = 0; k < K; ++k) {
+        if (!((comb >> k) & 1u)) continue;
+        const MV mv = make_mv(p, R, k, row);
+        prefetch8(mv, v, true);
+        if (vn < V) prefetch8(mv, vn, false);
+      }
       /* The nucleus mask (D holds the nucleus model's x until GeDi's logP replaces it), then GeDi's
        * logP(desired | v) (it does not depend on s; computing it first keeps fewer values live across
        * its divisions). Both are applied to s below, at their places in the CPU's order. */
