@@ -25,7 +25,8 @@ device; ``predict`` takes source embeddings on that device, returns CUDA tensors
 work on torch's current stream (a workspace is taken from torch's allocator); surface forms and
 copy ids are read on the host (CUDA tensors are copied there). ``tf32=True`` runs the GEMMs in TF32
 (docs/hypernet.md gives its error). An ``InputCache`` of a CUDA hypernetwork keeps its rows on the
-device and its flags on the host. FVT runs on the CPU only.
+device and its flags on the host. ``fvt(..., context=)`` on a CUDA context likewise takes source
+embeddings on the device and returns CUDA tensors, enqueued on torch's current stream.
 
 The ctypes declarations of include/lmfuse/hypernet.h live in this module.
 """
@@ -567,10 +568,13 @@ def fvt(decompositions, source_in, source_out=None, *, unk_id, copy_ids=None, co
 
     decompositions: a list of id lists, or ``(offsets, ids)`` (int64 [U + 1], int [n]) as lmf_dyntok's
     DECOMP fields give them. Returns (e_in, e_out) float32 [U, n_embd] (e_out None without
-    source_out)."""
+    source_out). On a CUDA ``context`` the sources must be tensors on its device, the results are
+    made there and the call is enqueued on torch's current stream; the decompositions and copy_ids
+    are read on the host (CUDA tensors are copied there)."""
     _need_torch()
+    ctx = _context(context)
     if isinstance(decompositions, tuple) and len(decompositions) == 2:
-        offsets = _as_torch(decompositions[0], "offsets").to(torch.int64).contiguous()
+        offsets = _as_torch(decompositions[0], "offsets").to(device="cpu", dtype=torch.int64).contiguous()
         ids = _ids(decompositions[1], "ids", 1)
     else:
         lens = [len(d) for d in decompositions]
@@ -580,16 +584,17 @@ def fvt(decompositions, source_in, source_out=None, *, unk_id, copy_ids=None, co
         flat = [int(i) for d in decompositions for i in d]
         ids = torch.tensor(flat, dtype=torch.int32)
     U = offsets.shape[0] - 1
-    si, dt, rows, stride = _rows(source_in, "source_in")
+    si, dt, rows, stride = _rows(source_in, "source_in", ctx)
     so = None
     if source_out is not None:
-        so, dto, rows_o, stride_o = _rows(source_out, "source_out")
+        so, dto, rows_o, stride_o = _rows(source_out, "source_out", ctx)
         if dto != dt or rows_o != rows or stride_o != stride or so.shape[1] != si.shape[1]:
             raise ValueError("source_out must have source_in's dtype, shape and row stride")
     E = si.shape[1]
     cp = _ids(copy_ids, "copy_ids", 1) if copy_ids is not None else None
-    e_in = torch.empty((U, E), dtype=torch.float32)
-    e_out = torch.empty((U, E), dtype=torch.float32) if so is not None else None
+    dev = si.device
+    e_in = torch.empty((U, E), dtype=torch.float32, device=dev)
+    e_out = torch.empty((U, E), dtype=torch.float32, device=dev) if so is not None else None
     a = _new(FvtArgs, "lmf_fvt_args_init", LMF_FVT_ARGS_VERSION)
     a.num_tokens = U
     a.offsets = offsets.data_ptr()
@@ -604,5 +609,6 @@ def fvt(decompositions, source_in, source_out=None, *, unk_id, copy_ids=None, co
     a.unk_id = int(unk_id)
     a.out_in = e_in.data_ptr()
     a.out_out = e_out.data_ptr() if e_out is not None else None
-    check(_lib().lmf_fvt_predict(_context(context).handle, ctypes.byref(a), None))
+    stream = (torch.cuda.current_stream(dev).cuda_stream or None) if dev.type == "cuda" else None
+    check(_lib().lmf_fvt_predict(ctx.handle, ctypes.byref(a), stream))
     return e_in, e_out
