@@ -106,7 +106,8 @@ static_assert(kThreads == kBins, "the search merge maps one thread to one bin");
 enum { ST_PLAUS = 0, ST_NUC = 1, ST_GPOS = 2, ST_GNEG = 3, ST_DRAFT = 4 };
 enum { SK_NONE = 0, SK_NUC = 1, SK_GF = 2, SK_TOPK = 3, SK_TOPP = 4 };
 enum { RF_BAD_INDEX = 1u, RF_BAD = 2u };
-enum { FZ_TOPK = 1u, FZ_TOPP = 2u, FZ_FINAL = 4u, FZ_SAMPLE = 8u, FZ_SMEM = 16u };
+/* The fused kernel's optional phases (KP::fused). */
+constexpr uint32_t FZ_TOPK = 1u, FZ_TOPP = 2u, FZ_FINAL = 4u, FZ_SAMPLE = 8u, FZ_SMEM = 16u;
 
 struct U128 {
   unsigned long long lo, hi;
@@ -550,7 +551,8 @@ __device__ __forceinline__ int32_t sampled_token(const Row &R) {
  * cluster to a row at a time and gives it a Y slot of its own. */
 struct Part {
   int64_t row, first, step, ys;
-  float *ysm; /* the fused kernel: this block's chunks of Y in shared memory (chunk first + i step at i kChunk); else null */
+  float *ysm; /* fused kernel: this block's chunks of Y in shared memory (chunk first + i step at
+               * offset i kChunk); null elsewhere */
 };
 __device__ __forceinline__ Part grid_part(const KP &p) {
   Part w;
@@ -1171,15 +1173,15 @@ __device__ __forceinline__ bool search_item_v(int kind, const SRow &s, float yva
 __device__ __forceinline__ bool search_reads_y(int kind) { return kind != SK_NUC; }
 __device__ __forceinline__ bool search_reads_d(int kind) { return kind == SK_NUC || kind == SK_GF; }
 
-__device__ __forceinline__ bool search_item(int kind, const SRow &s, const float *Yr, const float *Dr, int64_t v,
-                                            uint32_t *key, U128 *fx, float *yv) {
+__device__ __forceinline__ bool search_item(int kind, const SRow &s, const float *Yr, const float *Dr,
+                                            int64_t v, uint32_t *key, U128 *fx, float *yv) {
   const float y = search_reads_y(kind) ? Yr[v] : 0.0f, d = search_reads_d(kind) ? Dr[v] : 0.0f;
   return search_item_v(kind, s, y, d, v, key, fx, yv);
 }
 
 /* This thread's Y and D values of chunk c for a search (zeros for a buffer it does not read). */
-__device__ __forceinline__ void load_search(int kind, const Part &w, const float *Yr, const float *Dr, int64_t c,
-                                            int64_t V, float yv[kPer], float dv[kPer]) {
+__device__ __forceinline__ void load_search(int kind, const Part &w, const float *Yr, const float *Dr,
+                                            int64_t c, int64_t V, float yv[kPer], float dv[kPer]) {
 #pragma unroll
   for (int q = 0; q < kPer; ++q) yv[q] = dv[q] = 0.0f;
   if (search_reads_y(kind)) load_strided(y_chunk(w, Yr, c), c, V, yv);
@@ -1731,7 +1733,9 @@ __global__ void __launch_bounds__(kThreads) k_init(const __grid_constant__ KP p)
   const int64_t row = (int64_t)blockIdx.x * kWarps + warp_id();
   if (row < p.nrows) b_init(p, row);
 }
-__global__ void __launch_bounds__(kThreads) k_stats(const __grid_constant__ KP p) { b_stats(p, grid_part(p)); }
+__global__ void __launch_bounds__(kThreads) k_stats(const __grid_constant__ KP p) {
+  b_stats(p, grid_part(p));
+}
 template <bool GEDI>
 __global__ void __launch_bounds__(kThreads, GEDI ? 3 : 4) k_combine(const __grid_constant__ KP p) {
   b_combine<GEDI>(p, grid_part(p));
@@ -1748,16 +1752,22 @@ __global__ void __maxnreg__(128) k_hist(const __grid_constant__ KP p) {
 __global__ void __launch_bounds__(kThreads) k_smerge(const __grid_constant__ KP p) {
   b_smerge(p, blockIdx.x, p.kind, p.level);
 }
-__global__ void __launch_bounds__(kThreads) k_tie(const __grid_constant__ KP p) { b_tie(p, grid_part(p), p.kind); }
+__global__ void __launch_bounds__(kThreads) k_tie(const __grid_constant__ KP p) {
+  b_tie(p, grid_part(p), p.kind);
+}
 __global__ void __launch_bounds__(kThreads) k_tiecut(const __grid_constant__ KP p) {
   b_tiecut(p, blockIdx.x, p.kind, blockIdx.x);
 }
-__global__ void __launch_bounds__(kThreads) k_final(const __grid_constant__ KP p) { b_final(p, grid_part(p)); }
+__global__ void __launch_bounds__(kThreads) k_final(const __grid_constant__ KP p) {
+  b_final(p, grid_part(p));
+}
 __global__ void __launch_bounds__(kThreads) k_final_merge(const __grid_constant__ KP p) {
   const int64_t row = (int64_t)blockIdx.x * kThreads + threadIdx.x;
   if (row < p.nrows) b_final_merge(p, row);
 }
-__global__ void __launch_bounds__(kThreads) k_sample(const __grid_constant__ KP p) { b_sample(p, grid_part(p)); }
+__global__ void __launch_bounds__(kThreads) k_sample(const __grid_constant__ KP p) {
+  b_sample(p, grid_part(p));
+}
 __global__ void __launch_bounds__(kThreads) k_logprobs(const __grid_constant__ KP p) {
   b_logprobs(p, grid_part(p));
 }
@@ -1773,9 +1783,10 @@ __global__ void __launch_bounds__(kThreads) k_outputs(const __grid_constant__ KP
  * of one phase are visible to the next) where the separate kernels have a launch boundary. The row's
  * Y lives in the cluster's own slot (Y row = cluster index), which the next row reuses while it is
  * still in L2; where it fits, each block also keeps its own chunks of Y in shared memory (FZ_SMEM), so
- * the searches, the LSE pass and the sample read no global memory but single tokens. One launch per step: at B = 1 the step is no longer a chain of ~17 launches. Jobs with
- * sparse models, statistics models (plausibility, nucleus, GeDi, draft) or verify_draft keep the
- * separate kernels (fused_ok). */
+ * the searches, the LSE pass and the sample read no global memory but single tokens. One launch per
+ * step: at B = 1 the step is no longer a chain of ~16 launches. Jobs with sparse models, statistics
+ * models (plausibility, nucleus, GeDi, draft) or verify_draft keep the separate kernels (see
+ * lmf_cuda_logits_run), as do pre-Hopper devices and builds without sm_90 code. */
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define LMF_LG_FUSED_BODY 1
 namespace cg = cooperative_groups;
@@ -1909,8 +1920,10 @@ FusedSupport fused_support(int device) {
     if (cudaFuncGetAttributes(&fa, k_fused) == cudaSuccess && fa.binaryVersion >= 90 &&
         cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) == cudaSuccess) {
       sm = (size_t)optin > fa.sharedSizeBytes ? (size_t)optin - fa.sharedSizeBytes : 0;
-      if (cudaFuncSetAttribute(k_fused, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm) != cudaSuccess) sm = 0;
-      v = cudaFuncSetAttribute(k_fused, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess ? 3 : 2;
+      if (cudaFuncSetAttribute(k_fused, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm) != cudaSuccess)
+        sm = 0;
+      const cudaError_t wide = cudaFuncSetAttribute(k_fused, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+      v = wide == cudaSuccess ? 3 : 2;
     }
     (void)cudaGetLastError(); /* a refusal is an answer, not an error of the call */
     smem[device].store(sm, std::memory_order_relaxed);
@@ -1967,7 +1980,8 @@ bool fused_geometry(int device, int64_t B, int64_t nchunks, bool need_y, FusedGe
   for (int cs = (B <= 8 && sup.wide) ? kMaxCluster : 8; cs >= 8; cs /= 2) {
     const int c = cs < nchunks ? cs : (int)nchunks;
     const int64_t per = (nchunks + c - 1) / c;
-    int cpb = need_y && per <= kMaxSmemChunks && (size_t)per * kChunk * sizeof(float) <= sup.smem_max ? (int)per : 0;
+    const bool fits = per <= kMaxSmemChunks && (size_t)per * kChunk * sizeof(float) <= sup.smem_max;
+    int cpb = need_y && fits ? (int)per : 0;
     int n = fused_max_clusters(device, c, cpb);
     if (n <= 0 && cpb) n = fused_max_clusters(device, c, cpb = 0); /* without the shared-memory copy */
     if (n <= 0) continue;
@@ -2105,7 +2119,8 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   bool sparse = false;
   for (int k = 0; k < job->num_models; ++k) sparse |= job->models[k].sparse_index && job->models[k].roles;
   FusedGeometry fg;
-  if (!verify && !sparse && local.nstat == 0 && fused_geometry(ctx->device, B, L.nchunks, local.need_y != 0, &fg)) {
+  if (!verify && !sparse && local.nstat == 0 &&
+      fused_geometry(ctx->device, B, L.nchunks, local.need_y != 0, &fg)) {
     const int cs = fg.cs;
     local.gx = cs;
     local.fused = (dist && job->top_k > 0 ? FZ_TOPK : 0u) | (dist && job->top_p < 1.0f ? FZ_TOPP : 0u) |
