@@ -97,6 +97,9 @@ if [ "$WHAT" != bench ]; then
       --gtest_filter="${LMF_SANITIZER_FILTER:-$gfilter:-*2e31*:*RealData*:*LargeBatches*:*LongRuns*}"
     stage "racecheck" 90 "$S" compute-sanitizer --tool racecheck --error-exitcode 9 "$cuda_bin" \
       --gtest_filter='Cuda.PassesMatchCpu:DyntokCuda.SpecVectorsMatchCpu:LogitsCuda.SpecVectorsMatchCpu:LogitsCuda.LayoutsMatchCpu:HypernetCuda.VariantsMatchCpu:EmbedCuda.FvtMatchesCpu'
+    # The fused kernel's shared-memory copy of Y (racecheck sees shared-memory hazards).
+    stage "racecheck fused" 60 "$S" env LMF_LOGITS_FUSED=1 compute-sanitizer --tool racecheck \
+      --error-exitcode 9 "$cuda_bin" --gtest_filter='LogitsCuda.SpecVectorsMatchCpu:LogitsCuda.RandomBatchesMatchCpu'
     grep -E "ERROR SUMMARY" "$S" >> "$OUT/summary.txt"
   fi
 fi
