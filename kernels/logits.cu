@@ -1938,22 +1938,32 @@ FusedSupport fused_support(int device) {
 
 constexpr int kMaxSmemChunks = 32; /* chunks of Y per block kept in shared memory, at most */
 
+/* A launch of k_fused: `clusters` clusters of `cs` blocks, `smem` bytes of dynamic shared memory each;
+ * *at holds the cluster attribute the config points to. */
+cudaLaunchConfig_t fused_config(int cs, int64_t clusters, size_t smem, cudaStream_t stream,
+                                cudaLaunchAttribute *at) {
+  *at = cudaLaunchAttribute{};
+  at->id = cudaLaunchAttributeClusterDimension;
+  at->val.clusterDim.x = (unsigned)cs;
+  at->val.clusterDim.y = 1;
+  at->val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((unsigned)(clusters * cs));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = at;
+  cfg.numAttrs = 1;
+  return cfg;
+}
+
 /* Clusters of `cs` blocks with `cpb` chunks of Y each in shared memory resident at once (0: none fit). */
 int fused_max_clusters(int device, int cs, int cpb) {
   static std::atomic<int> cache[kFusedDevices][kMaxCluster + 1][kMaxSmemChunks + 1];
   const int v = cache[device][cs][cpb].load(std::memory_order_relaxed);
   if (v) return v - 1;
-  cudaLaunchConfig_t cfg = {};
-  cudaLaunchAttribute at = {};
-  at.id = cudaLaunchAttributeClusterDimension;
-  at.val.clusterDim.x = (unsigned)cs;
-  at.val.clusterDim.y = 1;
-  at.val.clusterDim.z = 1;
-  cfg.gridDim = dim3((unsigned)cs);
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = (size_t)cpb * kChunk * sizeof(float);
-  cfg.attrs = &at;
-  cfg.numAttrs = 1;
+  cudaLaunchAttribute at;
+  const cudaLaunchConfig_t cfg = fused_config(cs, 1, (size_t)cpb * kChunk * sizeof(float), nullptr, &at);
   int n = 0;
   if (cudaOccupancyMaxActiveClusters(&n, k_fused, &cfg) != cudaSuccess) n = 0;
   (void)cudaGetLastError();
@@ -2125,18 +2135,9 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
     local.gx = cs;
     local.fused = (dist && job->top_k > 0 ? FZ_TOPK : 0u) | (dist && job->top_p < 1.0f ? FZ_TOPP : 0u) |
                   (final_pass ? FZ_FINAL : 0u) | (sampling ? FZ_SAMPLE : 0u) | (fg.smem ? FZ_SMEM : 0u);
-    cudaLaunchConfig_t cfg = {};
-    cudaLaunchAttribute at = {};
-    at.id = cudaLaunchAttributeClusterDimension;
-    at.val.clusterDim.x = (unsigned)cs;
-    at.val.clusterDim.y = 1;
-    at.val.clusterDim.z = 1;
-    cfg.gridDim = dim3((unsigned)(fg.clusters * cs));
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = fg.smem;
-    cfg.stream = reinterpret_cast<cudaStream_t>(stream);
-    cfg.attrs = &at;
-    cfg.numAttrs = 1;
+    cudaLaunchAttribute at;
+    const cudaLaunchConfig_t cfg =
+        fused_config(cs, fg.clusters, fg.smem, reinterpret_cast<cudaStream_t>(stream), &at);
     (void)cudaLaunchKernelEx(&cfg, k_fused, local);
     return launched(fn, "k_fused", ctx->device);
   }
