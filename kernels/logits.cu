@@ -24,7 +24,10 @@
  *   combine (chunk)            s(v) -> Y: the coefficient fold, plausibility and nucleus masks, GeDi's
  *                              logP(desired | v) -> D, bias, / T; per chunk max / argmax / count / sum
  *   temp (chunk, GeDi filter)  GeDi's class filter applied to Y, then / T
- *   cut searches (below)       nucleus (on D), GeDi class filter (on D, masses from Y), top-k, top-p
+ *   cut searches (below)       nucleus (on D), GeDi class filter (on D, masses from Y), top-k, top-p;
+ *                              in list mode (LMF_LOGITS_LIST=1) top-k and top-p first try a window
+ *                              pass and a one-block cut over at most 2048 candidates (b_window,
+ *                              b_listcut), which also does min-p, the LSE and the sample
  *   final (chunk)              sum of the survivors' e^(y - ymax) -> the LSE (after cuts and min-p)
  *   sample (chunk)             Gumbel-max over the survivors
  *   logprobs (chunk), outputs  (combine) / verify walk, residual sample (chunk), verify outputs
@@ -53,6 +56,8 @@
  *   sampling: 1 (Gumbel noise only for tokens with y + 17 >= the best key so far, the CPU's bound);
  *   top-k, top-p, nucleus (on D), GeDi filter (on D and Y): 4 histogram passes + 1 tie pass + one
  *     chunk of the row, each; GeDi's filter also 1 rewrite of Y (filter, / T);
+ *   list mode, top-k / top-p: 1 window pass; where the window holds the cut (peaked rows) nothing more,
+ *     not even the LSE or sample pass; otherwise the general search as above;
  *   LSE (lse / token_logprob / logprobs outputs, verify) after top-k, top-p, min-p or GeDi's filter:
  *     1; otherwise none (from the combine pass's per-chunk sums); logprobs: 1 write;
  *   verify_draft: the acceptance walk reads single tokens; a rejection's correction: 1 pass over
@@ -60,7 +65,8 @@
  *
  * Workspace (lmf_cuda_logits_workspace, the exact bytes run uses; independent of the outputs and
  * of the mode, as the host layer requires): per row a state record, a sequence record, a 256-bin
- * 128-bit histogram, per chunk a combine partial, a stats partial and a tie sum; Y [B][V8] fp32
+ * 128-bit histogram, 4 candidate lists of min(V, 2048) (y, id) (list mode), per chunk a combine
+ * partial, a stats partial and a tie sum; Y [B][V8] fp32
  * (V8 = V rounded up to 8), D [B][V8] when a nucleus or GeDi model is set, and [B][V8] fp32 per
  * sparse model; plus 256 bytes of alignment slack.
  *
@@ -95,6 +101,7 @@ constexpr int kBins = 256;                /* radix digit: 8 bits */
 constexpr int kNst = 5;                   /* statistics roles */
 constexpr int kMaxM = LMF_LOGITS_MAX_MODELS;
 constexpr int kWinCap = 2048;             /* the CPU's CAP: a top-p window with at most this many tokens */
+constexpr int kClasses = 4;               /* list mode: tokens by 2 (ymax - y) in [0,4) [4,8) [8,16) [16,32) */
 constexpr unsigned kFull = 0xffffffffu;
 constexpr uint32_t kSentinel = 0x7f800001u; /* an unlisted id in a sparse model's dense row */
 constexpr uint32_t kCanonNan = 0x7fc00000u; /* listed NaNs are stored as this (never the sentinel) */
@@ -102,6 +109,7 @@ constexpr int64_t kNone64 = INT64_MAX;
 
 static_assert(kPer == 8, "a thread handles one 8-token group (16-byte vectors) per chunk");
 static_assert(kThreads == kBins, "the search merge maps one thread to one bin");
+static_assert(kWinCap == kThreads * kPer, "the list cut holds a window's tokens in one block, 8 a thread");
 
 enum { ST_PLAUS = 0, ST_NUC = 1, ST_GPOS = 2, ST_GNEG = 3, ST_DRAFT = 4 };
 enum { SK_NONE = 0, SK_NUC = 1, SK_GF = 2, SK_TOPK = 3, SK_TOPP = 4 };
@@ -138,8 +146,13 @@ struct Row {
   double total; /* sum over chunks of (sum e^(y - chunk max)) e^(chunk max - ymax), in double */
   U128 flo, target;
   U128 acc;       /* atomics: the final pass's mass */
-  U128 win_m[4];  /* atomics */
+  U128 win_m[4];  /* atomics (list mode: written by the list cut) */
   unsigned long long best; /* atomics: packed Gumbel-max */
+  /* List mode (KP::list): the window pass's per-class counts and masses and the total mass (atomics,
+   * zeroed again by the list cut for the row's next search). */
+  unsigned int cls_c[4];
+  U128 cls_m[4];
+  U128 ltot;
 };
 
 struct Seq {
@@ -187,6 +200,9 @@ struct KP {
   int32_t level; /* per launch: the digit level; the merge kernel: 1 after the GeDi temp pass */
   int32_t model; /* per launch: the sparse model */
   uint32_t fused; /* the fused kernel: which of its optional phases run (FZ_*) */
+  int32_t list;   /* list mode for top-k / top-p (combine only; LMF_LOGITS_LIST=1) */
+  int32_t lcap;   /* list mode: entries per class list, min(V, kWinCap) (a class never holds more) */
+  uint2 *cand;    /* list mode: per row kClasses lists of lcap (y bits, id) */
 };
 static_assert(sizeof(KP) <= 4000, "kernel parameters must fit the 4 KiB limit");
 
@@ -672,7 +688,10 @@ __device__ void b_init(const KP &p, int64_t row) {
   for (int k = 0; k < 4; ++k) {
     R.win_c[k] = 0u;
     R.win_m[k] = u128(0ull, 0ull);
+    R.cls_c[k] = 0u;
+    R.cls_m[k] = u128(0ull, 0ull);
   }
+  R.ltot = u128(0ull, 0ull);
   R.nfin = 0;
   R.nuc_cut = R.gf_cut = R.topk_cut = R.topp_cut = 0ull;
   R.total = 0.0;
@@ -1234,7 +1253,7 @@ __device__ void b_hist(const KP &p, const Part &w, int kind, int level) {
   __syncthreads();
   const SRow s = srow_of(*R);
   const uint32_t prefix = R->prefix;
-  const bool win = kind == SK_TOPP && level == 0 && R->wfree != 0;
+  const bool win = !p.list && kind == SK_TOPP && level == 0 && R->wfree != 0; /* list mode: b_window's */
   const int64_t V = p.job.vocab_out;
   const float *Yr = p.Y + w.ys * p.ystride;
   const float *Dr = p.D ? p.D + row * p.ystride : nullptr;
@@ -1475,6 +1494,268 @@ __device__ void b_tiecut(const KP &p, int64_t row, int kind, int64_t ys) {
     if (m != kNone64) cut_id = (uint32_t)m;
   }
   if (threadIdx.x == 0) finish_search(p, kind, R, ((uint64_t)K << 32) | (uint64_t)cut_id);
+}
+
+/* ---- List mode: a cut from at most kWinCap candidates (KP::list) -------------------------------- */
+
+/* The CPU's list mode. Every token a top-k / top-p cut can keep lies in a window near the maximum; one
+ * pass (b_window) counts the tokens of each class 2 (ymax - y) in [0, 4), [4, 8), [8, 16), [16, 32)
+ * (the CPU's windows are the unions of the first classes), sums their masses and the total mass, and
+ * appends each class's tokens to its list. The largest window holding at most kWinCap tokens is then
+ * complete in the lists; if it reaches the cut's target (the same target the general search uses,
+ * search_target), one block per row (b_listcut) finds the cut among its tokens, then top-p on the top-k
+ * survivors, min-p, the LSE and the sample: no further pass over the row. Otherwise the row stays in
+ * the general search. The window is a prefix of the cut's order, so the cut found is the same token. */
+
+/* Appends (y, v) to the list of class cls (0 .. kClasses - 1; kClasses: none) of the row: one atomic
+ * per class present in the warp. Every lane of the warp calls it. Counts go past cap; entries not. */
+__device__ __forceinline__ void list_append(Row *R, uint2 *L, unsigned cap, int cls, float y, int64_t v) {
+  const int lane = lane_id();
+#pragma unroll
+  for (int k = 0; k < kClasses; ++k) {
+    const unsigned m = __ballot_sync(kFull, cls == k);
+    if (!m) continue;
+    const int leader = __ffs((int)m) - 1;
+    unsigned base = 0u;
+    if (lane == leader) base = atomicAdd(&R->cls_c[k], (unsigned)__popc(m));
+    base = __shfl_sync(kFull, base, leader);
+    if (cls == k) {
+      const unsigned slot = base + (unsigned)__popc(m & ((1u << lane) - 1u));
+      if (slot < cap) L[k * cap + slot] = make_uint2(__float_as_uint(y), (uint32_t)v);
+    }
+  }
+}
+
+/* The window pass of a top-k (unit masses) or top-p cut (masses e^(y - ymax); after a top-k cut, its
+ * survivors only): per class count, mass and tokens; the total mass, except where top-p's target is the
+ * combine pass's total (wfree): then only the windows' tokens need their e^(y - ymax). */
+__device__ void b_window(const KP &p, const Part &w, int kind) {
+  const int64_t row = w.row;
+  Row *R = &p.rows[row];
+  if (R->status != LMF_ROW_OK || R->search != kind) return;
+  const SRow s = srow_of(*R);
+  const int64_t V = p.job.vocab_out;
+  const float *Yr = p.Y + w.ys * p.ystride;
+  uint2 *L = p.cand + row * (int64_t)kClasses * p.lcap;
+  const bool all = !(kind == SK_TOPP && R->wfree);
+  U128 cm[kClasses], tot = u128(0ull, 0ull);
+#pragma unroll
+  for (int k = 0; k < kClasses; ++k) cm[k] = u128(0ull, 0ull);
+  for (int64_t c = w.first; c < p.nchunks; c += w.step) {
+    float yv[kPer], dv[kPer];
+    load_search(kind, w, Yr, nullptr, c, V, yv, dv);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
+      uint32_t key = 0;
+      U128 fx = u128(0ull, 0ull);
+      float y = 0.0f;
+      int cls = kClasses;
+      const float d = LMF_FMUL(LMF_FSUB(s.ymax, yv[q]), 2.0f); /* -inf y: +inf */
+      if (v < V && (all || d < 32.0f) && search_item_v(kind, s, yv[q], dv[q], v, &key, &fx, &y)) {
+        tot = add(tot, fx);
+        cls = d < 4.0f ? 0 : d < 8.0f ? 1 : d < 16.0f ? 2 : d < 32.0f ? 3 : kClasses;
+#pragma unroll
+        for (int k = 0; k < kClasses; ++k)
+          if (cls == k) cm[k] = add(cm[k], fx);
+      }
+      if (__any_sync(kFull, cls < kClasses)) list_append(R, L, (unsigned)p.lcap, cls, y, v);
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kClasses; ++k) {
+    const U128 m = warp_sum_u128(cm[k]);
+    if (lane_id() == 0) atomic_add_u128(&R->cls_m[k], m);
+  }
+  tot = warp_sum_u128(tot);
+  if (lane_id() == 0) atomic_add_u128(&R->ltot, tot);
+}
+
+/* One thread: the windows from the classes (win_c / win_m, as the general search's first histogram
+ * pass leaves them), the target, and the largest window with at most kWinCap tokens if it holds the
+ * target (-1: the general search). Clears the class sums; *cnt gets the classes' counts. */
+__device__ int list_window(const KP &p, int kind, Row *R, unsigned cnt[kClasses]) {
+  unsigned cc = 0u;
+  U128 cmass = u128(0ull, 0ull);
+  for (int k = 0; k < kClasses; ++k) {
+    cnt[k] = R->cls_c[k];
+    cc += cnt[k];
+    cmass = add(cmass, R->cls_m[k]);
+    R->win_c[k] = cc;
+    R->win_m[k] = cmass;
+    R->cls_c[k] = 0u;
+    R->cls_m[k] = u128(0ull, 0ull);
+  }
+  const U128 tot = R->ltot; /* wfree: the windows' mass only (b_window) */
+  R->ltot = u128(0ull, 0ull);
+  int kw = -1;
+  for (int k = 0; k < kClasses; ++k)
+    if (R->win_c[k] <= (unsigned)kWinCap) kw = k;
+  if (kw < 0) return -1;
+  U128 tgt;
+  if (kind == SK_TOPP && R->wfree) {
+    /* search_target's first choice, which it keeps when the window holds it (its clamp to the total
+     * mass is then moot: the window's mass is part of it); otherwise the general search decides. */
+    tgt = ceil_fx((double)p.job.top_p * R->total);
+    if (is_zero(tgt)) tgt = u128(1ull, 0ull);
+  } else {
+    tgt = search_target(p, kind, *R, tot);
+  }
+  const bool holds = kind == SK_TOPK ? (unsigned long long)R->win_c[kw] >= tgt.lo : ge(R->win_m[kw], tgt);
+  if (!holds) return -1;
+  R->target = tgt;
+  return kw;
+}
+
+/* Shared memory of the list cut. */
+struct ListSmem {
+  unsigned long long hlo[kBins], hhi[kBins];
+  U128 flo;
+  int kw;
+  unsigned cnt[kClasses];
+};
+
+/* An item's mass in a list cut: 1 (top-k) or e^(y - ymax) (fixed point); 0 for an item not taking part. */
+__device__ __forceinline__ U128 item_fx(bool in, bool unit, float y, float ymax) {
+  if (!in) return u128(0ull, 0ull);
+  return unit ? u128(1ull, 0ull) : fx_of(lmf_lg_exp_neg(LMF_FSUB(y, ymax)));
+}
+
+/* The smallest order ord (lmf_lg_ord_desc: value descending, then id) at which the cumulative mass of
+ * the block's items (item_fx) reaches tgt (at most their total): a radix select over the 64-bit order,
+ * 8-bit digits from the top, exact 128-bit sums; it stops when one item is left. The masses are
+ * recomputed per level rather than held (8 128-bit values a thread would not fit the fused kernel's
+ * registers). */
+__device__ uint64_t list_cut(const uint64_t ord[kPer], const float y[kPer], const bool in[kPer], bool unit,
+                             float ymax, U128 tgt, ListSmem &S, Red &red) {
+  const int t = threadIdx.x;
+  U128 flo = u128(0ull, 0ull);
+  uint64_t prefix = 0ull;
+  for (int level = 0; level < 8; ++level) {
+    const int sh = 56 - 8 * level;
+    S.hlo[t] = 0ull;
+    S.hhi[t] = 0ull;
+    __syncthreads();
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      const bool e = in[q] && (level == 0 || (ord[q] >> (sh + 8)) == prefix);
+      warp_hist_add(S.hlo, S.hhi, e, (uint32_t)(ord[q] >> sh) & 0xffu, item_fx(e, unit, y[q], ymax));
+    }
+    __syncthreads();
+    const U128 h = u128(S.hlo[t], S.hhi[t]);
+    const U128 incl = block_incl_scan_u128(h, red);
+    long long b = block_reduce_ll<OP_MIN>(ge(add(flo, incl), tgt) ? t : kBins, red);
+    if (b == kBins) b = kBins - 1; /* unreachable: the items hold the target */
+    if (t == (int)b) S.flo = add(flo, sub(incl, h));
+    __syncthreads();
+    flo = S.flo;
+    prefix = (prefix << 8) | (uint64_t)b;
+    long long n = 0;
+    unsigned long long mine = ~0ull;
+#pragma unroll
+    for (int q = 0; q < kPer; ++q)
+      if (in[q] && (ord[q] >> sh) == prefix) {
+        ++n;
+        mine = ord[q] < mine ? ord[q] : mine;
+      }
+    n = block_reduce_ll<OP_SUM>(n, red);
+    if (n == 1) return ~block_max_u64(~mine, red); /* the one item of the crossing digit is the cut */
+  }
+  return prefix;
+}
+
+/* One block per row in a top-k / top-p cut (list mode): the window, then, if it holds the target, the cut
+ * among its tokens; after top-k, top-p on its survivors (the general search's target: top_p times their
+ * mass); min-p, the LSE where an output needs it, the Gumbel-max sample. The row then skips the general
+ * search, the LSE pass and the sample pass. */
+__device__ void b_listcut(const KP &p, int64_t row, int kind) {
+  __shared__ Red red;
+  __shared__ ListSmem S;
+  Row *R = &p.rows[row];
+  if (R->status != LMF_ROW_OK || R->search != kind) return;
+  if (threadIdx.x == 0) S.kw = list_window(p, kind, R, S.cnt);
+  __syncthreads();
+  const int kw = S.kw;
+  if (kw < 0) return;
+  const lmf_lg_job &j = p.job;
+  const float ymax = R->ymax;
+  const uint2 *L = p.cand + row * (int64_t)kClasses * p.lcap;
+  float y[kPer];
+  uint64_t ord[kPer];
+  bool in[kPer];
+  unsigned n = 0u;
+  for (int k = 0; k <= kw; ++k) n += S.cnt[k];
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) {
+    unsigned i = (unsigned)(q * kThreads) + threadIdx.x; /* item i of classes 0 .. kw in order */
+    in[q] = i < n;
+    y[q] = ninf();
+    ord[q] = ~0ull;
+    if (in[q]) {
+      int k = 0;
+      while (k < kw && i >= S.cnt[k]) i -= S.cnt[k++];
+      const uint2 e = L[k * p.lcap + i];
+      y[q] = __uint_as_float(e.x);
+      ord[q] = lmf_lg_ord_desc(y[q], e.y);
+    }
+  }
+  const bool topk = kind == SK_TOPK;
+  const uint64_t cut = list_cut(ord, y, in, topk, ymax, R->target, S, red);
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) in[q] = in[q] && ord[q] <= cut;
+  uint64_t pcut = cut;
+  const bool then_p = topk && j.top_p < 1.0f;
+  if (then_p) { /* top-p on the top-k survivors, as the general search (search_target, no window) */
+    U128 sum = u128(0ull, 0ull);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) sum = add(sum, item_fx(in[q], false, y[q], ymax));
+    const U128 tot = block_sum_u128(sum, red);
+    U128 t2 = ceil_fx((double)j.top_p * fx_to_double(tot));
+    if (!ge(tot, t2)) t2 = tot;
+    if (is_zero(t2)) t2 = u128(1ull, 0ull);
+    pcut = list_cut(ord, y, in, false, ymax, t2, S, red);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) in[q] = in[q] && ord[q] <= pcut;
+  }
+  if (j.min_p > 0.0f) {
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) in[q] = in[q] && LMF_FSUB(y[q], ymax) >= j.log_min_p;
+  }
+  float lse = R->lse;
+  if (R->need_lse) {
+    U128 sum = u128(0ull, 0ull);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) sum = add(sum, item_fx(in[q], false, y[q], ymax));
+    lse = (float)((double)ymax + log(fx_to_double(block_sum_u128(sum, red))));
+  }
+  unsigned long long best = 0ull;
+  if (!R->greedy) {
+    const uint64_t seed = R->seed, goff = R->goff;
+    unsigned long long mine = 0ull;
+#pragma unroll
+    for (int q = 0; q < kPer; ++q)
+      if (in[q]) {
+        const uint32_t id = (uint32_t)ord[q];
+        const unsigned long long pk = pack_best(lmf_lg_gumbel_key(y[q], lmf_lg_gumbel(seed, goff, id)), id);
+        mine = pk > mine ? pk : mine;
+      }
+    best = block_max_u64(mine, red);
+  }
+  if (threadIdx.x == 0) {
+    if (topk) {
+      R->topk_on = 1;
+      R->topk_cut = cut;
+    }
+    if (!topk || then_p) {
+      R->topp_on = 1;
+      R->topp_cut = pcut;
+    }
+    R->lse = lse;
+    R->best = best;
+    R->do_final = 0;
+    R->do_sample = 0;
+    R->search = SK_NONE;
+  }
 }
 
 /* ---- LSE of the survivors, sampling, outputs -------------------------------------------------- */
@@ -1758,6 +2039,12 @@ __global__ void __launch_bounds__(kThreads) k_tie(const __grid_constant__ KP p) 
 __global__ void __launch_bounds__(kThreads) k_tiecut(const __grid_constant__ KP p) {
   b_tiecut(p, blockIdx.x, p.kind, blockIdx.x);
 }
+__global__ void __maxnreg__(128) k_window(const __grid_constant__ KP p) {
+  b_window(p, grid_part(p), p.kind);
+}
+__global__ void __launch_bounds__(kThreads) k_listcut(const __grid_constant__ KP p) {
+  b_listcut(p, blockIdx.x, p.kind);
+}
 __global__ void __launch_bounds__(kThreads) k_final(const __grid_constant__ KP p) {
   b_final(p, grid_part(p));
 }
@@ -1791,7 +2078,22 @@ __global__ void __launch_bounds__(kThreads) k_outputs(const __grid_constant__ KP
 #define LMF_LG_FUSED_BODY 1
 namespace cg = cooperative_groups;
 
+/* A row's status and flags as every block of the cluster sees them after a barrier: the same for all
+ * (the next writes come after the next barrier), so a phase no row needs skips its barriers too. */
+__device__ __forceinline__ bool row_in(const KP &p, int64_t row, int kind) {
+  const Row &R = p.rows[row];
+  return R.status == LMF_ROW_OK && R.search == kind;
+}
+
 __device__ void fused_search(const KP &p, cg::cluster_group &cl, const Part &w, int kind, bool lead) {
+  if (!row_in(p, w.row, kind)) return;
+  if (p.list) {
+    b_window(p, w, kind);
+    cl.sync();
+    if (lead) b_listcut(p, w.row, kind);
+    cl.sync();
+    if (!row_in(p, w.row, kind)) return; /* the list cut finished the row */
+  }
   for (int level = 0; level < 4; ++level) {
     b_hist(p, w, kind, level);
     cl.sync();
@@ -1827,13 +2129,13 @@ __global__ void __launch_bounds__(kThreads, 2) k_fused(const __grid_constant__ K
     cl.sync();
     if (p.fused & FZ_TOPK) fused_search(p, cl, w, SK_TOPK, lead);
     if (p.fused & FZ_TOPP) fused_search(p, cl, w, SK_TOPP, lead);
-    if (p.fused & FZ_FINAL) {
+    if ((p.fused & FZ_FINAL) && p.rows[row].status == LMF_ROW_OK && p.rows[row].do_final) {
       b_final(p, w);
       cl.sync();
       if (lead && threadIdx.x == 0) b_final_merge(p, row);
       cl.sync();
     }
-    if (p.fused & FZ_SAMPLE) {
+    if ((p.fused & FZ_SAMPLE) && p.rows[row].status == LMF_ROW_OK && p.rows[row].do_sample) {
       b_sample(p, w);
       cl.sync();
     }
@@ -1848,7 +2150,8 @@ __global__ void __launch_bounds__(kThreads, 2) k_fused(const __grid_constant__ K
 
 struct Layout {
   int64_t ystride, nchunks;
-  size_t rows, seqs, hist, cpart, spart, tie, Y, D, sp[kMaxM];
+  int32_t lcap;
+  size_t rows, seqs, hist, cpart, spart, tie, cand, Y, D, sp[kMaxM];
   size_t total;
 };
 
@@ -1885,6 +2188,9 @@ bool make_layout(const lmf_lg_job *job, Layout *L) {
   if (!mul_sz(bc, sizeof(CPart), &n) || !reserve(&off, n, &L->cpart)) return false;
   if (!mul_sz(bc, sizeof(SPart), &n) || !reserve(&off, n, &L->spart)) return false;
   if (!mul_sz(bc, sizeof(U128), &n) || !reserve(&off, n, &L->tie)) return false;
+  L->lcap = V < kWinCap ? (int32_t)V : kWinCap;
+  if (!mul_sz(B, (size_t)kClasses * (size_t)L->lcap * sizeof(uint2), &n) || !reserve(&off, n, &L->cand))
+    return false;
   if (!reserve(&off, yb, &L->Y)) return false;
   if (job->nucleus_model >= 0 || job->gedi_pos_model >= 0) {
     if (!reserve(&off, yb, &L->D)) return false;
@@ -2029,6 +2335,10 @@ struct Launcher {
 /* The kernels of one cut search. */
 lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, int64_t chunk_blocks) {
   kp.kind = kind;
+  if (kp.list && (kind == SK_TOPK || kind == SK_TOPP)) { /* the rows it finishes skip the rest */
+    LMF_TRY(launch(k_window, chunk_blocks, kp));
+    LMF_TRY(launch(k_listcut, kp.nrows, kp));
+  }
   for (int level = 0; level < 4; ++level) {
     kp.level = level;
     LMF_TRY(launch(k_hist, chunk_blocks, kp));
@@ -2084,6 +2394,8 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   local.cpart = reinterpret_cast<CPart *>(base + L.cpart);
   local.spart = reinterpret_cast<SPart *>(base + L.spart);
   local.tie = reinterpret_cast<U128 *>(base + L.tie);
+  local.cand = reinterpret_cast<uint2 *>(base + L.cand);
+  local.lcap = L.lcap;
   local.Y = reinterpret_cast<float *>(base + L.Y);
   local.D = L.D ? reinterpret_cast<float *>(base + L.D) : nullptr;
   for (int k = 0; k < job->num_models; ++k)
@@ -2124,6 +2436,9 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   const int64_t warp_blocks = (B + kWarps - 1) / kWarps;
   const int64_t thread_blocks = (B + kThreads - 1) / kThreads;
   const int64_t grid_cap = (int64_t)sms * 8;
+
+  const char *list_env = getenv("LMF_LOGITS_LIST"); /* opt-in until measured (docs/logits.md) */
+  local.list = !verify && list_env && list_env[0] == '1';
 
   const Launcher launch{reinterpret_cast<cudaStream_t>(stream), fn, ctx->device};
   bool sparse = false;

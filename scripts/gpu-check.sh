@@ -64,17 +64,24 @@ gfilter=${LMF_GTEST_FILTER:-*}
 
 if [ "$WHAT" != bench ]; then
   stage "cuda gtests" 150 "$T" "$cuda_bin" --gtest_filter="$gfilter"
-  # The logits cases once more on the fused cluster kernel (opt-in until it is measured faster).
+  # The logits cases once more in each opt-in mode (until they are measured faster): the fused cluster
+  # kernel, list mode for top-k / top-p, and both.
   stage "cuda gtests, logits fused kernel" 60 "$T" env LMF_LOGITS_FUSED=1 "$cuda_bin" \
+    --gtest_filter='LogitsCuda.*'
+  stage "cuda gtests, logits list mode" 60 "$T" env LMF_LOGITS_LIST=1 "$cuda_bin" \
+    --gtest_filter='LogitsCuda.*'
+  stage "cuda gtests, logits fused + list" 60 "$T" env LMF_LOGITS_FUSED=1 LMF_LOGITS_LIST=1 "$cuda_bin" \
     --gtest_filter='LogitsCuda.*'
   grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[  FAILED  \]" "$T" | sort | uniq -c | head -40 | tee -a "$OUT/summary.txt"
 fi
 
 if [ "$WHAT" != test ]; then
   stage "bench logits" 120 "$BL" "$bench" logits --quick --repeats 50
-  stage "bench logits, fused kernel" 60 "$BL" env LMF_LOGITS_FUSED=1 "$bench" logits --quick --no-peer --repeats 50
-  stage "bench dyntok" 60 "$BL" "$bench" dyntok --no-peer --repeats 20
-  grep -E "^ +(1|256) +[0-9]+ |us per merge" "$BL" >> "$OUT/summary.txt"
+  stage "bench logits, list mode" 45 "$BL" env LMF_LOGITS_LIST=1 "$bench" logits --quick --no-peer --repeats 50
+  stage "bench logits, fused + list" 45 "$BL" env LMF_LOGITS_FUSED=1 LMF_LOGITS_LIST=1 "$bench" logits --quick \
+    --no-peer --repeats 50
+  stage "bench logits, fused kernel" 45 "$BL" env LMF_LOGITS_FUSED=1 "$bench" logits --quick --no-peer --repeats 50
+  grep -E "^######## |^ +(1|256) +[0-9]+ " "$BL" >> "$OUT/summary.txt"
   # Where a B = 1 logits step spends its time: each kernel's duration on both paths (ncu serialises
   # kernels, so the gap to the bench's time is launch overhead). --clock-control none: the card as is.
   if command -v ncu > /dev/null; then
@@ -82,9 +89,12 @@ if [ "$WHAT" != test ]; then
     metrics=gpu__time_duration.sum,dram__bytes.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed
     stage "ncu logits B=1 separate" 60 "$PR" ncu --clock-control none --csv --page raw --metrics "$metrics" \
       --launch-skip 40 --launch-count 40 "$bench" logits --batch 1 --vocab 128256 --no-peer --repeats 3
-    stage "ncu logits B=1 fused" 60 "$PR" env LMF_LOGITS_FUSED=1 ncu --clock-control none --csv --page raw \
-      --metrics "$metrics" -k regex:k_fused --launch-count 12 "$bench" logits --batch 1 --vocab 128256 \
+    stage "ncu logits B=1 list mode" 60 "$PR" env LMF_LOGITS_LIST=1 ncu --clock-control none --csv --page raw \
+      --metrics "$metrics" --launch-skip 40 --launch-count 40 "$bench" logits --batch 1 --vocab 128256 \
       --no-peer --repeats 3
+    stage "ncu logits B=1 fused + list" 60 "$PR" env LMF_LOGITS_FUSED=1 LMF_LOGITS_LIST=1 ncu --clock-control none \
+      --csv --page raw --metrics "$metrics" -k regex:k_fused --launch-count 12 "$bench" logits --batch 1 \
+      --vocab 128256 --no-peer --repeats 3
   fi
 fi
 
@@ -97,15 +107,18 @@ if [ "$WHAT" != bench ]; then
       --gtest_filter="${LMF_SANITIZER_FILTER:-$gfilter:-*2e31*:*RealData*:*LargeBatches*:*LongRuns*}"
     stage "racecheck" 90 "$S" compute-sanitizer --tool racecheck --error-exitcode 9 "$cuda_bin" \
       --gtest_filter='Cuda.PassesMatchCpu:DyntokCuda.SpecVectorsMatchCpu:LogitsCuda.SpecVectorsMatchCpu:LogitsCuda.LayoutsMatchCpu:HypernetCuda.VariantsMatchCpu:EmbedCuda.FvtMatchesCpu'
-    # The fused kernel's shared-memory copy of Y (racecheck sees shared-memory hazards).
-    stage "racecheck fused" 60 "$S" env LMF_LOGITS_FUSED=1 compute-sanitizer --tool racecheck \
-      --error-exitcode 9 "$cuda_bin" --gtest_filter='LogitsCuda.SpecVectorsMatchCpu:LogitsCuda.RandomBatchesMatchCpu'
+    # The fused kernel's shared-memory copy of Y and the list cut's shared histogram (racecheck sees
+    # shared-memory hazards).
+    stage "racecheck fused + list" 60 "$S" env LMF_LOGITS_FUSED=1 LMF_LOGITS_LIST=1 compute-sanitizer \
+      --tool racecheck --error-exitcode 9 "$cuda_bin" \
+      --gtest_filter='LogitsCuda.SpecVectorsMatchCpu:LogitsCuda.RandomBatchesMatchCpu'
     grep -E "ERROR SUMMARY" "$S" >> "$OUT/summary.txt"
   fi
 fi
 
-# The families measured less often, if time is left.
+# The families measured less often (their issues are resolved), if time is left.
 if [ "$WHAT" != test ]; then
+  stage "bench dyntok" 60 "$BL" "$bench" dyntok --no-peer --repeats 20
   stage "bench hypernet" 90 "$BL" "$bench" hypernet --repeats 10
   stage "bench mezo" 60 "$BL" "$bench" mezo --repeats 10
 fi

@@ -2,6 +2,7 @@
  * runs on a CPU context and on a CUDA context (tests/logits/lg_common.c copies every buffer to the device
  * and back); tokens, row statuses, verify outcomes and GeDi's n must be equal, floats within 1e-5.
  * Every case is reported SKIPPED when no CUDA device is usable or the build has no CUDA backend. */
+#define _POSIX_C_SOURCE 200809L /* setenv, strdup */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -352,5 +353,76 @@ void test_cuda_logits_verify(void) {
   free(z);
   free(draft);
   free(seeds);
+  backends_close(&be);
+}
+
+/* Top-k and top-p cuts, with the list mode off and on (LMF_LOGITS_LIST, read by every CUDA call): rows
+ * peaked enough for the window below the maximum to hold the cut (list mode finishes them), flat rows
+ * whose windows hold too many tokens (the general search), and values on a 1/64 grid, so the cuts fall
+ * inside groups of tied tokens. */
+void test_cuda_logits_cuts(void) {
+  REQUIRE_CUDA();
+  backends be;
+  if (!backends_open(&be)) {
+    backends_close(&be);
+    return;
+  }
+  static const struct {
+    int32_t B, V;
+  } shapes[] = {{1, 128256}, {4, 32000}, {64, 4099}, {300, 1000}};
+  static const struct {
+    float T, top_p, min_p;
+    int32_t top_k;
+    const char *name;
+  } cuts[] = {{0.8f, 0.9f, 0.0f, 0, "top-p 0.9"},
+              {1.0f, 0.5f, 0.0f, 0, "top-p 0.5"},
+              {1.0f, 0.99f, 0.05f, 0, "top-p 0.99, min-p 0.05"},
+              {0.7f, 1.0f, 0.0f, 1000, "top-k 1000"},
+              {1.0f, 0.95f, 0.0f, 2048, "top-k 2048, top-p 0.95"},
+              {0.0f, 0.9f, 0.0f, 0, "greedy, top-p 0.9 (log-probs)"}};
+  const char *saved = getenv("LMF_LOGITS_LIST");
+  char *keep = saved ? strdup(saved) : NULL;
+  for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
+    const int32_t B = shapes[si].B, V = shapes[si].V;
+    float *z = (float *)lt_malloc(sizeof(float) * (size_t)B * V);
+    uint64_t *seeds = (uint64_t *)lt_malloc(sizeof(uint64_t) * (size_t)B);
+    if (!z || !seeds) {
+      free(z);
+      free(seeds);
+      break;
+    }
+    for (int32_t b = 0; b < B; ++b) seeds[b] = 77 + (uint64_t)b;
+    for (int flat = 0; flat < 2; ++flat) {
+      lg_models ms;
+      lg_models_init(&ms);
+      static const float coeff[3] = {1.0f, 1.0f, -1.0f};
+      for (int k = 0; k < 3; ++k) {
+        fill_q(z, (int64_t)B * V, flat ? 0.05 : 2.0, 300 + 10 * si + (uint64_t)k + 5 * (uint64_t)flat);
+        lg_models_add(&ms, lg_dtypes[k], z, B, V, coeff[k]);
+      }
+      for (size_t ci = 0; ci < sizeof cuts / sizeof cuts[0]; ++ci)
+        for (int list = 0; list < 2; ++list) {
+          if (list) setenv("LMF_LOGITS_LIST", "1", 1);
+          else unsetenv("LMF_LOGITS_LIST");
+          lmf_logits_params_t p;
+          lg_params(&p, B);
+          p.temperature = cuts[ci].T;
+          p.top_p = cuts[ci].top_p;
+          p.top_k = cuts[ci].top_k;
+          p.min_p = cuts[ci].min_p;
+          p.seeds = seeds;
+          char what[128];
+          snprintf(what, sizeof what, "B %d V %d %s: %s, list mode %s", (int)B, (int)V, flat ? "flat" : "peaked",
+                   cuts[ci].name, list ? "on" : "off");
+          PARITY(&be, ms.m, ms.K, &p, 0, what);
+        }
+      lg_models_free(&ms);
+    }
+    free(z);
+    free(seeds);
+  }
+  if (keep) setenv("LMF_LOGITS_LIST", keep, 1);
+  else unsetenv("LMF_LOGITS_LIST");
+  free(keep);
   backends_close(&be);
 }
