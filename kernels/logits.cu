@@ -57,7 +57,8 @@
  *   top-k, top-p, nucleus (on D), GeDi filter (on D and Y): 4 histogram passes + 1 tie pass + one
  *     chunk of the row, each; GeDi's filter also 1 rewrite of Y (filter, / T);
  *   list mode, top-k / top-p: 1 window pass; where the window holds the cut (peaked rows) nothing more,
- *     not even the LSE or sample pass; otherwise the general search as above;
+ *     not even the LSE or sample pass; otherwise the general search as above. A row's first cut on the
+ *     separate kernels takes its candidates from the combine pass instead (no pass over Y at all);
  *   LSE (lse / token_logprob / logprobs outputs, verify) after top-k, top-p, min-p or GeDi's filter:
  *     1; otherwise none (from the combine pass's per-chunk sums); logprobs: 1 write;
  *   verify_draft: the acceptance walk reads single tokens; a rejection's correction: 1 pass over
@@ -65,7 +66,7 @@
  *
  * Workspace (lmf_cuda_logits_workspace, the exact bytes run uses; independent of the outputs and
  * of the mode, as the host layer requires): per row a state record, a sequence record, a 256-bin
- * 128-bit histogram, 4 candidate lists of min(V, 2048) (y, id) (list mode), per chunk a combine
+ * 128-bit histogram, 4 candidate lists of min(V, 8192) (y, id) (list mode), per chunk a combine
  * partial, a stats partial and a tie sum; Y [B][V8] fp32
  * (V8 = V rounded up to 8), D [B][V8] when a nucleus or GeDi model is set, and [B][V8] fp32 per
  * sparse model; plus 256 bytes of alignment slack.
@@ -101,7 +102,8 @@ constexpr int kBins = 256;                /* radix digit: 8 bits */
 constexpr int kNst = 5;                   /* statistics roles */
 constexpr int kMaxM = LMF_LOGITS_MAX_MODELS;
 constexpr int kWinCap = 2048;             /* the CPU's CAP: a top-p window with at most this many tokens */
-constexpr int kClasses = 4;               /* list mode: tokens by 2 (ymax - y) in [0,4) [4,8) [8,16) [16,32) */
+constexpr int kClasses = 4;  /* list mode: tokens by 2 (ymax - y) in [0,4) [4,8) [8,16) [16,32) */
+constexpr int kSupCap = 8192; /* list mode: entries a class list keeps (the combine's are loose) */
 constexpr unsigned kFull = 0xffffffffu;
 constexpr uint32_t kSentinel = 0x7f800001u; /* an unlisted id in a sparse model's dense row */
 constexpr uint32_t kCanonNan = 0x7fc00000u; /* listed NaNs are stored as this (never the sentinel) */
@@ -153,6 +155,8 @@ struct Row {
   unsigned int cls_c[4];
   U128 cls_m[4];
   U128 ltot;
+  int32_t sup;  /* list mode: the combine pass's lists (a superset of each window) await the first cut */
+  int32_t hwin; /* the general top-p search's first histogram pass sums the windows (none wrote them) */
 };
 
 struct Seq {
@@ -201,7 +205,8 @@ struct KP {
   int32_t model; /* per launch: the sparse model */
   uint32_t fused; /* the fused kernel: which of its optional phases run (FZ_*) */
   int32_t list;   /* list mode for top-k / top-p (combine only; LMF_LOGITS_LIST=1) */
-  int32_t lcap;   /* list mode: entries per class list, min(V, kWinCap) (a class never holds more) */
+  int32_t lstream; /* list mode: the combine pass fills the lists for each row's first cut */
+  int32_t lcap;   /* list mode: entries per class list, min(V, kSupCap) (a class never holds more) */
   uint2 *cand;    /* list mode: per row kClasses lists of lcap (y bits, id) */
 };
 static_assert(sizeof(KP) <= 4000, "kernel parameters must fit the 4 KiB limit");
@@ -284,6 +289,7 @@ __device__ __forceinline__ bool desc_le(float x, uint32_t id, uint64_t cut) {
 struct Red {
   unsigned long long a[kWarps];
   unsigned long long b[kWarps];
+  unsigned long long c[kWarps];
 };
 
 enum { OP_SUM = 0, OP_MIN = 1, OP_MAX = 2 };
@@ -692,6 +698,8 @@ __device__ void b_init(const KP &p, int64_t row) {
     R.cls_m[k] = u128(0ull, 0ull);
   }
   R.ltot = u128(0ull, 0ull);
+  R.sup = p.lstream && need_dist;
+  R.hwin = !p.list;
   R.nfin = 0;
   R.nuc_cut = R.gf_cut = R.topk_cut = R.topp_cut = 0ull;
   R.total = 0.0;
@@ -862,26 +870,102 @@ __global__ void __launch_bounds__(kThreads) k_stats_merge(const __grid_constant_
   if (p.role_stat[ST_NUC] >= 0 && j.nucleus_p < 1.0f) R.search = SK_NUC;
 }
 
+/* ---- List mode's candidate lists --------------------------------------------------------------- */
+
+/* Appends (y, v) to the list of class cls (0 .. kClasses - 1; kClasses: none) of the row: one atomic
+ * per class present in the warp. Every lane of the warp calls it. Counts go past cap; entries not. */
+__device__ __forceinline__ void list_append(Row *R, uint2 *L, unsigned cap, int cls, float y, int64_t v) {
+  const int lane = lane_id();
+#pragma unroll
+  for (int k = 0; k < kClasses; ++k) {
+    const unsigned m = __ballot_sync(kFull, cls == k);
+    if (!m) continue;
+    const int leader = __ffs((int)m) - 1;
+    unsigned base = 0u;
+    if (lane == leader) base = atomicAdd(&R->cls_c[k], (unsigned)__popc(m));
+    base = __shfl_sync(kFull, base, leader);
+    if (cls == k) {
+      const unsigned slot = base + (unsigned)__popc(m & ((1u << lane) - 1u));
+      if (slot < cap) L[k * cap + slot] = make_uint2(__float_as_uint(y), (uint32_t)v);
+    }
+  }
+}
+
+/* The combine pass's part of list mode (KP::lstream): this thread's tokens v .. v + 7 of a chunk go to
+ * the lists by their class with respect to the block's running max (the max so far of its chunks,
+ * this one included). That max is at most the row's, so a token's class here is at most its true
+ * class, and the lists of classes 0 .. k hold a superset of window k's tokens, which the row's first
+ * cut filters (sup_items). */
+__device__ __forceinline__ void list_append_chunk(const KP &p, int64_t row, float runmax, const float y[kPer],
+                                                  int64_t v) {
+  Row *R = &p.rows[row];
+  uint2 *L = p.cand + row * (int64_t)kClasses * p.lcap;
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) {
+    const float d = LMF_FMUL(LMF_FSUB(runmax, y[q]), 2.0f); /* -inf y: +inf (or NaN): no class */
+    const int cls = d < 4.0f ? 0 : d < 8.0f ? 1 : d < 16.0f ? 2 : d < 32.0f ? 3 : kClasses;
+    if (__any_sync(kFull, cls < kClasses)) list_append(R, L, (unsigned)p.lcap, cls, y[q], v + q);
+  }
+}
+
 /* ---- The combine pass ----------------------------------------------------------------------------- */
 
-/* Writes the chunk's partial (max, first argmax, finite count, NaN / +inf flag, sum e^(y - max)). */
-__device__ __forceinline__ void chunk_partial(const KP &p, int64_t row, int64_t c, const float y[kPer], const int64_t id[kPer],
-                              int bad, bool want_sum, Red &red) {
+/* The max of a (max key, packed argmax, count | flag) triple over the block, in one round (one pair
+ * of barriers); every thread gets the result. */
+__device__ void block_reduce3(int32_t *mk, unsigned long long *pk, long long *cb, Red &r) {
+  int32_t m = *mk;
+  unsigned long long q = *pk;
+  long long s = *cb;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const int32_t m2 = __shfl_xor_sync(kFull, m, o);
+    const unsigned long long q2 = __shfl_xor_sync(kFull, q, o);
+    m = m2 > m ? m2 : m;
+    q = q2 > q ? q2 : q;
+    s += __shfl_xor_sync(kFull, s, o);
+  }
+  if (lane_id() == 0) {
+    r.a[warp_id()] = (unsigned long long)(uint32_t)m;
+    r.b[warp_id()] = q;
+    r.c[warp_id()] = (unsigned long long)s;
+  }
+  __syncthreads();
+  m = (int32_t)(uint32_t)r.a[0];
+  q = r.b[0];
+  s = (long long)r.c[0];
+#pragma unroll
+  for (int i = 1; i < kWarps; ++i) {
+    const int32_t m2 = (int32_t)(uint32_t)r.a[i];
+    m = m2 > m ? m2 : m;
+    q = r.b[i] > q ? r.b[i] : q;
+    s += (long long)r.c[i];
+  }
+  __syncthreads();
+  *mk = m;
+  *pk = q;
+  *cb = s;
+}
+
+/* Writes the chunk's partial (max, first argmax, finite count, NaN / +inf flag, sum e^(y - max)). The
+ * first four come from one block reduction: the max key (the CPU's max_block order); the argmax as
+ * the largest (value with -0 folded into +0, lowest id), i.e. the first token equal (==) to the max,
+ * as the CPU's first_index; count and flag as one sum. The sum, which needs the max, takes a second.
+ * Returns the chunk's max. */
+__device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t c, const float y[kPer],
+                                               const int64_t id[kPer], int bad, bool want_sum, Red &red) {
   int32_t mk = key_s(ninf());
-  int cnt = 0;
+  unsigned long long pk = 0ull;
+  long long cb = bad ? (1ll << 32) : 0ll;
 #pragma unroll
   for (int j = 0; j < kPer; ++j) {
     mk = key_s(y[j]) > mk ? key_s(y[j]) : mk;
-    cnt += !lmf_lg_is_ninf(y[j]);
+    const uint32_t fk = (uint32_t)key_s(LMF_FADD(y[j], 0.0f)) ^ 0x80000000u; /* -0 + 0 = +0 */
+    const unsigned long long e = ((unsigned long long)fk << 32) | (0xffffffffu - (uint32_t)id[j]);
+    pk = e > pk ? e : pk;
+    cb += !lmf_lg_is_ninf(y[j]);
   }
-  const float mx = key_s_inv((int32_t)block_reduce_ll<OP_MAX>(mk, red));
-  int64_t arg = kNone64;
-#pragma unroll
-  for (int j = 0; j < kPer; ++j)
-    if (y[j] == mx && id[j] < arg) arg = id[j];
-  arg = block_reduce_ll<OP_MIN>(arg, red);
-  cnt = (int)block_reduce_ll<OP_SUM>(cnt, red);
-  bad = (int)block_reduce_ll<OP_MAX>(bad, red);
+  block_reduce3(&mk, &pk, &cb, red);
+  const float mx = key_s_inv(mk);
   double osum = 0.0;
   if (want_sum && !lmf_lg_is_ninf(mx)) {
     U128 s = u128(0ull, 0ull);
@@ -892,15 +976,17 @@ __device__ __forceinline__ void chunk_partial(const KP &p, int64_t row, int64_t 
   if (threadIdx.x == 0) {
     CPart &P = p.cpart[row * p.nchunks + c];
     P.max = mx;
-    P.arg = arg == kNone64 ? 0 : (int32_t)arg;
-    P.cnt = cnt;
-    P.bad = bad;
+    P.arg = (int32_t)(0xffffffffu - (uint32_t)pk);
+    P.cnt = (int32_t)(cb & 0xffffffffll);
+    P.bad = (cb >> 32) != 0;
     P.osum = osum;
   }
+  return mx;
 }
 
-/* GEDI: the GeDi terms are compiled in (its divisions need more registers: 3 blocks per SM). */
-template <bool GEDI>
+/* GEDI: the GeDi terms are compiled in (its divisions need more registers: 3 blocks per SM). SUP: the
+ * list mode's candidate lists are filled (KP::lstream; the separate kernels only). */
+template <bool GEDI, bool SUP>
 __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
   __shared__ Red red;
   const int64_t row = w.row;
@@ -918,6 +1004,9 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
   const bool want_sum = R.want_sum != 0;
   float *Yr = p.Y + w.ys * p.ystride;
   float *Dr = p.D ? p.D + row * p.ystride : nullptr;
+  /* List mode: the row's first cut takes its candidates from here (see list_append_chunk). */
+  const bool sup = SUP && p.lstream && R.sup;
+  float runmax = ninf();
   for (int64_t c = w.first; c < p.nchunks; c += w.step) {
     const int64_t v = c * kChunk + (int64_t)threadIdx.x * kPer;
     float y[kPer];
@@ -1027,7 +1116,11 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
 #pragma unroll
       for (int q = 0; q < kPer; ++q) y[q] = ninf();
     }
-    chunk_partial(p, row, c, y, id, bad, want_sum, red);
+    const float mx = chunk_partial(p, row, c, y, id, bad, want_sum, red);
+    if (sup) {
+      runmax = mx > runmax ? mx : runmax;
+      list_append_chunk(p, row, runmax, y, v); /* this thread's tokens are v .. v + 7 */
+    }
   }
 }
 
@@ -1207,6 +1300,15 @@ __device__ __forceinline__ void load_search(int kind, const Part &w, const float
   if (search_reads_d(kind)) load_strided(Dr + c * kChunk, c, V, dv);
 }
 
+/* A block's scratch shared memory, one buffer per kernel whichever body asks: the histogram pass's
+ * per-warp histograms, or the list cut's (ListSmem), which never run at once; kept apart, the fused
+ * kernel's static shared memory would pass the 48 KiB limit. */
+constexpr size_t kScratch = 2 * kWarps * kBins * sizeof(unsigned long long);
+__device__ __forceinline__ void *block_scratch() {
+  __shared__ __align__(16) unsigned char buf[kScratch];
+  return buf;
+}
+
 /* Adds (bin, mass) to a warp's private histogram with shared-memory atomics; the low word's carry goes
  * to the high word, so the sum is exact whatever the order of the adds. */
 __device__ __forceinline__ void hist_add(unsigned long long *wlo, unsigned long long *whi, uint32_t bin,
@@ -1241,8 +1343,8 @@ __device__ __forceinline__ void warp_hist_add(unsigned long long *wlo, unsigned 
 /* Histogram pass of digit `level` (bits 31-24, 23-16, 15-8, 7-0 of the key) over the tokens whose
  * higher digits match the prefix found so far; top-p's first pass also sums the CPU's windows. */
 __device__ void b_hist(const KP &p, const Part &w, int kind, int level) {
-  __shared__ unsigned long long wlo[kWarps][kBins];
-  __shared__ unsigned long long whi[kWarps][kBins];
+  unsigned long long(*wlo)[kBins] = static_cast<unsigned long long(*)[kBins]>(block_scratch());
+  unsigned long long(*whi)[kBins] = wlo + kWarps;
   const int64_t row = w.row;
   Row *R = &p.rows[row];
   if (R->status != LMF_ROW_OK || R->search != kind) return;
@@ -1253,7 +1355,7 @@ __device__ void b_hist(const KP &p, const Part &w, int kind, int level) {
   __syncthreads();
   const SRow s = srow_of(*R);
   const uint32_t prefix = R->prefix;
-  const bool win = !p.list && kind == SK_TOPP && level == 0 && R->wfree != 0; /* list mode: b_window's */
+  const bool win = R->hwin && kind == SK_TOPP && level == 0 && R->wfree != 0; /* list mode: list_window's */
   const int64_t V = p.job.vocab_out;
   const float *Yr = p.Y + w.ys * p.ystride;
   const float *Dr = p.D ? p.D + row * p.ystride : nullptr;
@@ -1507,32 +1609,13 @@ __device__ void b_tiecut(const KP &p, int64_t row, int kind, int64_t ys) {
  * survivors, min-p, the LSE and the sample: no further pass over the row. Otherwise the row stays in
  * the general search. The window is a prefix of the cut's order, so the cut found is the same token. */
 
-/* Appends (y, v) to the list of class cls (0 .. kClasses - 1; kClasses: none) of the row: one atomic
- * per class present in the warp. Every lane of the warp calls it. Counts go past cap; entries not. */
-__device__ __forceinline__ void list_append(Row *R, uint2 *L, unsigned cap, int cls, float y, int64_t v) {
-  const int lane = lane_id();
-#pragma unroll
-  for (int k = 0; k < kClasses; ++k) {
-    const unsigned m = __ballot_sync(kFull, cls == k);
-    if (!m) continue;
-    const int leader = __ffs((int)m) - 1;
-    unsigned base = 0u;
-    if (lane == leader) base = atomicAdd(&R->cls_c[k], (unsigned)__popc(m));
-    base = __shfl_sync(kFull, base, leader);
-    if (cls == k) {
-      const unsigned slot = base + (unsigned)__popc(m & ((1u << lane) - 1u));
-      if (slot < cap) L[k * cap + slot] = make_uint2(__float_as_uint(y), (uint32_t)v);
-    }
-  }
-}
-
 /* The window pass of a top-k (unit masses) or top-p cut (masses e^(y - ymax); after a top-k cut, its
  * survivors only): per class count, mass and tokens; the total mass, except where top-p's target is the
  * combine pass's total (wfree): then only the windows' tokens need their e^(y - ymax). */
 __device__ void b_window(const KP &p, const Part &w, int kind) {
   const int64_t row = w.row;
   Row *R = &p.rows[row];
-  if (R->status != LMF_ROW_OK || R->search != kind) return;
+  if (R->status != LMF_ROW_OK || R->search != kind || R->sup) return; /* sup: the combine's lists */
   const SRow s = srow_of(*R);
   const int64_t V = p.job.vocab_out;
   const float *Yr = p.Y + w.ys * p.ystride;
@@ -1588,6 +1671,7 @@ __device__ int list_window(const KP &p, int kind, Row *R, unsigned cnt[kClasses]
   }
   const U128 tot = R->ltot; /* wfree: the windows' mass only (b_window) */
   R->ltot = u128(0ull, 0ull);
+  R->hwin = 0; /* the windows are written: a general search after this reads them */
   int kw = -1;
   for (int k = 0; k < kClasses; ++k)
     if (R->win_c[k] <= (unsigned)kWinCap) kw = k;
@@ -1611,8 +1695,10 @@ __device__ int list_window(const KP &p, int kind, Row *R, unsigned cnt[kClasses]
 struct ListSmem {
   unsigned long long hlo[kBins], hhi[kBins];
   U128 flo;
-  int kw;
+  int kw, sup;
   unsigned cnt[kClasses];
+  float cy[kWinCap];     /* sup_items: the window's tokens, compacted */
+  uint32_t cid[kWinCap];
 };
 
 /* An item's mass in a list cut: 1 (top-k) or e^(y - ymax) (fixed point); 0 for an item not taking part. */
@@ -1664,43 +1750,144 @@ __device__ uint64_t list_cut(const uint64_t ord[kPer], const float y[kPer], cons
   return prefix;
 }
 
-/* One block per row in a top-k / top-p cut (list mode): the window, then, if it holds the target, the cut
- * among its tokens; after top-k, top-p on its survivors (the general search's target: top_p times their
- * mass); min-p, the LSE where an output needs it, the Gumbel-max sample. The row then skips the general
- * search, the LSE pass and the sample pass. */
-__device__ void b_listcut(const KP &p, int64_t row, int kind) {
-  __shared__ Red red;
-  __shared__ ListSmem S;
-  Row *R = &p.rows[row];
-  if (R->status != LMF_ROW_OK || R->search != kind) return;
-  if (threadIdx.x == 0) S.kw = list_window(p, kind, R, S.cnt);
-  __syncthreads();
-  const int kw = S.kw;
-  if (kw < 0) return;
-  const lmf_lg_job &j = p.job;
-  const float ymax = R->ymax;
+/* Entry i of the lists of classes 0, 1, ... (counts cnt) in order. */
+__device__ __forceinline__ uint2 list_entry(const uint2 *L, int lcap, const unsigned cnt[kClasses],
+                                            unsigned i) {
+  int k = 0;
+  while (k < kClasses - 1 && i >= cnt[k]) i -= cnt[k++];
+  return L[k * lcap + i];
+}
+
+/* The window lists' tokens (b_window, exact classes): classes 0 .. S.kw, 8 a thread. */
+__device__ void window_items(const KP &p, int64_t row, const ListSmem &S, float y[kPer], uint64_t ord[kPer],
+                             bool in[kPer]) {
   const uint2 *L = p.cand + row * (int64_t)kClasses * p.lcap;
-  float y[kPer];
-  uint64_t ord[kPer];
-  bool in[kPer];
   unsigned n = 0u;
-  for (int k = 0; k <= kw; ++k) n += S.cnt[k];
+  for (int k = 0; k <= S.kw; ++k) n += S.cnt[k];
 #pragma unroll
   for (int q = 0; q < kPer; ++q) {
-    unsigned i = (unsigned)(q * kThreads) + threadIdx.x; /* item i of classes 0 .. kw in order */
+    const unsigned i = (unsigned)(q * kThreads) + threadIdx.x;
     in[q] = i < n;
     y[q] = ninf();
     ord[q] = ~0ull;
     if (in[q]) {
-      int k = 0;
-      while (k < kw && i >= S.cnt[k]) i -= S.cnt[k++];
-      const uint2 e = L[k * p.lcap + i];
+      const uint2 e = list_entry(L, p.lcap, S.cnt, i);
       y[q] = __uint_as_float(e.x);
       ord[q] = lmf_lg_ord_desc(y[q], e.y);
     }
   }
+}
+
+/* The combine pass's lists (list_append_chunk: a superset of each window, classes 0 .. k holding every
+ * token of window k). Their entries, filtered with the row's max, give the exact counts of the windows
+ * whose classes were all kept; the largest of those with at most kWinCap tokens is compacted into
+ * shared memory and loaded 8 a thread; then the target as list_window's: top-k's k, top-p's from the
+ * combine pass's total (its other target needs every token's mass: the general search then). false:
+ * the general search (block-uniform). */
+__device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &red, float y[kPer],
+                          uint64_t ord[kPer], bool in[kPer], U128 *tgt) {
+  const Row *R = &p.rows[row];
+  const uint2 *L = p.cand + row * (int64_t)kClasses * p.lcap;
+  const float ymax = R->ymax;
+  int ksup = -1;
+  unsigned m = 0u;
+  for (int k = 0; k < kClasses && S.cnt[k] <= (unsigned)p.lcap; ++k) {
+    ksup = k;
+    m += S.cnt[k];
+  }
+  if (ksup < 0) return false;
+  long long wc = 0; /* the windows' counts, 16 bits each (m <= 4 kSupCap < 2^16) */
+  for (unsigned i = threadIdx.x; i < m; i += kThreads) {
+    const float d = LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(list_entry(L, p.lcap, S.cnt, i).x)), 2.0f);
+#pragma unroll
+    for (int k = 0; k < kClasses; ++k) wc += (long long)(d < (float)(4 << k)) << (16 * k);
+  }
+  wc = block_reduce_ll<OP_SUM>(wc, red);
+  int kw = -1;
+  for (int k = 0; k <= ksup; ++k)
+    if (((wc >> (16 * k)) & 0xffff) <= kWinCap) kw = k;
+  if (kw < 0) return false;
+  const unsigned n = (unsigned)((wc >> (16 * kw)) & 0xffff);
+  const float lim = (float)(4 << kw);
+  unsigned mine = 0u;
+  for (unsigned i = threadIdx.x; i < m; i += kThreads)
+    mine += LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(list_entry(L, p.lcap, S.cnt, i).x)), 2.0f) < lim;
+  unsigned pos = (unsigned)block_incl_scan_u128(u128(mine, 0ull), red).lo - mine;
+  for (unsigned i = threadIdx.x; i < m; i += kThreads) {
+    const uint2 e = list_entry(L, p.lcap, S.cnt, i);
+    if (LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(e.x)), 2.0f) < lim) {
+      S.cy[pos] = __uint_as_float(e.x);
+      S.cid[pos] = e.y;
+      ++pos;
+    }
+  }
+  __syncthreads();
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) {
+    const unsigned i = (unsigned)(q * kThreads) + threadIdx.x;
+    in[q] = i < n;
+    y[q] = in[q] ? S.cy[i] : ninf();
+    ord[q] = in[q] ? lmf_lg_ord_desc(y[q], S.cid[i]) : ~0ull;
+  }
+  if (kind == SK_TOPK) {
+    *tgt = u128((unsigned long long)p.job.top_k, 0ull);
+    return n >= (unsigned)p.job.top_k;
+  }
+  if (!R->wfree) return false;
+  U128 sum = u128(0ull, 0ull);
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) sum = add(sum, item_fx(in[q], false, y[q], ymax));
+  sum = block_sum_u128(sum, red);
+  U128 t = ceil_fx((double)p.job.top_p * R->total);
+  if (is_zero(t)) t = u128(1ull, 0ull);
+  *tgt = t;
+  return ge(sum, t);
+}
+
+static_assert(sizeof(ListSmem) <= kScratch, "the list cut's shared memory is the block scratch");
+
+/* One block per row in a top-k / top-p cut (list mode): the candidates (the combine pass's lists for
+ * the row's first cut, else the window pass's), and if they hold the target, the cut among them; after
+ * top-k, top-p on its survivors (the general search's target: top_p times their mass); min-p, the LSE
+ * where an output needs it, the Gumbel-max sample. The row then skips the general search, the LSE pass
+ * and the sample pass. SUP: the combine pass's lists may be pending (the separate kernels). */
+template <bool SUP>
+__device__ void b_listcut(const KP &p, int64_t row, int kind) {
+  __shared__ Red red;
+  ListSmem &S = *static_cast<ListSmem *>(block_scratch());
+  Row *R = &p.rows[row];
+  if (R->status != LMF_ROW_OK || R->search != kind) return;
+  if (threadIdx.x == 0) {
+    S.sup = SUP && R->sup;
+    if (S.sup) { /* the combine's lists serve this cut only */
+      for (int k = 0; k < kClasses; ++k) {
+        S.cnt[k] = R->cls_c[k];
+        R->cls_c[k] = 0u;
+      }
+      R->sup = 0;
+    } else {
+      S.kw = list_window(p, kind, R, S.cnt);
+    }
+  }
+  __syncthreads();
+  const lmf_lg_job &j = p.job;
+  const float ymax = R->ymax;
+  float y[kPer];
+  uint64_t ord[kPer];
+  bool in[kPer];
+  U128 tgt;
+  if (SUP && S.sup) {
+    if (!sup_items(p, kind, row, S, red, y, ord, in, &tgt)) {
+      if (threadIdx.x == 0) R->hwin = 1; /* no window pass ran for this cut */
+      return;
+    }
+  } else {
+    if (S.kw < 0) return;
+    window_items(p, row, S, y, ord, in);
+    tgt = R->target;
+  }
   const bool topk = kind == SK_TOPK;
-  const uint64_t cut = list_cut(ord, y, in, topk, ymax, R->target, S, red);
+  const uint64_t cut = list_cut(ord, y, in, topk, ymax, tgt, S, red);
 #pragma unroll
   for (int q = 0; q < kPer; ++q) in[q] = in[q] && ord[q] <= cut;
   uint64_t pcut = cut;
@@ -2017,9 +2204,9 @@ __global__ void __launch_bounds__(kThreads) k_init(const __grid_constant__ KP p)
 __global__ void __launch_bounds__(kThreads) k_stats(const __grid_constant__ KP p) {
   b_stats(p, grid_part(p));
 }
-template <bool GEDI>
+template <bool GEDI, bool SUP>
 __global__ void __launch_bounds__(kThreads, GEDI ? 3 : 4) k_combine(const __grid_constant__ KP p) {
-  b_combine<GEDI>(p, grid_part(p));
+  b_combine<GEDI, SUP>(p, grid_part(p));
 }
 __global__ void __launch_bounds__(kThreads) k_temp(const __grid_constant__ KP p) { b_temp(p, grid_part(p)); }
 __global__ void __launch_bounds__(kThreads) k_cmerge(const __grid_constant__ KP p) {
@@ -2043,7 +2230,7 @@ __global__ void __maxnreg__(128) k_window(const __grid_constant__ KP p) {
   b_window(p, grid_part(p), p.kind);
 }
 __global__ void __launch_bounds__(kThreads) k_listcut(const __grid_constant__ KP p) {
-  b_listcut(p, blockIdx.x, p.kind);
+  b_listcut<true>(p, blockIdx.x, p.kind);
 }
 __global__ void __launch_bounds__(kThreads) k_final(const __grid_constant__ KP p) {
   b_final(p, grid_part(p));
@@ -2090,7 +2277,7 @@ __device__ void fused_search(const KP &p, cg::cluster_group &cl, const Part &w, 
   if (p.list) {
     b_window(p, w, kind);
     cl.sync();
-    if (lead) b_listcut(p, w.row, kind);
+    if (lead) b_listcut<false>(p, w.row, kind);
     cl.sync();
     if (!row_in(p, w.row, kind)) return; /* the list cut finished the row */
   }
@@ -2123,7 +2310,7 @@ __global__ void __launch_bounds__(kThreads, 2) k_fused(const __grid_constant__ K
     w.ysm = (p.fused & FZ_SMEM) ? ysm_dyn : nullptr;
     if (lead && warp_id() == 0) b_init(p, row);
     cl.sync();
-    b_combine<false>(p, w);
+    b_combine<false, false>(p, w); /* KP::lstream is 0 here: the window pass reads Y in shared memory */
     cl.sync();
     if (lead && warp_id() == 0) b_cmerge(p, row, 0);
     cl.sync();
@@ -2188,7 +2375,7 @@ bool make_layout(const lmf_lg_job *job, Layout *L) {
   if (!mul_sz(bc, sizeof(CPart), &n) || !reserve(&off, n, &L->cpart)) return false;
   if (!mul_sz(bc, sizeof(SPart), &n) || !reserve(&off, n, &L->spart)) return false;
   if (!mul_sz(bc, sizeof(U128), &n) || !reserve(&off, n, &L->tie)) return false;
-  L->lcap = V < kWinCap ? (int32_t)V : kWinCap;
+  L->lcap = V < kSupCap ? (int32_t)V : kSupCap;
   if (!mul_sz(B, (size_t)kClasses * (size_t)L->lcap * sizeof(uint2), &n) || !reserve(&off, n, &L->cand))
     return false;
   if (!reserve(&off, yb, &L->Y)) return false;
@@ -2456,6 +2643,10 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
     (void)cudaLaunchKernelEx(&cfg, k_fused, local);
     return launched(fn, "k_fused", ctx->device);
   }
+  /* List mode, separate kernels: the combine pass fills the lists for each row's first cut (top-k or
+   * top-p; not after GeDi's filter, which rewrites Y, nor with GeDi's combine). */
+  local.lstream =
+      local.list && dist && !gf && job->gedi_pos_model < 0 && (job->top_k > 0 || job->top_p < 1.0f);
   LMF_TRY(launch(k_init, warp_blocks, local));
   for (int k = 0; k < job->num_models; ++k) {
     const lmf_lg_model &m = job->models[k];
@@ -2473,7 +2664,10 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
     LMF_TRY(launch(k_stats_merge, warp_blocks, local));
   }
   if (nuc_search) LMF_TRY(run_search(launch, local, SK_NUC, chunk_blocks));
-  LMF_TRY(launch(job->gedi_pos_model >= 0 ? k_combine<true> : k_combine<false>, chunk_blocks, local));
+  const Kernel combine = job->gedi_pos_model >= 0 ? k_combine<true, false>
+                         : local.lstream           ? k_combine<false, true>
+                                                   : k_combine<false, false>;
+  LMF_TRY(launch(combine, chunk_blocks, local));
   local.level = 0;
   LMF_TRY(launch(k_cmerge, warp_blocks, local));
   if (gf) {
