@@ -58,7 +58,9 @@
  *     chunk of the row, each; GeDi's filter also 1 rewrite of Y (filter, / T);
  *   list mode, top-k / top-p: 1 window pass; where the window holds the cut (peaked rows) nothing more,
  *     not even the LSE or sample pass; otherwise the general search as above. A row's first cut on the
- *     separate kernels takes its candidates from the combine pass instead (no pass over Y at all);
+ *     separate kernels takes its candidates from the combine pass instead (no pass over Y at all), and
+ *     with top-p and no log-prob rows the combine pass does not even write Y (KP::ylazy; rows the
+ *     lists cannot decide have it recomputed before their general search);
  *   LSE (lse / token_logprob / logprobs outputs, verify) after top-k, top-p, min-p or GeDi's filter:
  *     1; otherwise none (from the combine pass's per-chunk sums); logprobs: 1 write;
  *   verify_draft: the acceptance walk reads single tokens; a rejection's correction: 1 pass over
@@ -157,6 +159,9 @@ struct Row {
   U128 ltot;
   int32_t sup;  /* list mode: the combine pass's lists (a superset of each window) await the first cut */
   int32_t hwin; /* the general top-p search's first histogram pass sums the windows (none wrote them) */
+  int32_t ymiss; /* KP::ylazy: 1 Y not written (the list cut then gives ytok); 2 Y recomputed for the
+                  * general search after a list cut the lists could not decide (k_recombine); 0 Y valid */
+  float ytok;    /* ymiss 1: y of the row's token (token_logprob) */
 };
 
 struct Seq {
@@ -206,6 +211,7 @@ struct KP {
   uint32_t fused; /* the fused kernel: which of its optional phases run (FZ_*) */
   int32_t list;   /* list mode for top-k / top-p (combine only; LMF_LOGITS_LIST=1) */
   int32_t lstream; /* list mode: the combine pass fills the lists for each row's first cut */
+  int32_t ylazy;   /* lstream, and the combine pass leaves Y unwritten for those rows (Row::ymiss) */
   int32_t lcap;   /* list mode: entries per class list, min(V, kSupCap) (a class never holds more) */
   uint2 *cand;    /* list mode: per row kClasses lists of lcap (y bits, id) */
 };
@@ -699,6 +705,8 @@ __device__ void b_init(const KP &p, int64_t row) {
   }
   R.ltot = u128(0ull, 0ull);
   R.sup = p.lstream && need_dist;
+  R.ymiss = p.ylazy && R.sup;
+  R.ytok = 0.0f;
   R.hwin = !p.list;
   R.nfin = 0;
   R.nuc_cut = R.gf_cut = R.topk_cut = R.topp_cut = 0ull;
@@ -984,14 +992,19 @@ __device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t
   return mx;
 }
 
-/* GEDI: the GeDi terms are compiled in (its divisions need more registers: 3 blocks per SM). SUP: the
- * list mode's candidate lists are filled (KP::lstream; the separate kernels only). */
-template <bool GEDI, bool SUP>
+/* What a combine pass does besides s(v): CM_SUP also fills list mode's candidate lists (KP::lstream;
+ * the separate kernels only) and leaves Y unwritten where Row::ymiss; CM_RECOMP only writes Y, for
+ * the rows whose list cut handed them to the general search (ymiss 2), by the same arithmetic. */
+enum { CM_PLAIN = 0, CM_SUP = 1, CM_RECOMP = 2 };
+
+/* GEDI: the GeDi terms are compiled in (its divisions need more registers: 3 blocks per SM). */
+template <bool GEDI, int MODE>
 __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
   __shared__ Red red;
   const int64_t row = w.row;
   const Row &R = p.rows[row];
   if (R.status != LMF_ROW_OK) return;
+  if (MODE == CM_RECOMP && !(R.ymiss == 2 && R.search == p.kind)) return;
   const lmf_lg_job &j = p.job;
   const int64_t V = j.vocab_out;
   const int K = j.num_models;
@@ -1005,7 +1018,7 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
   float *Yr = p.Y + w.ys * p.ystride;
   float *Dr = p.D ? p.D + row * p.ystride : nullptr;
   /* List mode: the row's first cut takes its candidates from here (see list_append_chunk). */
-  const bool sup = SUP && p.lstream && R.sup;
+  const bool sup = MODE == CM_SUP && p.lstream && R.sup;
   float runmax = ninf();
   for (int64_t c = w.first; c < p.nchunks; c += w.step) {
     const int64_t v = c * kChunk + (int64_t)threadIdx.x * kPer;
@@ -1110,12 +1123,13 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
         if (id[q] >= V) y[q] = ninf(); /* past the row */
         bad |= lmf_lg_is_bad(y[q]);
       }
-      if (p.need_y) store8_f32(Yr + v, y);
+      if (p.need_y && !(MODE == CM_SUP && R.ymiss)) store8_f32(Yr + v, y);
       if (w.ysm) store8_f32(w.ysm + ((c - w.first) / w.step) * kChunk + (int64_t)threadIdx.x * kPer, y);
     } else {
 #pragma unroll
       for (int q = 0; q < kPer; ++q) y[q] = ninf();
     }
+    if (MODE == CM_RECOMP) continue; /* the partials and the lists are the first pass's */
     const float mx = chunk_partial(p, row, c, y, id, bad, want_sum, red);
     if (sup) {
       runmax = mx > runmax ? mx : runmax;
@@ -1858,6 +1872,7 @@ __device__ void b_listcut(const KP &p, int64_t row, int kind) {
   Row *R = &p.rows[row];
   if (R->status != LMF_ROW_OK || R->search != kind) return;
   if (threadIdx.x == 0) {
+    if (R->ymiss == 2) R->ymiss = 0; /* an earlier cut had Y recomputed */
     S.sup = SUP && R->sup;
     if (S.sup) { /* the combine's lists serve this cut only */
       for (int k = 0; k < kClasses; ++k) {
@@ -1878,7 +1893,10 @@ __device__ void b_listcut(const KP &p, int64_t row, int kind) {
   U128 tgt;
   if (SUP && S.sup) {
     if (!sup_items(p, kind, row, S, red, y, ord, in, &tgt)) {
-      if (threadIdx.x == 0) R->hwin = 1; /* no window pass ran for this cut */
+      if (threadIdx.x == 0) {
+        R->hwin = 1; /* no window pass ran for this cut */
+        if (R->ymiss == 1) R->ymiss = 2; /* the general search needs Y: k_recombine writes it */
+      }
       return;
     }
   } else {
@@ -1928,6 +1946,10 @@ __device__ void b_listcut(const KP &p, int64_t row, int kind) {
       }
     best = block_max_u64(mine, red);
   }
+  const int32_t token = R->greedy ? R->yarg : unpack_id(best);
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) /* the token is a loaded item: its y, for token_logprob if Y is unwritten */
+    if (ord[q] != ~0ull && (int32_t)(uint32_t)ord[q] == token) R->ytok = y[q];
   if (threadIdx.x == 0) {
     if (topk) {
       R->topk_on = 1;
@@ -2064,7 +2086,10 @@ __device__ void b_outputs(const KP &p, int64_t row, int64_t ys) {
   j.tokens[row] = token;
   if (j.status) j.status[row] = ok ? (int32_t)LMF_ROW_OK : R.status;
   if (j.lse) j.lse[row] = ok ? R.lse : nan;
-  if (j.token_logprob) j.token_logprob[row] = ok ? LMF_FSUB(p.Y[ys * p.ystride + token], R.lse) : nan;
+  if (j.token_logprob) {
+    const float yt = ok ? (R.ymiss == 1 ? R.ytok : p.Y[ys * p.ystride + token]) : 0.0f;
+    j.token_logprob[row] = ok ? LMF_FSUB(yt, R.lse) : nan;
+  }
   if (j.gedi_pos_model >= 0) {
     if (ok) {
       const MV mp = make_mv(p, R, j.gedi_pos_model, row), mn = make_mv(p, R, j.gedi_neg_model, row);
@@ -2204,9 +2229,9 @@ __global__ void __launch_bounds__(kThreads) k_init(const __grid_constant__ KP p)
 __global__ void __launch_bounds__(kThreads) k_stats(const __grid_constant__ KP p) {
   b_stats(p, grid_part(p));
 }
-template <bool GEDI, bool SUP>
+template <bool GEDI, int MODE>
 __global__ void __launch_bounds__(kThreads, GEDI ? 3 : 4) k_combine(const __grid_constant__ KP p) {
-  b_combine<GEDI, SUP>(p, grid_part(p));
+  b_combine<GEDI, MODE>(p, grid_part(p));
 }
 __global__ void __launch_bounds__(kThreads) k_temp(const __grid_constant__ KP p) { b_temp(p, grid_part(p)); }
 __global__ void __launch_bounds__(kThreads) k_cmerge(const __grid_constant__ KP p) {
@@ -2310,7 +2335,7 @@ __global__ void __launch_bounds__(kThreads, 2) k_fused(const __grid_constant__ K
     w.ysm = (p.fused & FZ_SMEM) ? ysm_dyn : nullptr;
     if (lead && warp_id() == 0) b_init(p, row);
     cl.sync();
-    b_combine<false, false>(p, w); /* KP::lstream is 0 here: the window pass reads Y in shared memory */
+    b_combine<false, CM_PLAIN>(p, w); /* KP::lstream is 0 here: the window pass reads Y in shared memory */
     cl.sync();
     if (lead && warp_id() == 0) b_cmerge(p, row, 0);
     cl.sync();
@@ -2525,6 +2550,7 @@ lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, int64_t chunk_
   if (kp.list && (kind == SK_TOPK || kind == SK_TOPP)) { /* the rows it finishes skip the rest */
     LMF_TRY(launch(k_window, chunk_blocks, kp));
     LMF_TRY(launch(k_listcut, kp.nrows, kp));
+    if (kp.ylazy) LMF_TRY(launch(k_combine<false, CM_RECOMP>, chunk_blocks, kp)); /* Y where now needed */
   }
   for (int level = 0; level < 4; ++level) {
     kp.level = level;
@@ -2647,6 +2673,9 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
    * top-p; not after GeDi's filter, which rewrites Y, nor with GeDi's combine). */
   local.lstream =
       local.list && dist && !gf && job->gedi_pos_model < 0 && (job->top_k > 0 || job->top_p < 1.0f);
+  /* With top-p every row that needs the distribution enters a cut, so Y can wait for the rows the
+   * lists cannot decide; a log-prob row needs Y whole. */
+  local.ylazy = local.lstream && job->top_p < 1.0f && !job->logprobs;
   LMF_TRY(launch(k_init, warp_blocks, local));
   for (int k = 0; k < job->num_models; ++k) {
     const lmf_lg_model &m = job->models[k];
@@ -2664,9 +2693,9 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
     LMF_TRY(launch(k_stats_merge, warp_blocks, local));
   }
   if (nuc_search) LMF_TRY(run_search(launch, local, SK_NUC, chunk_blocks));
-  const Kernel combine = job->gedi_pos_model >= 0 ? k_combine<true, false>
-                         : local.lstream           ? k_combine<false, true>
-                                                   : k_combine<false, false>;
+  const Kernel combine = job->gedi_pos_model >= 0 ? k_combine<true, CM_PLAIN>
+                         : local.lstream           ? k_combine<false, CM_SUP>
+                                                   : k_combine<false, CM_PLAIN>;
   LMF_TRY(launch(combine, chunk_blocks, local));
   local.level = 0;
   LMF_TRY(launch(k_cmerge, warp_blocks, local));

@@ -39,9 +39,21 @@ static void fill_q(float *x, int64_t n, double sd, uint64_t seed) {
   }
 }
 
-/* Runs the call on both backends (the GeDi state of each from the same starting values) and compares. */
+/* Values of x[0 .. n) that no longer hold lt_poison_f32's bits. */
+static int64_t unpoisoned(const float *x, int64_t n) {
+  int64_t c = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t b;
+    memcpy(&b, x + i, sizeof b);
+    c += b != 0x7fc0deadu;
+  }
+  return c;
+}
+
+/* Runs the call on both backends (the GeDi state of each from the same starting values) and compares.
+ * with_logprobs 0: no log-prob rows are asked for (their buffers must stay untouched). */
 static void parity_at(backends *be, const lmf_logits_model_t *m, size_t K, const lmf_logits_params_t *p,
-                      int gedi, const char *what, const char *file, int line) {
+                      int gedi, int with_logprobs, const char *what, const char *file, int line) {
   const int32_t B = p->num_rows, V = lg_vocab_out(m, p);
   lg_out oc, og;
   memset(&oc, 0, sizeof oc);
@@ -63,8 +75,16 @@ static void parity_at(backends *be, const lmf_logits_model_t *m, size_t K, const
     pg.gedi_L_pos = Lp[1], pg.gedi_L_neg = Ln[1], pg.gedi_n = n[1];
   }
   if (!lg_out_alloc(&oc, B, V, V + 1, gedi) || !lg_out_alloc(&og, B, V, V + 1, gedi)) goto done;
+  if (!with_logprobs) oc.o.logprobs = og.o.logprobs = NULL;
   if (!lmf_t_check_status(lg_combine_at(be->cpu, m, K, &pc, &oc, file, line), LMF_OK, what, file, line)) goto done;
   if (!lmf_t_check_status(lg_combine_at(be->cuda, m, K, &pg, &og, file, line), LMF_OK, what, file, line)) goto done;
+  if (!with_logprobs) {
+    const int64_t n = (int64_t)B * oc.stride;
+    lmf_t_check(unpoisoned(oc.logprobs, n) == 0 && unpoisoned(og.logprobs, n) == 0, file, line,
+                "%s: a log-prob row was written though none was asked for", what);
+    memset(oc.logprobs, 0, sizeof(float) * (size_t)n); /* equal, for the row comparison below */
+    memset(og.logprobs, 0, sizeof(float) * (size_t)n);
+  }
   for (int32_t b = 0; b < B; ++b) {
     char w[160];
     snprintf(w, sizeof w, "%s: row %d, CPU vs CUDA", what, (int)b);
@@ -84,7 +104,8 @@ done:
   lg_out_free(&oc);
   lg_out_free(&og);
 }
-#define PARITY(be, m, K, p, gedi, what) parity_at((be), (m), (K), (p), (gedi), (what), __FILE__, __LINE__)
+#define PARITY(be, m, K, p, gedi, what) parity_at((be), (m), (K), (p), (gedi), 1, (what), __FILE__, __LINE__)
+#define PARITY_NO_LOGPROBS(be, m, K, p, what) parity_at((be), (m), (K), (p), 0, 0, (what), __FILE__, __LINE__)
 
 /* The spec's vectors T1, T3, T4, T5a, T7 in each dtype. */
 void test_cuda_logits_spec_vectors(void) {
@@ -400,9 +421,11 @@ void test_cuda_logits_cuts(void) {
         fill_q(z, (int64_t)B * V, flat ? 0.05 : 2.0, 300 + 10 * si + (uint64_t)k + 5 * (uint64_t)flat);
         lg_models_add(&ms, lg_dtypes[k], z, B, V, coeff[k]);
       }
+      /* mode 0: list mode off; 1: on; 2: on without log-prob rows (the combine pass then leaves Y
+       * unwritten for top-p calls until a row needs it) */
       for (size_t ci = 0; ci < sizeof cuts / sizeof cuts[0]; ++ci)
-        for (int list = 0; list < 2; ++list) {
-          if (list) setenv("LMF_LOGITS_LIST", "1", 1);
+        for (int mode = 0; mode < 3; ++mode) {
+          if (mode) setenv("LMF_LOGITS_LIST", "1", 1);
           else unsetenv("LMF_LOGITS_LIST");
           lmf_logits_params_t p;
           lg_params(&p, B);
@@ -413,8 +436,9 @@ void test_cuda_logits_cuts(void) {
           p.seeds = seeds;
           char what[128];
           snprintf(what, sizeof what, "B %d V %d %s: %s, list mode %s", (int)B, (int)V, flat ? "flat" : "peaked",
-                   cuts[ci].name, list ? "on" : "off");
-          PARITY(&be, ms.m, ms.K, &p, 0, what);
+                   cuts[ci].name, mode == 0 ? "off" : mode == 1 ? "on" : "on, no log-prob rows");
+          if (mode < 2) PARITY(&be, ms.m, ms.K, &p, 0, what);
+          else PARITY_NO_LOGPROBS(&be, ms.m, ms.K, &p, what);
         }
       lg_models_free(&ms);
     }
