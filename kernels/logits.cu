@@ -106,6 +106,7 @@ constexpr int kMaxM = LMF_LOGITS_MAX_MODELS;
 constexpr int kWinCap = 2048;             /* the CPU's CAP: a top-p window with at most this many tokens */
 constexpr int kClasses = 4;  /* list mode: tokens by 2 (ymax - y) in [0,4) [4,8) [8,16) [16,32) */
 constexpr int kSupCap = 8192; /* list mode: entries a class list keeps (the combine's are loose) */
+constexpr int kPrefetchChunks = 8; /* the combine pass prefetches all of a block's chunks up to this many */
 constexpr unsigned kFull = 0xffffffffu;
 constexpr uint32_t kSentinel = 0x7f800001u; /* an unlisted id in a sparse model's dense row */
 constexpr uint32_t kCanonNan = 0x7fc00000u; /* listed NaNs are stored as this (never the sentinel) */
@@ -1020,6 +1021,16 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
   /* List mode: the row's first cut takes its candidates from here (see list_append_chunk). */
   const bool sup = MODE == CM_SUP && p.lstream && R.sup;
   float runmax = ninf();
+  /* A block with few chunks (small batches: B = 1 spreads a row over the SMs) asks L2 for all of them
+   * first, so its later chunks wait on L2 rather than on memory; with many, the next one at a time
+   * (below), which keeps the batch's lines from evicting each other. */
+  if ((p.nchunks - w.first + w.step - 1) / w.step <= kPrefetchChunks) {
+    for (int64_t c = w.first + 2 * w.step; c < p.nchunks; c += w.step) {
+      const int64_t v = c * kChunk + (int64_t)threadIdx.x * kPer;
+      for (int k = 0; k < K && v < V; ++k)
+        if ((comb >> k) & 1u) prefetch8(make_mv(p, R, k, row), v, false);
+    }
+  }
   for (int64_t c = w.first; c < p.nchunks; c += w.step) {
     const int64_t v = c * kChunk + (int64_t)threadIdx.x * kPer;
     float y[kPer];
