@@ -60,7 +60,8 @@
  *     not even the LSE or sample pass; otherwise the general search as above. A row's first cut on the
  *     separate kernels takes its candidates from the combine pass instead (no pass over Y at all), and
  *     with top-p and no log-prob rows the combine pass does not even write Y (KP::ylazy; rows the
- *     lists cannot decide have it recomputed before their general search);
+ *     lists cannot decide have it recomputed before their general search); from B = SMs on, the list
+ *     cut's block runs those rows' general search itself (KP::lblock), so a cut is two launches;
  *   LSE (lse / token_logprob / logprobs outputs, verify) after top-k, top-p, min-p or GeDi's filter:
  *     1; otherwise none (from the combine pass's per-chunk sums); logprobs: 1 write;
  *   verify_draft: the acceptance walk reads single tokens; a rejection's correction: 1 pass over
@@ -213,6 +214,8 @@ struct KP {
   int32_t list;   /* list mode for top-k / top-p (combine only; LMF_LOGITS_LIST=1) */
   int32_t lstream; /* list mode: the combine pass fills the lists for each row's first cut */
   int32_t ylazy;   /* lstream, and the combine pass leaves Y unwritten for those rows (Row::ymiss) */
+  int32_t lblock;  /* list mode, separate kernels, B >= SMs: the list cut's block does a row's general
+                    * search itself (block_search) instead of the search kernels */
   int32_t lcap;   /* list mode: entries per class list, min(V, kSupCap) (a class never holds more) */
   uint2 *cand;    /* list mode: per row kClasses lists of lcap (y bits, id) */
 };
@@ -1875,13 +1878,14 @@ static_assert(sizeof(ListSmem) <= kScratch, "the list cut's shared memory is the
  * the row's first cut, else the window pass's), and if they hold the target, the cut among them; after
  * top-k, top-p on its survivors (the general search's target: top_p times their mass); min-p, the LSE
  * where an output needs it, the Gumbel-max sample. The row then skips the general search, the LSE pass
- * and the sample pass. SUP: the combine pass's lists may be pending (the separate kernels). */
+ * and the sample pass. SUP: the combine pass's lists may be pending (the separate kernels). Returns
+ * true where the row needs the general search (block-uniform). */
 template <bool SUP>
-__device__ void b_listcut(const KP &p, int64_t row, int kind) {
+__device__ bool b_listcut(const KP &p, int64_t row, int kind) {
   __shared__ Red red;
   ListSmem &S = *static_cast<ListSmem *>(block_scratch());
   Row *R = &p.rows[row];
-  if (R->status != LMF_ROW_OK || R->search != kind) return;
+  if (R->status != LMF_ROW_OK || R->search != kind) return false;
   if (threadIdx.x == 0) {
     if (R->ymiss == 2) R->ymiss = 0; /* an earlier cut had Y recomputed */
     S.sup = SUP && R->sup;
@@ -1908,10 +1912,10 @@ __device__ void b_listcut(const KP &p, int64_t row, int kind) {
         R->hwin = 1; /* no window pass ran for this cut */
         if (R->ymiss == 1) R->ymiss = 2; /* the general search needs Y: k_recombine writes it */
       }
-      return;
+      return true;
     }
   } else {
-    if (S.kw < 0) return;
+    if (S.kw < 0) return true;
     window_items(p, row, S, y, ord, in);
     tgt = R->target;
   }
@@ -1976,6 +1980,31 @@ __device__ void b_listcut(const KP &p, int64_t row, int kind) {
     R->do_sample = 0;
     R->search = SK_NONE;
   }
+  return false;
+}
+
+/* The general search of one row by one block, in the list cut's kernel (KP::lblock: with a block per row
+ * anyway, the rows the lists could not decide need not cost every row ten more launches): Y first where
+ * the combine pass left it unwritten, then the separate kernels' bodies in their order. */
+__device__ void block_search(const KP &p, int64_t row, int kind) {
+  __syncthreads(); /* the list cut's shared memory is the histogram pass's */
+  Part w;
+  w.row = row;
+  w.first = 0;
+  w.step = 1;
+  w.ys = row;
+  w.ysm = nullptr;
+  b_combine<false, CM_RECOMP>(p, w);
+  __syncthreads();
+  for (int level = 0; level < 4; ++level) {
+    b_hist(p, w, kind, level);
+    __syncthreads();
+    b_smerge(p, row, kind, level);
+    __syncthreads();
+  }
+  b_tie(p, w, kind);
+  __syncthreads();
+  b_tiecut(p, row, kind, row);
 }
 
 /* ---- LSE of the survivors, sampling, outputs -------------------------------------------------- */
@@ -2266,7 +2295,7 @@ __global__ void __maxnreg__(128) k_window(const __grid_constant__ KP p) {
   b_window(p, grid_part(p), p.kind);
 }
 __global__ void __launch_bounds__(kThreads) k_listcut(const __grid_constant__ KP p) {
-  b_listcut<true>(p, blockIdx.x, p.kind);
+  if (b_listcut<true>(p, blockIdx.x, p.kind) && p.lblock) block_search(p, blockIdx.x, p.kind);
 }
 __global__ void __launch_bounds__(kThreads) k_final(const __grid_constant__ KP p) {
   b_final(p, grid_part(p));
@@ -2313,7 +2342,7 @@ __device__ void fused_search(const KP &p, cg::cluster_group &cl, const Part &w, 
   if (p.list) {
     b_window(p, w, kind);
     cl.sync();
-    if (lead) b_listcut<false>(p, w.row, kind);
+    if (lead) (void)b_listcut<false>(p, w.row, kind); /* a row it leaves goes on below */
     cl.sync();
     if (!row_in(p, w.row, kind)) return; /* the list cut finished the row */
   }
@@ -2561,6 +2590,10 @@ lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, int64_t chunk_
   if (kp.list && (kind == SK_TOPK || kind == SK_TOPP)) { /* the rows it finishes skip the rest */
     LMF_TRY(launch(k_window, chunk_blocks, kp));
     LMF_TRY(launch(k_listcut, kp.nrows, kp));
+    if (kp.lblock) { /* the list cut's blocks did the general search of the rows that needed it */
+      kp.kind = SK_NONE;
+      return LMF_OK;
+    }
     if (kp.ylazy) LMF_TRY(launch(k_combine<false, CM_RECOMP>, chunk_blocks, kp)); /* Y where now needed */
   }
   for (int level = 0; level < 4; ++level) {
@@ -2687,6 +2720,7 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   /* With top-p every row that needs the distribution enters a cut, so Y can wait for the rows the
    * lists cannot decide; a log-prob row needs Y whole. */
   local.ylazy = local.lstream && job->top_p < 1.0f && !job->logprobs;
+  local.lblock = local.list && B >= (int64_t)sms;
   LMF_TRY(launch(k_init, warp_blocks, local));
   for (int k = 0; k < job->num_models; ++k) {
     const lmf_lg_model &m = job->models[k];
