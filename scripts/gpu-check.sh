@@ -82,6 +82,22 @@ if [ "$WHAT" != test ]; then
     --no-peer --repeats 50
   stage "bench logits, fused kernel" 45 "$BL" env LMF_LOGITS_FUSED=1 "$bench" logits --quick --no-peer --repeats 50
   grep -E "^######## |^ +(1|256) +[0-9]+ " "$BL" >> "$OUT/summary.txt"
+fi
+
+# List mode under the sanitizers before the profiles: it is the newest code (its list cut's shared
+# histogram and broadcasts are what racecheck sees).
+if [ "$WHAT" != bench ] && command -v compute-sanitizer > /dev/null; then
+  lf='LogitsCuda.SpecVectorsMatchCpu:LogitsCuda.RandomBatchesMatchCpu'
+  stage "memcheck list" 60 "$S" env LMF_LOGITS_LIST=1 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    "$cuda_bin" --gtest_filter="$lf"
+  stage "racecheck list" 60 "$S" env LMF_LOGITS_LIST=1 compute-sanitizer --tool racecheck --error-exitcode 9 \
+    "$cuda_bin" --gtest_filter="$lf"
+  # The fused kernel's shared-memory copy of Y as well.
+  stage "racecheck fused + list" 60 "$S" env LMF_LOGITS_FUSED=1 LMF_LOGITS_LIST=1 compute-sanitizer \
+    --tool racecheck --error-exitcode 9 "$cuda_bin" --gtest_filter="$lf"
+fi
+
+if [ "$WHAT" != test ]; then
   # Where a B = 1 logits step spends its time: each kernel's duration on both paths (ncu serialises
   # kernels, so the gap to the bench's time is launch overhead). --clock-control none: the card as is.
   if command -v ncu > /dev/null; then
@@ -103,16 +119,14 @@ if [ "$WHAT" != bench ]; then
     python3 -m pytest -q "$ROOT"/tests/python/test_cuda.py "$ROOT"/tests/python/test_*_cuda.py
   tail -3 "$T" >> "$OUT/summary.txt"
   if command -v compute-sanitizer > /dev/null; then
+    # CutsMatchCpu (180 calls) would take memcheck's whole share; list mode had its own stages above.
     stage "memcheck" 90 "$S" compute-sanitizer --tool memcheck --error-exitcode 9 "$cuda_bin" \
-      --gtest_filter="${LMF_SANITIZER_FILTER:-$gfilter:-*2e31*:*RealData*:*LargeBatches*:*LongRuns*}"
+      --gtest_filter="${LMF_SANITIZER_FILTER:-$gfilter:-*2e31*:*RealData*:*LargeBatches*:*LongRuns*:*CutsMatchCpu*}"
     stage "racecheck" 90 "$S" compute-sanitizer --tool racecheck --error-exitcode 9 "$cuda_bin" \
       --gtest_filter='Cuda.PassesMatchCpu:DyntokCuda.SpecVectorsMatchCpu:LogitsCuda.SpecVectorsMatchCpu:LogitsCuda.LayoutsMatchCpu:HypernetCuda.VariantsMatchCpu:EmbedCuda.FvtMatchesCpu'
-    # The fused kernel's shared-memory copy of Y and the list cut's shared histogram (racecheck sees
-    # shared-memory hazards).
-    stage "racecheck fused + list" 60 "$S" env LMF_LOGITS_FUSED=1 LMF_LOGITS_LIST=1 compute-sanitizer \
-      --tool racecheck --error-exitcode 9 "$cuda_bin" \
-      --gtest_filter='LogitsCuda.SpecVectorsMatchCpu:LogitsCuda.RandomBatchesMatchCpu'
-    grep -E "ERROR SUMMARY" "$S" >> "$OUT/summary.txt"
+  fi
+  if [ -f "$S" ]; then
+    grep -E "^######## |ERROR SUMMARY" "$S" >> "$OUT/summary.txt"
   fi
 fi
 
