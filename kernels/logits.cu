@@ -69,10 +69,10 @@
  *
  * Workspace (lmf_cuda_logits_workspace, the exact bytes run uses; independent of the outputs and
  * of the mode, as the host layer requires): per row a state record, a sequence record, a 256-bin
- * 128-bit histogram, 4 candidate lists of min(V, 8192) (y, id) (list mode), per chunk a combine
- * partial, a stats partial and a tie sum; Y [B][V8] fp32
- * (V8 = V rounded up to 8), D [B][V8] when a nucleus or GeDi model is set, and [B][V8] fp32 per
- * sparse model; plus 256 bytes of alignment slack.
+ * 128-bit histogram and, with top-k or top-p, 4 candidate lists of min(V, 8192) (y, id) (list mode);
+ * per chunk a combine partial, a stats partial and a tie sum; Y [B][V8] fp32 (V8 = V rounded up to
+ * 8), D [B][V8] when a nucleus or GeDi model is set, and [B][V8] fp32 per sparse model; plus 256
+ * bytes of alignment slack.
  *
  * Sampling: the key of token v is FADD(y(v), G(v)), G from Philox keyed by (row seed, row offset, v)
  * exactly as on the CPU (lmf_lg_gumbel); every block keeps its best (key, id), ties to the lower id,
@@ -2422,9 +2422,9 @@ bool reserve(size_t *off, size_t bytes, size_t *at) {
   return true;
 }
 
-/* The workspace of a job: depends only on num_rows, vocab_out, the nucleus / GeDi models and which
- * models are sparse (not on the outputs, the mode or the roles), so a size query covers every call
- * with the same models and params. false on overflow. */
+/* The workspace of a job: depends only on num_rows, vocab_out, the nucleus / GeDi models, which
+ * models are sparse and whether top-k or top-p is on (not on the outputs, the mode or the roles), so a
+ * size query covers every call with the same models and params. false on overflow. */
 bool make_layout(const lmf_lg_job *job, Layout *L) {
   memset(L, 0, sizeof *L);
   const size_t B = (size_t)job->num_rows;
@@ -2441,8 +2441,10 @@ bool make_layout(const lmf_lg_job *job, Layout *L) {
   if (!mul_sz(bc, sizeof(SPart), &n) || !reserve(&off, n, &L->spart)) return false;
   if (!mul_sz(bc, sizeof(U128), &n) || !reserve(&off, n, &L->tie)) return false;
   L->lcap = V < kSupCap ? (int32_t)V : kSupCap;
-  if (!mul_sz(B, (size_t)kClasses * (size_t)L->lcap * sizeof(uint2), &n) || !reserve(&off, n, &L->cand))
-    return false;
+  if (job->top_k > 0 || job->top_p < 1.0f) { /* list mode's candidate lists: only cuts read them */
+    if (!mul_sz(B, (size_t)kClasses * (size_t)L->lcap * sizeof(uint2), &n) || !reserve(&off, n, &L->cand))
+      return false;
+  }
   if (!reserve(&off, yb, &L->Y)) return false;
   if (job->nucleus_model >= 0 || job->gedi_pos_model >= 0) {
     if (!reserve(&off, yb, &L->D)) return false;
@@ -2651,7 +2653,7 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   local.cpart = reinterpret_cast<CPart *>(base + L.cpart);
   local.spart = reinterpret_cast<SPart *>(base + L.spart);
   local.tie = reinterpret_cast<U128 *>(base + L.tie);
-  local.cand = reinterpret_cast<uint2 *>(base + L.cand);
+  local.cand = L.cand ? reinterpret_cast<uint2 *>(base + L.cand) : nullptr;
   local.lcap = L.lcap;
   local.Y = reinterpret_cast<float *>(base + L.Y);
   local.D = L.D ? reinterpret_cast<float *>(base + L.D) : nullptr;
