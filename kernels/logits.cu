@@ -2590,7 +2590,9 @@ struct Launcher {
 lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, int64_t chunk_blocks) {
   kp.kind = kind;
   if (kp.list && (kind == SK_TOPK || kind == SK_TOPP)) { /* the rows it finishes skip the rest */
-    LMF_TRY(launch(k_window, chunk_blocks, kp));
+    /* The first cut of a call with lstream finds every row's lists pending (Row::sup): no window pass. */
+    const int first = kp.job.top_k > 0 ? SK_TOPK : SK_TOPP;
+    if (!(kp.lstream && kind == first)) LMF_TRY(launch(k_window, chunk_blocks, kp));
     LMF_TRY(launch(k_listcut, kp.nrows, kp));
     if (kp.lblock) { /* the list cut's blocks did the general search of the rows that needed it */
       kp.kind = SK_NONE;
