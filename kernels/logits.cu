@@ -223,6 +223,17 @@ static_assert(sizeof(KP) <= 4000, "kernel parameters must fit the 4 KiB limit");
 
 /* ---- Small helpers ------------------------------------------------------------------------------ */
 
+/* Programmatic dependent launch (KP-free; the host's Launcher sets it up, Hopper on): every separate
+ * kernel first waits until the kernel before it in the stream has completed and its memory is visible
+ * (griddepcontrol.wait), then lets the next one start launching; with PDL off both are no-ops. So a
+ * chain of small kernels overlaps each launch with its predecessor's tail, and nothing is read early. */
+__device__ __forceinline__ void pdl_enter() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ int lane_id() { return (int)(threadIdx.x & 31u); }
 __device__ __forceinline__ int warp_id() { return (int)(threadIdx.x >> 5); }
 __device__ __forceinline__ float ninf() { return lmf_lg_ninf(); }
@@ -723,6 +734,7 @@ __device__ void b_init(const KP &p, int64_t row) {
 
 /* The dense row of sparse model p.model for each output row reading it: the sentinel on [0, lim). */
 __global__ void __launch_bounds__(kThreads) k_sp_fill(const __grid_constant__ KP p) {
+  pdl_enter();
   const int k = p.model;
   const lmf_lg_model &m = p.job.models[k];
   const int64_t lim = m.vocab < p.job.vocab_out ? (int64_t)m.vocab : (int64_t)p.job.vocab_out;
@@ -737,6 +749,7 @@ __global__ void __launch_bounds__(kThreads) k_sp_fill(const __grid_constant__ KP
 
 /* Scatters the listed values; an id outside [0, lim) or listed twice: BAD_INDEX; NaN / +inf: BAD. */
 __global__ void __launch_bounds__(kThreads) k_sp_scatter(const __grid_constant__ KP p) {
+  pdl_enter();
   const int k = p.model;
   const lmf_lg_model &m = p.job.models[k];
   const int64_t lim = m.vocab < p.job.vocab_out ? (int64_t)m.vocab : (int64_t)p.job.vocab_out;
@@ -766,6 +779,7 @@ __global__ void __launch_bounds__(kThreads) k_sp_scatter(const __grid_constant__
 
 /* The statuses once the sparse rows are checked. */
 __global__ void __launch_bounds__(kThreads) k_status(const __grid_constant__ KP p) {
+  pdl_enter();
   const int64_t row = (int64_t)blockIdx.x * kThreads + threadIdx.x;
   if (row >= p.nrows) return;
   Row &R = p.rows[row];
@@ -834,6 +848,7 @@ __device__ __forceinline__ void lane_range(int64_t n, int64_t *b, int64_t *e) {
 /* One warp per row: max and LSE per statistics model, merged over chunks in order (the CPU's
  * formula: M = max, S = sum of ssum e^(smax - M) in double); statuses; the nucleus search. */
 __global__ void __launch_bounds__(kThreads) k_stats_merge(const __grid_constant__ KP p) {
+  pdl_enter();
   const int64_t row = (int64_t)blockIdx.x * kWarps + warp_id();
   if (row >= p.nrows) return;
   Row &R = p.rows[row];
@@ -2147,6 +2162,7 @@ __device__ void b_outputs(const KP &p, int64_t row, int64_t ys) {
 
 /* One thread per sequence: the acceptance walk over the rows (all computed), as the CPU's after_final. */
 __global__ void __launch_bounds__(kThreads) k_vwalk(const __grid_constant__ KP p) {
+  pdl_enter();
   const int64_t s = (int64_t)blockIdx.x * kThreads + threadIdx.x;
   if (s >= p.nseqs) return;
   const lmf_lg_job &j = p.job;
@@ -2208,6 +2224,7 @@ __global__ void __launch_bounds__(kThreads) k_vwalk(const __grid_constant__ KP p
 
 /* The correction's Gumbel-max over log(p - q) (tokens with p > q), per sequence with a rejection. */
 __global__ void __launch_bounds__(kThreads) k_resid(const __grid_constant__ KP p) {
+  pdl_enter();
   __shared__ Red red;
   const Part w = grid_part(p); /* w.row: the sequence */
   Seq *Q = &p.seqs[w.row];
@@ -2248,6 +2265,7 @@ __global__ void __launch_bounds__(kThreads) k_resid(const __grid_constant__ KP p
 }
 
 __global__ void __launch_bounds__(kThreads) k_vfinish(const __grid_constant__ KP p) {
+  pdl_enter();
   const int64_t s = (int64_t)blockIdx.x * kThreads + threadIdx.x;
   if (s >= p.nseqs) return;
   const lmf_lg_job &j = p.job;
@@ -2263,54 +2281,72 @@ __global__ void __launch_bounds__(kThreads) k_vfinish(const __grid_constant__ KP
 /* ---- The separate kernels: one launch per step, for any job on any device ---------------------- */
 
 __global__ void __launch_bounds__(kThreads) k_init(const __grid_constant__ KP p) {
+  pdl_enter();
   const int64_t row = (int64_t)blockIdx.x * kWarps + warp_id();
   if (row < p.nrows) b_init(p, row);
 }
 __global__ void __launch_bounds__(kThreads) k_stats(const __grid_constant__ KP p) {
+  pdl_enter();
   b_stats(p, grid_part(p));
 }
 template <bool GEDI, int MODE>
 __global__ void __launch_bounds__(kThreads, GEDI ? 3 : 4) k_combine(const __grid_constant__ KP p) {
+  pdl_enter();
   b_combine<GEDI, MODE>(p, grid_part(p));
 }
-__global__ void __launch_bounds__(kThreads) k_temp(const __grid_constant__ KP p) { b_temp(p, grid_part(p)); }
+__global__ void __launch_bounds__(kThreads) k_temp(const __grid_constant__ KP p) {
+  pdl_enter();
+  b_temp(p, grid_part(p));
+}
 __global__ void __launch_bounds__(kThreads) k_cmerge(const __grid_constant__ KP p) {
+  pdl_enter();
   const int64_t row = (int64_t)blockIdx.x * kWarps + warp_id();
   if (row < p.nrows) b_cmerge(p, row, p.level);
 }
 /* 128 registers: with __launch_bounds__(256) alone ptxas held it to 64 and spilled. */
 __global__ void __maxnreg__(128) k_hist(const __grid_constant__ KP p) {
+  pdl_enter();
   b_hist(p, grid_part(p), p.kind, p.level);
 }
 __global__ void __launch_bounds__(kThreads) k_smerge(const __grid_constant__ KP p) {
+  pdl_enter();
   b_smerge(p, blockIdx.x, p.kind, p.level);
 }
 __global__ void __launch_bounds__(kThreads) k_tie(const __grid_constant__ KP p) {
+  pdl_enter();
   b_tie(p, grid_part(p), p.kind);
 }
 __global__ void __launch_bounds__(kThreads) k_tiecut(const __grid_constant__ KP p) {
+  pdl_enter();
   b_tiecut(p, blockIdx.x, p.kind, blockIdx.x);
 }
 __global__ void __maxnreg__(128) k_window(const __grid_constant__ KP p) {
+  pdl_enter();
   b_window(p, grid_part(p), p.kind);
 }
 __global__ void __launch_bounds__(kThreads) k_listcut(const __grid_constant__ KP p) {
+  pdl_enter();
   if (b_listcut<true>(p, blockIdx.x, p.kind) && p.lblock) block_search(p, blockIdx.x, p.kind);
 }
 __global__ void __launch_bounds__(kThreads) k_final(const __grid_constant__ KP p) {
+  pdl_enter();
   b_final(p, grid_part(p));
 }
 __global__ void __launch_bounds__(kThreads) k_final_merge(const __grid_constant__ KP p) {
+  pdl_enter();
   const int64_t row = (int64_t)blockIdx.x * kThreads + threadIdx.x;
   if (row < p.nrows) b_final_merge(p, row);
 }
 __global__ void __launch_bounds__(kThreads) k_sample(const __grid_constant__ KP p) {
+  pdl_enter();
   b_sample(p, grid_part(p));
 }
 __global__ void __launch_bounds__(kThreads) k_logprobs(const __grid_constant__ KP p) {
+  pdl_enter();
   b_logprobs(p, grid_part(p));
 }
 __global__ void __launch_bounds__(kThreads) k_outputs(const __grid_constant__ KP p) {
+  pdl_enter();
   const int64_t row = (int64_t)blockIdx.x * kThreads + threadIdx.x;
   if (row < p.nrows) b_outputs(p, row, row);
 }
@@ -2565,17 +2601,55 @@ bool fused_geometry(int device, int64_t B, int64_t nchunks, bool need_y, FusedGe
 
 typedef void (*Kernel)(const KP);
 
-/* Enqueues one kernel of `blocks` x 256 threads on the stream; reports launch errors. */
+/* Whether the separate kernels can take programmatic dependent launch on a device: Hopper or later,
+ * and this build's code for them is sm_90 or later, so every kernel really waits (pdl_enter; sm_80
+ * code JIT-run on Hopper would not). */
+bool pdl_support(int device) {
+  static std::atomic<int> state[kFusedDevices]; /* 0 unknown, 1 no, 2 yes */
+  int v = state[device].load(std::memory_order_acquire);
+  if (!v) {
+    cudaFuncAttributes fa;
+    int major = 0;
+    v = cudaFuncGetAttributes(&fa, k_init) == cudaSuccess && fa.binaryVersion >= 90 &&
+                cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+                major >= 9
+            ? 2
+            : 1;
+    (void)cudaGetLastError();
+    state[device].store(v, std::memory_order_release);
+  }
+  return v == 2;
+}
+
+/* Enqueues one kernel of `blocks` x 256 threads on the stream; reports launch errors. With pdl, every
+ * launch after the call's first one may overlap the kernel before it (see pdl_enter); the first waits
+ * for the caller's work in the usual way. */
 struct Launcher {
   cudaStream_t stream;
   const char *fn;
   int device;
+  bool pdl;
+  mutable bool first = true;
   lmf_status_t operator()(Kernel k, int64_t blocks, const KP &kp) const {
     if (blocks <= 0) return LMF_OK;
     if (blocks > (int64_t)INT32_MAX)
       return lmf_fail(LMF_ERR_INVALID_SIZE, "%s: %lld thread blocks exceed the grid limit", fn,
                       (long long)blocks);
-    k<<<(unsigned)blocks, kThreads, 0, stream>>>(kp);
+    if (pdl && !first) {
+      cudaLaunchAttribute at = {};
+      at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      at.val.programmaticStreamSerializationAllowed = 1;
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3((unsigned)blocks);
+      cfg.blockDim = dim3(kThreads);
+      cfg.stream = stream;
+      cfg.attrs = &at;
+      cfg.numAttrs = 1;
+      (void)cudaLaunchKernelEx(&cfg, k, kp);
+    } else {
+      k<<<(unsigned)blocks, kThreads, 0, stream>>>(kp);
+    }
+    first = false;
     return launched(fn, "a logits kernel", device);
   }
 };
@@ -2701,7 +2775,10 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   const char *list_env = getenv("LMF_LOGITS_LIST"); /* opt-in until measured (docs/logits.md) */
   local.list = !verify && list_env && list_env[0] == '1';
 
-  const Launcher launch{reinterpret_cast<cudaStream_t>(stream), fn, ctx->device};
+  const char *pdl_env = getenv("LMF_LOGITS_PDL"); /* opt-in until measured (docs/logits.md) */
+  const bool pdl = pdl_env && pdl_env[0] == '1' && ctx->device >= 0 && ctx->device < kFusedDevices &&
+                   pdl_support(ctx->device);
+  const Launcher launch{reinterpret_cast<cudaStream_t>(stream), fn, ctx->device, pdl};
   bool sparse = false;
   for (int k = 0; k < job->num_models; ++k) sparse |= job->models[k].sparse_index && job->models[k].roles;
   FusedGeometry fg;

@@ -65,12 +65,14 @@ gfilter=${LMF_GTEST_FILTER:-*}
 if [ "$WHAT" != bench ]; then
   stage "cuda gtests" 150 "$T" "$cuda_bin" --gtest_filter="$gfilter"
   # The logits cases once more in each opt-in mode (until they are measured faster): the fused cluster
-  # kernel, list mode for top-k / top-p, and both.
+  # kernel, list mode for top-k / top-p, both, and list mode with programmatic dependent launch.
   stage "cuda gtests, logits fused kernel" 60 "$T" env LMF_LOGITS_FUSED=1 "$cuda_bin" \
     --gtest_filter='LogitsCuda.*'
   stage "cuda gtests, logits list mode" 60 "$T" env LMF_LOGITS_LIST=1 "$cuda_bin" \
     --gtest_filter='LogitsCuda.*'
   stage "cuda gtests, logits fused + list" 60 "$T" env LMF_LOGITS_FUSED=1 LMF_LOGITS_LIST=1 "$cuda_bin" \
+    --gtest_filter='LogitsCuda.*'
+  stage "cuda gtests, logits list + pdl" 60 "$T" env LMF_LOGITS_LIST=1 LMF_LOGITS_PDL=1 "$cuda_bin" \
     --gtest_filter='LogitsCuda.*'
   grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[  FAILED  \]" "$T" | sort | uniq -c | head -40 | tee -a "$OUT/summary.txt"
 fi
@@ -78,6 +80,8 @@ fi
 if [ "$WHAT" != test ]; then
   stage "bench logits" 120 "$BL" "$bench" logits --quick --repeats 50
   stage "bench logits, list mode" 45 "$BL" env LMF_LOGITS_LIST=1 "$bench" logits --quick --no-peer --repeats 50
+  stage "bench logits, list + pdl" 45 "$BL" env LMF_LOGITS_LIST=1 LMF_LOGITS_PDL=1 "$bench" logits --quick \
+    --no-peer --repeats 50
   stage "bench logits, fused + list" 45 "$BL" env LMF_LOGITS_FUSED=1 LMF_LOGITS_LIST=1 "$bench" logits --quick \
     --no-peer --repeats 50
   stage "bench logits, fused kernel" 45 "$BL" env LMF_LOGITS_FUSED=1 "$bench" logits --quick --no-peer --repeats 50
