@@ -26,7 +26,7 @@
  *   temp (chunk, GeDi filter)  GeDi's class filter applied to Y, then / T
  *   cut searches (below)       nucleus (on D), GeDi class filter (on D, masses from Y), top-k, top-p;
  *                              in list mode (LMF_LOGITS_LIST=1) top-k and top-p first try a window
- *                              pass and a one-block cut over at most 2048 candidates (b_window,
+ *                              pass and a one-block cut over at most 4096 candidates (b_window,
  *                              b_listcut), which also does min-p, the LSE and the sample
  *   final (chunk)              sum of the survivors' e^(y - ymax) -> the LSE (after cuts and min-p)
  *   sample (chunk)             Gumbel-max over the survivors
@@ -56,12 +56,12 @@
  *   sampling: 1 (Gumbel noise only for tokens with y + 17 >= the best key so far, the CPU's bound);
  *   top-k, top-p, nucleus (on D), GeDi filter (on D and Y): 4 histogram passes + 1 tie pass + one
  *     chunk of the row, each; GeDi's filter also 1 rewrite of Y (filter, / T);
- *   list mode, top-k / top-p: 1 window pass; where the window holds the cut (peaked rows) nothing more,
- *     not even the LSE or sample pass; otherwise the general search as above. A row's first cut on the
- *     separate kernels takes its candidates from the combine pass instead (no pass over Y at all), and
- *     with top-p and no log-prob rows the combine pass does not even write Y (KP::ylazy; rows the
- *     lists cannot decide have it recomputed before their general search); from B = SMs on, the list
- *     cut's block runs those rows' general search itself (KP::lblock), so a cut is two launches;
+ *   list mode, top-k / top-p: 1 window pass; where a window of at most 4096 tokens holds the cut
+ *     (peaked rows) nothing more, not even the LSE or sample pass; otherwise the general search as
+ *     above. On the separate kernels a row first tries the lists the combine pass filled (no pass over
+ *     Y at all), and with top-p and no log-prob rows the combine pass does not even write Y (KP::ylazy;
+ *     rows those lists cannot decide have it recomputed before their window pass); from B = SMs on,
+ *     the list cut's block runs the general search itself for the rows that need it (KP::lblock);
  *   LSE (lse / token_logprob / logprobs outputs, verify) after top-k, top-p, min-p or GeDi's filter:
  *     1; otherwise none (from the combine pass's per-chunk sums); logprobs: 1 write;
  *   verify_draft: the acceptance walk reads single tokens; a rejection's correction: 1 pass over
@@ -107,6 +107,7 @@ constexpr int kMaxM = LMF_LOGITS_MAX_MODELS;
 constexpr int kWinCap = 2048;             /* the CPU's CAP: a top-p window with at most this many tokens */
 constexpr int kClasses = 4;  /* list mode: tokens by 2 (ymax - y) in [0,4) [4,8) [8,16) [16,32) */
 constexpr int kSupCap = 8192; /* list mode: entries a class list keeps (the combine's are loose) */
+constexpr int kListCap = 4096; /* list mode: candidates a list cut holds (shared memory) */
 constexpr int kPrefetchChunks = 8; /* the combine pass prefetches all of a block's chunks up to this many */
 constexpr unsigned kFull = 0xffffffffu;
 constexpr uint32_t kSentinel = 0x7f800001u; /* an unlisted id in a sparse model's dense row */
@@ -115,7 +116,7 @@ constexpr int64_t kNone64 = INT64_MAX;
 
 static_assert(kPer == 8, "a thread handles one 8-token group (16-byte vectors) per chunk");
 static_assert(kThreads == kBins, "the search merge maps one thread to one bin");
-static_assert(kWinCap == kThreads * kPer, "the list cut holds a window's tokens in one block, 8 a thread");
+static_assert(kListCap % kThreads == 0 && kListCap >= kWinCap && kListCap <= kSupCap, "list cut capacity");
 
 enum { ST_PLAUS = 0, ST_NUC = 1, ST_GPOS = 2, ST_GNEG = 3, ST_DRAFT = 4 };
 enum { SK_NONE = 0, SK_NUC = 1, SK_GF = 2, SK_TOPK = 3, SK_TOPP = 4 };
@@ -1343,10 +1344,22 @@ __device__ __forceinline__ void load_search(int kind, const Part &w, const float
   if (search_reads_d(kind)) load_strided(Dr + c * kChunk, c, V, dv);
 }
 
+/* Shared memory of a list cut (b_listcut): the digit histogram of its radix select and its items. */
+struct ListSmem {
+  unsigned long long hlo[kBins], hhi[kBins];
+  U128 flo;
+  int kw, sup;
+  unsigned n; /* items in cy / cid */
+  unsigned cnt[kClasses];
+  float cy[kListCap]; /* the candidates' y and id */
+  uint32_t cid[kListCap];
+};
+
 /* A block's scratch shared memory, one buffer per kernel whichever body asks: the histogram pass's
- * per-warp histograms, or the list cut's (ListSmem), which never run at once; kept apart, the fused
+ * per-warp histograms, or the list cut's ListSmem, which never run at once; kept apart, the fused
  * kernel's static shared memory would pass the 48 KiB limit. */
-constexpr size_t kScratch = 2 * kWarps * kBins * sizeof(unsigned long long);
+constexpr size_t kHistScratch = 2 * kWarps * kBins * sizeof(unsigned long long);
+constexpr size_t kScratch = kHistScratch > sizeof(ListSmem) ? kHistScratch : sizeof(ListSmem);
 __device__ __forceinline__ void *block_scratch() {
   __shared__ __align__(16) unsigned char buf[kScratch];
   return buf;
@@ -1641,20 +1654,20 @@ __device__ void b_tiecut(const KP &p, int64_t row, int kind, int64_t ys) {
   if (threadIdx.x == 0) finish_search(p, kind, R, ((uint64_t)K << 32) | (uint64_t)cut_id);
 }
 
-/* ---- List mode: a cut from at most kWinCap candidates (KP::list) -------------------------------- */
+/* ---- List mode: a cut from at most kListCap candidates (KP::list) ------------------------------- */
 
 /* The CPU's list mode. Every token a top-k / top-p cut can keep lies in a window near the maximum; one
  * pass (b_window) counts the tokens of each class 2 (ymax - y) in [0, 4), [4, 8), [8, 16), [16, 32)
  * (the CPU's windows are the unions of the first classes), sums their masses and the total mass, and
- * appends each class's tokens to its list. The largest window holding at most kWinCap tokens is then
+ * appends each class's tokens to its list. The largest window holding at most kListCap tokens is then
  * complete in the lists; if it reaches the cut's target (the same target the general search uses,
  * search_target), one block per row (b_listcut) finds the cut among its tokens, then top-p on the top-k
  * survivors, min-p, the LSE and the sample: no further pass over the row. Otherwise the row stays in
  * the general search. The window is a prefix of the cut's order, so the cut found is the same token. */
 
 /* The window pass of a top-k (unit masses) or top-p cut (masses e^(y - ymax); after a top-k cut, its
- * survivors only): per class count, mass and tokens; the total mass, except where top-p's target is the
- * combine pass's total (wfree): then only the windows' tokens need their e^(y - ymax). */
+ * survivors only): per class count, mass and tokens; the total mass (the CPU's target for top-p when
+ * its window cannot take the combine pass's total: search_target). */
 __device__ void b_window(const KP &p, const Part &w, int kind) {
   const int64_t row = w.row;
   Row *R = &p.rows[row];
@@ -1663,7 +1676,6 @@ __device__ void b_window(const KP &p, const Part &w, int kind) {
   const int64_t V = p.job.vocab_out;
   const float *Yr = p.Y + w.ys * p.ystride;
   uint2 *L = p.cand + row * (int64_t)kClasses * p.lcap;
-  const bool all = !(kind == SK_TOPP && R->wfree);
   U128 cm[kClasses], tot = u128(0ull, 0ull);
 #pragma unroll
   for (int k = 0; k < kClasses; ++k) cm[k] = u128(0ull, 0ull);
@@ -1678,7 +1690,7 @@ __device__ void b_window(const KP &p, const Part &w, int kind) {
       float y = 0.0f;
       int cls = kClasses;
       const float d = LMF_FMUL(LMF_FSUB(s.ymax, yv[q]), 2.0f); /* -inf y: +inf */
-      if (v < V && (all || d < 32.0f) && search_item_v(kind, s, yv[q], dv[q], v, &key, &fx, &y)) {
+      if (v < V && search_item_v(kind, s, yv[q], dv[q], v, &key, &fx, &y)) {
         tot = add(tot, fx);
         cls = d < 4.0f ? 0 : d < 8.0f ? 1 : d < 16.0f ? 2 : d < 32.0f ? 3 : kClasses;
 #pragma unroll
@@ -1698,8 +1710,9 @@ __device__ void b_window(const KP &p, const Part &w, int kind) {
 }
 
 /* One thread: the windows from the classes (win_c / win_m, as the general search's first histogram
- * pass leaves them), the target, and the largest window with at most kWinCap tokens if it holds the
- * target (-1: the general search). Clears the class sums; *cnt gets the classes' counts. */
+ * pass leaves them), the target (search_target: the CPU's rule, its windows of at most kWinCap tokens
+ * included), and the largest window with at most kListCap tokens if it holds the target (-1: the
+ * general search). Clears the class sums; cnt gets the classes' counts. */
 __device__ int list_window(const KP &p, int kind, Row *R, unsigned cnt[kClasses]) {
   unsigned cc = 0u;
   U128 cmass = u128(0ull, 0ull);
@@ -1712,37 +1725,19 @@ __device__ int list_window(const KP &p, int kind, Row *R, unsigned cnt[kClasses]
     R->cls_c[k] = 0u;
     R->cls_m[k] = u128(0ull, 0ull);
   }
-  const U128 tot = R->ltot; /* wfree: the windows' mass only (b_window) */
+  const U128 tot = R->ltot;
   R->ltot = u128(0ull, 0ull);
   R->hwin = 0; /* the windows are written: a general search after this reads them */
   int kw = -1;
   for (int k = 0; k < kClasses; ++k)
-    if (R->win_c[k] <= (unsigned)kWinCap) kw = k;
+    if (R->win_c[k] <= (unsigned)kListCap) kw = k;
   if (kw < 0) return -1;
-  U128 tgt;
-  if (kind == SK_TOPP && R->wfree) {
-    /* search_target's first choice, which it keeps when the window holds it (its clamp to the total
-     * mass is then moot: the window's mass is part of it); otherwise the general search decides. */
-    tgt = ceil_fx((double)p.job.top_p * R->total);
-    if (is_zero(tgt)) tgt = u128(1ull, 0ull);
-  } else {
-    tgt = search_target(p, kind, *R, tot);
-  }
+  const U128 tgt = search_target(p, kind, *R, tot);
   const bool holds = kind == SK_TOPK ? (unsigned long long)R->win_c[kw] >= tgt.lo : ge(R->win_m[kw], tgt);
   if (!holds) return -1;
   R->target = tgt;
   return kw;
 }
-
-/* Shared memory of the list cut. */
-struct ListSmem {
-  unsigned long long hlo[kBins], hhi[kBins];
-  U128 flo;
-  int kw, sup;
-  unsigned cnt[kClasses];
-  float cy[kWinCap];     /* sup_items: the window's tokens, compacted */
-  uint32_t cid[kWinCap];
-};
 
 /* An item's mass in a list cut: 1 (top-k) or e^(y - ymax) (fixed point); 0 for an item not taking part. */
 __device__ __forceinline__ U128 item_fx(bool in, bool unit, float y, float ymax) {
@@ -1751,13 +1746,12 @@ __device__ __forceinline__ U128 item_fx(bool in, bool unit, float y, float ymax)
 }
 
 /* The smallest order ord (lmf_lg_ord_desc: value descending, then id) at which the cumulative mass of
- * the block's items (item_fx) reaches tgt (at most their total): a radix select over the 64-bit order,
- * 8-bit digits from the top, exact 128-bit sums; it stops when one item is left. The masses are
- * recomputed per level rather than held (8 128-bit values a thread would not fit the fused kernel's
- * registers). */
-__device__ uint64_t list_cut(const uint64_t ord[kPer], const float y[kPer], const bool in[kPer], bool unit,
-                             float ymax, U128 tgt, ListSmem &S, Red &red) {
+ * the list's items with ord <= lim (item_fx) reaches tgt (at most their total): a radix select over the
+ * 64-bit order, 8-bit digits from the top, exact 128-bit sums; it stops when one item is left. */
+__device__ uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, float ymax, U128 tgt, Red &red) {
   const int t = threadIdx.x;
+  const unsigned n = S.n;
+  const int jn = (int)((n + kThreads - 1) / kThreads); /* the same for every thread */
   U128 flo = u128(0ull, 0ull);
   uint64_t prefix = 0ull;
   for (int level = 0; level < 8; ++level) {
@@ -1765,10 +1759,19 @@ __device__ uint64_t list_cut(const uint64_t ord[kPer], const float y[kPer], cons
     S.hlo[t] = 0ull;
     S.hhi[t] = 0ull;
     __syncthreads();
-#pragma unroll
-    for (int q = 0; q < kPer; ++q) {
-      const bool e = in[q] && (level == 0 || (ord[q] >> (sh + 8)) == prefix);
-      warp_hist_add(S.hlo, S.hhi, e, (uint32_t)(ord[q] >> sh) & 0xffu, item_fx(e, unit, y[q], ymax));
+    for (int jj = 0; jj < jn; ++jj) {
+      const unsigned i = (unsigned)(jj * kThreads + t);
+      bool e = false;
+      uint32_t bin = 0u;
+      U128 fx = u128(0ull, 0ull);
+      if (i < n) {
+        const float yv = S.cy[i];
+        const uint64_t o = lmf_lg_ord_desc(yv, S.cid[i]);
+        e = o <= lim && (level == 0 || (o >> (sh + 8)) == prefix);
+        bin = (uint32_t)(o >> sh) & 0xffu;
+        fx = item_fx(e, unit, yv, ymax);
+      }
+      warp_hist_add(S.hlo, S.hhi, e, bin, fx);
     }
     __syncthreads();
     const U128 h = u128(S.hlo[t], S.hhi[t]);
@@ -1779,16 +1782,17 @@ __device__ uint64_t list_cut(const uint64_t ord[kPer], const float y[kPer], cons
     __syncthreads();
     flo = S.flo;
     prefix = (prefix << 8) | (uint64_t)b;
-    long long n = 0;
+    long long cnt = 0;
     unsigned long long mine = ~0ull;
-#pragma unroll
-    for (int q = 0; q < kPer; ++q)
-      if (in[q] && (ord[q] >> sh) == prefix) {
-        ++n;
-        mine = ord[q] < mine ? ord[q] : mine;
+    for (unsigned i = (unsigned)t; i < n; i += kThreads) {
+      const uint64_t o = lmf_lg_ord_desc(S.cy[i], S.cid[i]);
+      if (o <= lim && (o >> sh) == prefix) {
+        ++cnt;
+        mine = o < mine ? o : mine;
       }
-    n = block_reduce_ll<OP_SUM>(n, red);
-    if (n == 1) return ~block_max_u64(~mine, red); /* the one item of the crossing digit is the cut */
+    }
+    cnt = block_reduce_ll<OP_SUM>(cnt, red);
+    if (cnt == 1) return ~block_max_u64(~mine, red); /* the one item of the crossing digit is the cut */
   }
   return prefix;
 }
@@ -1801,37 +1805,31 @@ __device__ __forceinline__ uint2 list_entry(const uint2 *L, int lcap, const unsi
   return L[k * lcap + i];
 }
 
-/* The window lists' tokens (b_window, exact classes): classes 0 .. S.kw, 8 a thread. */
-__device__ void window_items(const KP &p, int64_t row, const ListSmem &S, float y[kPer], uint64_t ord[kPer],
-                             bool in[kPer]) {
+/* The window lists' tokens (b_window, exact classes): classes 0 .. S.kw into the list cut's items. */
+__device__ void window_items(const KP &p, int64_t row, ListSmem &S) {
   const uint2 *L = p.cand + row * (int64_t)kClasses * p.lcap;
   unsigned n = 0u;
   for (int k = 0; k <= S.kw; ++k) n += S.cnt[k];
-#pragma unroll
-  for (int q = 0; q < kPer; ++q) {
-    const unsigned i = (unsigned)(q * kThreads) + threadIdx.x;
-    in[q] = i < n;
-    y[q] = ninf();
-    ord[q] = ~0ull;
-    if (in[q]) {
-      const uint2 e = list_entry(L, p.lcap, S.cnt, i);
-      y[q] = __uint_as_float(e.x);
-      ord[q] = lmf_lg_ord_desc(y[q], e.y);
-    }
+  for (unsigned i = threadIdx.x; i < n; i += kThreads) {
+    const uint2 e = list_entry(L, p.lcap, S.cnt, i);
+    S.cy[i] = __uint_as_float(e.x);
+    S.cid[i] = e.y;
   }
+  if (threadIdx.x == 0) S.n = n;
+  __syncthreads();
 }
 
 /* The combine pass's lists (list_append_chunk: a superset of each window, classes 0 .. k holding every
  * token of window k). Their entries, filtered with the row's max, give the exact counts of the windows
- * whose classes were all kept; the largest of those with at most kWinCap tokens is compacted into
- * shared memory and loaded 8 a thread; then the target as list_window's: top-k's k, top-p's from the
- * combine pass's total (its other target needs every token's mass: the general search then). false:
- * the general search (block-uniform). */
-__device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &red, float y[kPer],
-                          uint64_t ord[kPer], bool in[kPer], U128 *tgt) {
+ * whose classes were all kept. The target can only be the CPU's first choice, top-p's from the combine
+ * pass's total (its other needs every token's mass): it stands if the largest of those windows with at
+ * most kWinCap tokens holds it (then the CPU's window, no smaller, does too). That window is compacted
+ * into the list cut's items. Top-k: k. false: not decided here (block-uniform). */
+__device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &red, U128 *tgt) {
   const Row *R = &p.rows[row];
   const uint2 *L = p.cand + row * (int64_t)kClasses * p.lcap;
   const float ymax = R->ymax;
+  if (kind == SK_TOPP && !R->wfree) return false;
   int ksup = -1;
   unsigned m = 0u;
   for (int k = 0; k < kClasses && S.cnt[k] <= (unsigned)p.lcap; ++k) {
@@ -1839,7 +1837,7 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
     m += S.cnt[k];
   }
   if (ksup < 0) return false;
-  long long wc = 0; /* the windows' counts, 16 bits each (m <= 4 kSupCap < 2^16) */
+  long long wc = 0; /* the windows' counts, 16 bits each (m <= min(V, 4 kSupCap) < 2^16 per window) */
   for (unsigned i = threadIdx.x; i < m; i += kThreads) {
     const float d = LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(list_entry(L, p.lcap, S.cnt, i).x)), 2.0f);
 #pragma unroll
@@ -1864,22 +1862,14 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
       ++pos;
     }
   }
+  if (threadIdx.x == 0) S.n = n;
   __syncthreads();
-#pragma unroll
-  for (int q = 0; q < kPer; ++q) {
-    const unsigned i = (unsigned)(q * kThreads) + threadIdx.x;
-    in[q] = i < n;
-    y[q] = in[q] ? S.cy[i] : ninf();
-    ord[q] = in[q] ? lmf_lg_ord_desc(y[q], S.cid[i]) : ~0ull;
-  }
   if (kind == SK_TOPK) {
     *tgt = u128((unsigned long long)p.job.top_k, 0ull);
     return n >= (unsigned)p.job.top_k;
   }
-  if (!R->wfree) return false;
   U128 sum = u128(0ull, 0ull);
-#pragma unroll
-  for (int q = 0; q < kPer; ++q) sum = add(sum, item_fx(in[q], false, y[q], ymax));
+  for (unsigned i = threadIdx.x; i < n; i += kThreads) sum = add(sum, item_fx(true, false, S.cy[i], ymax));
   sum = block_sum_u128(sum, red);
   U128 t = ceil_fx((double)p.job.top_p * R->total);
   if (is_zero(t)) t = u128(1ull, 0ull);
@@ -1887,99 +1877,95 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
   return ge(sum, t);
 }
 
-static_assert(sizeof(ListSmem) <= kScratch, "the list cut's shared memory is the block scratch");
+/* What a list cut did with a row. */
+enum { LC_DONE = 0, LC_SUP_MISS = 1, LC_MISS = 2 };
 
-/* One block per row in a top-k / top-p cut (list mode): the candidates (the combine pass's lists for
- * the row's first cut, else the window pass's), and if they hold the target, the cut among them; after
- * top-k, top-p on its survivors (the general search's target: top_p times their mass); min-p, the LSE
- * where an output needs it, the Gumbel-max sample. The row then skips the general search, the LSE pass
- * and the sample pass. SUP: the combine pass's lists may be pending (the separate kernels). Returns
- * true where the row needs the general search (block-uniform). */
+/* One block per row in a top-k / top-p cut (list mode): the candidates (with p.level 1, the combine
+ * pass's lists, for the rows that have them; else the window pass's), and if they hold the target, the
+ * cut among them; after top-k, top-p on its survivors (the general search's target: top_p times their
+ * mass); min-p, the LSE where an output needs it, the Gumbel-max sample. The row then skips the general
+ * search, the LSE pass and the sample pass. SUP: the combine pass's lists may be pending (the separate
+ * kernels). Returns LC_DONE (finished, or not this call's row), LC_SUP_MISS (the window pass next) or
+ * LC_MISS (the general search next); block-uniform. */
 template <bool SUP>
-__device__ bool b_listcut(const KP &p, int64_t row, int kind) {
+__device__ int b_listcut(const KP &p, int64_t row, int kind) {
   __shared__ Red red;
   ListSmem &S = *static_cast<ListSmem *>(block_scratch());
   Row *R = &p.rows[row];
-  if (R->status != LMF_ROW_OK || R->search != kind) return false;
-  if (threadIdx.x == 0) {
-    if (R->ymiss == 2) R->ymiss = 0; /* an earlier cut had Y recomputed */
-    S.sup = SUP && R->sup;
-    if (S.sup) { /* the combine's lists serve this cut only */
+  if (R->status != LMF_ROW_OK || R->search != kind) return LC_DONE;
+  const bool sup_call = SUP && p.level == 1;
+  if (threadIdx.x == 0) { /* one thread reads and updates the row's list state; the block follows S */
+    S.sup = sup_call ? (R->sup ? 1 : -1) : 0; /* -1: no pending lists, not this call's row */
+    if (S.sup >= 0 && R->ymiss == 2) R->ymiss = 0; /* an earlier cut had Y recomputed */
+    if (S.sup > 0) { /* the combine's lists serve this cut only */
       for (int k = 0; k < kClasses; ++k) {
         S.cnt[k] = R->cls_c[k];
         R->cls_c[k] = 0u;
       }
       R->sup = 0;
-    } else {
+    } else if (S.sup == 0) {
       S.kw = list_window(p, kind, R, S.cnt);
     }
   }
   __syncthreads();
+  if (S.sup < 0) return LC_DONE;
   const lmf_lg_job &j = p.job;
   const float ymax = R->ymax;
-  float y[kPer];
-  uint64_t ord[kPer];
-  bool in[kPer];
   U128 tgt;
-  if (SUP && S.sup) {
-    if (!sup_items(p, kind, row, S, red, y, ord, in, &tgt)) {
-      if (threadIdx.x == 0) {
-        R->hwin = 1; /* no window pass ran for this cut */
-        if (R->ymiss == 1) R->ymiss = 2; /* the general search needs Y: k_recombine writes it */
-      }
-      return true;
+  if (S.sup > 0) {
+    if (!sup_items(p, kind, row, S, red, &tgt)) {
+      if (threadIdx.x == 0 && R->ymiss == 1) R->ymiss = 2; /* the window pass reads Y: k_recombine */
+      return LC_SUP_MISS;
     }
   } else {
-    if (S.kw < 0) return true;
-    window_items(p, row, S, y, ord, in);
+    if (S.kw < 0) return LC_MISS;
+    window_items(p, row, S);
     tgt = R->target;
   }
+  const unsigned n = S.n;
   const bool topk = kind == SK_TOPK;
-  const uint64_t cut = list_cut(ord, y, in, topk, ymax, tgt, S, red);
-#pragma unroll
-  for (int q = 0; q < kPer; ++q) in[q] = in[q] && ord[q] <= cut;
+  const uint64_t cut = list_cut(S, ~0ull, topk, ymax, tgt, red);
   uint64_t pcut = cut;
   const bool then_p = topk && j.top_p < 1.0f;
   if (then_p) { /* top-p on the top-k survivors, as the general search (search_target, no window) */
     U128 sum = u128(0ull, 0ull);
-#pragma unroll
-    for (int q = 0; q < kPer; ++q) sum = add(sum, item_fx(in[q], false, y[q], ymax));
+    for (unsigned i = threadIdx.x; i < n; i += kThreads)
+      sum = add(sum, item_fx(lmf_lg_ord_desc(S.cy[i], S.cid[i]) <= cut, false, S.cy[i], ymax));
     const U128 tot = block_sum_u128(sum, red);
     U128 t2 = ceil_fx((double)j.top_p * fx_to_double(tot));
     if (!ge(tot, t2)) t2 = tot;
     if (is_zero(t2)) t2 = u128(1ull, 0ull);
-    pcut = list_cut(ord, y, in, false, ymax, t2, S, red);
-#pragma unroll
-    for (int q = 0; q < kPer; ++q) in[q] = in[q] && ord[q] <= pcut;
+    pcut = list_cut(S, cut, false, ymax, t2, red);
   }
-  if (j.min_p > 0.0f) {
-#pragma unroll
-    for (int q = 0; q < kPer; ++q) in[q] = in[q] && LMF_FSUB(y[q], ymax) >= j.log_min_p;
-  }
+  const bool minp = j.min_p > 0.0f;
+  const float lmp = j.log_min_p;
+  /* The survivors: within both cuts (pcut <= cut) and min-p. */
+  const auto alive = [&](unsigned i) {
+    return lmf_lg_ord_desc(S.cy[i], S.cid[i]) <= pcut && (!minp || LMF_FSUB(S.cy[i], ymax) >= lmp);
+  };
   float lse = R->lse;
   if (R->need_lse) {
     U128 sum = u128(0ull, 0ull);
-#pragma unroll
-    for (int q = 0; q < kPer; ++q) sum = add(sum, item_fx(in[q], false, y[q], ymax));
+    for (unsigned i = threadIdx.x; i < n; i += kThreads)
+      sum = add(sum, item_fx(alive(i), false, S.cy[i], ymax));
     lse = (float)((double)ymax + log(fx_to_double(block_sum_u128(sum, red))));
   }
   unsigned long long best = 0ull;
   if (!R->greedy) {
     const uint64_t seed = R->seed, goff = R->goff;
     unsigned long long mine = 0ull;
-#pragma unroll
-    for (int q = 0; q < kPer; ++q)
-      if (in[q]) {
-        const uint32_t id = (uint32_t)ord[q];
-        const unsigned long long pk = pack_best(lmf_lg_gumbel_key(y[q], lmf_lg_gumbel(seed, goff, id)), id);
+    for (unsigned i = threadIdx.x; i < n; i += kThreads)
+      if (alive(i)) {
+        const float key = lmf_lg_gumbel_key(S.cy[i], lmf_lg_gumbel(seed, goff, S.cid[i]));
+        const unsigned long long pk = pack_best(key, S.cid[i]);
         mine = pk > mine ? pk : mine;
       }
     best = block_max_u64(mine, red);
   }
   const int32_t token = R->greedy ? R->yarg : unpack_id(best);
-#pragma unroll
-  for (int q = 0; q < kPer; ++q) /* the token is a loaded item: its y, for token_logprob if Y is unwritten */
-    if (ord[q] != ~0ull && (int32_t)(uint32_t)ord[q] == token) R->ytok = y[q];
+  /* The token's y, for token_logprob where Y is unwritten. */
+  for (unsigned i = threadIdx.x; i < n; i += kThreads)
+    if ((int32_t)S.cid[i] == token) R->ytok = S.cy[i];
   if (threadIdx.x == 0) {
     if (topk) {
       R->topk_on = 1;
@@ -1995,12 +1981,12 @@ __device__ bool b_listcut(const KP &p, int64_t row, int kind) {
     R->do_sample = 0;
     R->search = SK_NONE;
   }
-  return false;
+  return LC_DONE;
 }
 
 /* The general search of one row by one block, in the list cut's kernel (KP::lblock: with a block per row
- * anyway, the rows the lists could not decide need not cost every row ten more launches): Y first where
- * the combine pass left it unwritten, then the separate kernels' bodies in their order. */
+ * anyway, the rows the lists could not decide need not cost every row ten more launches): the separate
+ * kernels' bodies in their order. */
 __device__ void block_search(const KP &p, int64_t row, int kind) {
   __syncthreads(); /* the list cut's shared memory is the histogram pass's */
   Part w;
@@ -2009,8 +1995,6 @@ __device__ void block_search(const KP &p, int64_t row, int kind) {
   w.step = 1;
   w.ys = row;
   w.ysm = nullptr;
-  b_combine<false, CM_RECOMP>(p, w);
-  __syncthreads();
   for (int level = 0; level < 4; ++level) {
     b_hist(p, w, kind, level);
     __syncthreads();
@@ -2326,7 +2310,7 @@ __global__ void __maxnreg__(128) k_window(const __grid_constant__ KP p) {
 }
 __global__ void __launch_bounds__(kThreads) k_listcut(const __grid_constant__ KP p) {
   pdl_enter();
-  if (b_listcut<true>(p, blockIdx.x, p.kind) && p.lblock) block_search(p, blockIdx.x, p.kind);
+  if (b_listcut<true>(p, blockIdx.x, p.kind) == LC_MISS && p.lblock) block_search(p, blockIdx.x, p.kind);
 }
 __global__ void __launch_bounds__(kThreads) k_final(const __grid_constant__ KP p) {
   pdl_enter();
@@ -2663,16 +2647,19 @@ struct Launcher {
 /* The kernels of one cut search. */
 lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, int64_t chunk_blocks) {
   kp.kind = kind;
-  if (kp.list && (kind == SK_TOPK || kind == SK_TOPP)) { /* the rows it finishes skip the rest */
-    /* The first cut of a call with lstream finds every row's lists pending (Row::sup): no window pass. */
-    const int first = kp.job.top_k > 0 ? SK_TOPK : SK_TOPP;
-    if (!(kp.lstream && kind == first)) LMF_TRY(launch(k_window, chunk_blocks, kp));
+  if (kp.list && (kind == SK_TOPK || kind == SK_TOPP)) { /* the rows a list cut finishes skip the rest */
+    if (kp.lstream) { /* the rows whose combine pass filled their lists (Row::sup) try those first */
+      kp.level = 1;
+      LMF_TRY(launch(k_listcut, kp.nrows, kp));
+      kp.level = 0;
+      if (kp.ylazy) LMF_TRY(launch(k_combine<false, CM_RECOMP>, chunk_blocks, kp)); /* Y where now needed */
+    }
+    LMF_TRY(launch(k_window, chunk_blocks, kp));
     LMF_TRY(launch(k_listcut, kp.nrows, kp));
     if (kp.lblock) { /* the list cut's blocks did the general search of the rows that needed it */
       kp.kind = SK_NONE;
       return LMF_OK;
     }
-    if (kp.ylazy) LMF_TRY(launch(k_combine<false, CM_RECOMP>, chunk_blocks, kp)); /* Y where now needed */
   }
   for (int level = 0; level < 4; ++level) {
     kp.level = level;

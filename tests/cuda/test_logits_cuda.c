@@ -378,10 +378,10 @@ void test_cuda_logits_verify(void) {
 }
 
 /* Top-k and top-p cuts, with the list mode off and on (LMF_LOGITS_LIST, read by every CUDA call): rows
- * peaked enough for the window below the maximum to hold the cut (list mode finishes them), flat rows
- * whose windows hold too many tokens (the general search; at B = 160, at least one row per SM on the
- * GPUs lent, the list cut's own block runs it), and values on a 1/64 grid, so the cuts fall inside
- * groups of tied tokens. */
+ * peaked enough for the window below the maximum to hold the cut (list mode finishes them), rows in
+ * between, flat rows whose windows hold too many tokens (the general search; at B = 160, at least one
+ * row per SM on the GPUs lent, the list cut's own block runs it), and values on a 1/64 grid, so the
+ * cuts fall inside groups of tied tokens. */
 void test_cuda_logits_cuts(void) {
   REQUIRE_CUDA();
   backends be;
@@ -391,7 +391,7 @@ void test_cuda_logits_cuts(void) {
   }
   static const struct {
     int32_t B, V;
-  } shapes[] = {{1, 128256}, {4, 32000}, {64, 4099}, {160, 5000}, {300, 1000}};
+  } shapes[] = {{1, 128256}, {8, 128256}, {4, 32000}, {64, 4099}, {160, 5000}, {300, 1000}};
   static const struct {
     float T, top_p, min_p;
     int32_t top_k;
@@ -414,12 +414,18 @@ void test_cuda_logits_cuts(void) {
       break;
     }
     for (int32_t b = 0; b < B; ++b) seeds[b] = 77 + (uint64_t)b;
-    for (int flat = 0; flat < 2; ++flat) {
+    /* Spread per model: 2 (peaked), 0.05 (flat), and at V >= 32000 1.5, where rows mix windows of at
+     * most 2048 tokens, windows of 2049 .. 4096 (the CPU's target then sums every token's mass) and
+     * wider ones. */
+    static const double sds[3] = {2.0, 0.05, 1.5};
+    static const char *const sdname[3] = {"peaked", "flat", "medium"};
+    for (int di = 0; di < 3; ++di) {
+      if (di == 2 && V < 32000) continue;
       lg_models ms;
       lg_models_init(&ms);
       static const float coeff[3] = {1.0f, 1.0f, -1.0f};
       for (int k = 0; k < 3; ++k) {
-        fill_q(z, (int64_t)B * V, flat ? 0.05 : 2.0, 300 + 10 * si + (uint64_t)k + 5 * (uint64_t)flat);
+        fill_q(z, (int64_t)B * V, sds[di], 300 + 10 * si + (uint64_t)k + 5 * (uint64_t)di);
         lg_models_add(&ms, lg_dtypes[k], z, B, V, coeff[k]);
       }
       /* mode 0: list mode off; 1: on; 2: on without log-prob rows (the combine pass then leaves Y
@@ -436,7 +442,7 @@ void test_cuda_logits_cuts(void) {
           p.min_p = cuts[ci].min_p;
           p.seeds = seeds;
           char what[128];
-          snprintf(what, sizeof what, "B %d V %d %s: %s, list mode %s", (int)B, (int)V, flat ? "flat" : "peaked",
+          snprintf(what, sizeof what, "B %d V %d %s: %s, list mode %s", (int)B, (int)V, sdname[di],
                    cuts[ci].name, mode == 0 ? "off" : mode == 1 ? "on" : "on, no log-prob rows");
           if (mode < 2) PARITY(&be, ms.m, ms.K, &p, 0, what);
           else PARITY_NO_LOGPROBS(&be, ms.m, ms.K, &p, what);
