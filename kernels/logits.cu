@@ -69,7 +69,7 @@
  *
  * Workspace (lmf_cuda_logits_workspace, the exact bytes run uses; independent of the outputs and
  * of the mode, as the host layer requires): per row a state record, a sequence record, a 256-bin
- * 128-bit histogram and, with top-k or top-p, 4 candidate lists of min(V, 8192) (y, id) (list mode);
+ * 128-bit histogram and, in list mode with top-k or top-p, 6 candidate lists of min(V, 8192) (y, id);
  * per chunk a combine partial, a stats partial and a tie sum; Y [B][V8] fp32 (V8 = V rounded up to
  * 8), D [B][V8] when a nucleus or GeDi model is set, and [B][V8] fp32 per sparse model; plus 256
  * bytes of alignment slack.
@@ -105,7 +105,9 @@ constexpr int kBins = 256;                /* radix digit: 8 bits */
 constexpr int kNst = 5;                   /* statistics roles */
 constexpr int kMaxM = LMF_LOGITS_MAX_MODELS;
 constexpr int kWinCap = 2048;             /* the CPU's CAP: a top-p window with at most this many tokens */
-constexpr int kClasses = 4;  /* list mode: tokens by 2 (ymax - y) in [0,4) [4,8) [8,16) [16,32) */
+constexpr int kClasses = 6;  /* list mode: tokens by d = 2 (ymax - y) in [0,4) [4,8) [8,16) [16,20)
+                              * [20,24) [24,32) (class_of); the CPU's windows d < 4, 8, 16, 32 end
+                              * with classes 0, 1, 2, 5 */
 constexpr int kSupCap = 8192; /* list mode: entries a class list keeps (the combine's are loose) */
 constexpr int kListCap = 4096; /* list mode: candidates a list cut holds (shared memory) */
 constexpr int kPrefetchChunks = 8; /* the combine pass prefetches all of a block's chunks up to this many */
@@ -157,8 +159,8 @@ struct Row {
   unsigned long long best; /* atomics: packed Gumbel-max */
   /* List mode (KP::list): the window pass's per-class counts and masses and the total mass (atomics,
    * zeroed again by the list cut for the row's next search). */
-  unsigned int cls_c[4];
-  U128 cls_m[4];
+  unsigned int cls_c[kClasses];
+  U128 cls_m[kClasses];
   U128 ltot;
   int32_t sup;  /* list mode: the combine pass's lists (a superset of each window) await the first cut */
   int32_t hwin; /* the general top-p search's first histogram pass sums the windows (none wrote them) */
@@ -716,6 +718,8 @@ __device__ void b_init(const KP &p, int64_t row) {
   for (int k = 0; k < 4; ++k) {
     R.win_c[k] = 0u;
     R.win_m[k] = u128(0ull, 0ull);
+  }
+  for (int k = 0; k < kClasses; ++k) {
     R.cls_c[k] = 0u;
     R.cls_m[k] = u128(0ull, 0ull);
   }
@@ -900,6 +904,19 @@ __global__ void __launch_bounds__(kThreads) k_stats_merge(const __grid_constant_
 
 /* ---- List mode's candidate lists --------------------------------------------------------------- */
 
+/* The list class of a token with d = 2 (ymax - y) (kClasses: none; -inf or NaN d's too). */
+__device__ __forceinline__ int class_of(float d) {
+  return d < 4.0f    ? 0
+         : d < 8.0f  ? 1
+         : d < 16.0f ? 2
+         : d < 20.0f ? 3
+         : d < 24.0f ? 4
+         : d < 32.0f ? 5
+                     : kClasses;
+}
+/* The class that ends each of the CPU's windows d < 4, 8, 16, 32. */
+__device__ __forceinline__ int cpu_window_class(int w) { return w < 3 ? w : kClasses - 1; }
+
 /* Appends (y, v) to the list of class cls (0 .. kClasses - 1; kClasses: none) of the row: one atomic
  * per class present in the warp. Every lane of the warp calls it. Counts go past cap; entries not. */
 __device__ __forceinline__ void list_append(Row *R, uint2 *L, unsigned cap, int cls, float y, int64_t v) {
@@ -931,7 +948,7 @@ __device__ __forceinline__ void list_append_chunk(const KP &p, int64_t row, floa
 #pragma unroll
   for (int q = 0; q < kPer; ++q) {
     const float d = LMF_FMUL(LMF_FSUB(runmax, y[q]), 2.0f); /* -inf y: +inf (or NaN): no class */
-    const int cls = d < 4.0f ? 0 : d < 8.0f ? 1 : d < 16.0f ? 2 : d < 32.0f ? 3 : kClasses;
+    const int cls = class_of(d);
     if (__any_sync(kFull, cls < kClasses)) list_append(R, L, (unsigned)p.lcap, cls, y[q], v + q);
   }
 }
@@ -1657,8 +1674,8 @@ __device__ void b_tiecut(const KP &p, int64_t row, int kind, int64_t ys) {
 /* ---- List mode: a cut from at most kListCap candidates (KP::list) ------------------------------- */
 
 /* The CPU's list mode. Every token a top-k / top-p cut can keep lies in a window near the maximum; one
- * pass (b_window) counts the tokens of each class 2 (ymax - y) in [0, 4), [4, 8), [8, 16), [16, 32)
- * (the CPU's windows are the unions of the first classes), sums their masses and the total mass, and
+ * pass (b_window) counts the tokens of each class of 2 (ymax - y) (class_of; the CPU's windows are
+ * unions of the first classes), sums their masses and the total mass, and
  * appends each class's tokens to its list. The largest window holding at most kListCap tokens is then
  * complete in the lists; if it reaches the cut's target (the same target the general search uses,
  * search_target), one block per row (b_listcut) finds the cut among its tokens, then top-p on the top-k
@@ -1692,7 +1709,7 @@ __device__ void b_window(const KP &p, const Part &w, int kind) {
       const float d = LMF_FMUL(LMF_FSUB(s.ymax, yv[q]), 2.0f); /* -inf y: +inf */
       if (v < V && search_item_v(kind, s, yv[q], dv[q], v, &key, &fx, &y)) {
         tot = add(tot, fx);
-        cls = d < 4.0f ? 0 : d < 8.0f ? 1 : d < 16.0f ? 2 : d < 32.0f ? 3 : kClasses;
+        cls = class_of(d);
 #pragma unroll
         for (int k = 0; k < kClasses; ++k)
           if (cls == k) cm[k] = add(cm[k], fx);
@@ -1714,26 +1731,32 @@ __device__ void b_window(const KP &p, const Part &w, int kind) {
  * included), and the largest window with at most kListCap tokens if it holds the target (-1: the
  * general search). Clears the class sums; cnt gets the classes' counts. */
 __device__ int list_window(const KP &p, int kind, Row *R, unsigned cnt[kClasses]) {
-  unsigned cc = 0u;
-  U128 cmass = u128(0ull, 0ull);
+  unsigned cc = 0u, kc = 0u; /* windows 0 .. k: count and mass; kc, km: window kw's */
+  U128 cmass = u128(0ull, 0ull), km = u128(0ull, 0ull);
+  int kw = -1;
   for (int k = 0; k < kClasses; ++k) {
     cnt[k] = R->cls_c[k];
     cc += cnt[k];
     cmass = add(cmass, R->cls_m[k]);
-    R->win_c[k] = cc;
-    R->win_m[k] = cmass;
     R->cls_c[k] = 0u;
     R->cls_m[k] = u128(0ull, 0ull);
+    for (int w = 0; w < 4; ++w) /* the CPU's windows, as the general search's first pass sums them */
+      if (cpu_window_class(w) == k) {
+        R->win_c[w] = cc;
+        R->win_m[w] = cmass;
+      }
+    if (cc <= (unsigned)kListCap) {
+      kw = k;
+      kc = cc;
+      km = cmass;
+    }
   }
   const U128 tot = R->ltot;
   R->ltot = u128(0ull, 0ull);
   R->hwin = 0; /* the windows are written: a general search after this reads them */
-  int kw = -1;
-  for (int k = 0; k < kClasses; ++k)
-    if (R->win_c[k] <= (unsigned)kListCap) kw = k;
   if (kw < 0) return -1;
   const U128 tgt = search_target(p, kind, *R, tot);
-  const bool holds = kind == SK_TOPK ? (unsigned long long)R->win_c[kw] >= tgt.lo : ge(R->win_m[kw], tgt);
+  const bool holds = kind == SK_TOPK ? (unsigned long long)kc >= tgt.lo : ge(km, tgt);
   if (!holds) return -1;
   R->target = tgt;
   return kw;
@@ -1837,16 +1860,18 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
     m += S.cnt[k];
   }
   if (ksup < 0) return false;
-  long long wc = 0; /* the windows' counts, 16 bits each (m <= min(V, 4 kSupCap) < 2^16 per window) */
+  /* The CPU's windows d < 4, 8, 16, 32 only (a window this rule takes must lie inside the CPU's),
+   * their counts 16 bits each (m <= min(V, kClasses kSupCap) < 2^16). */
+  long long wc = 0;
   for (unsigned i = threadIdx.x; i < m; i += kThreads) {
     const float d = LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(list_entry(L, p.lcap, S.cnt, i).x)), 2.0f);
 #pragma unroll
-    for (int k = 0; k < kClasses; ++k) wc += (long long)(d < (float)(4 << k)) << (16 * k);
+    for (int w = 0; w < 4; ++w) wc += (long long)(d < (float)(4 << w)) << (16 * w);
   }
   wc = block_reduce_ll<OP_SUM>(wc, red);
   int kw = -1;
-  for (int k = 0; k <= ksup; ++k)
-    if (((wc >> (16 * k)) & 0xffff) <= kWinCap) kw = k;
+  for (int w = 0; w < 4 && cpu_window_class(w) <= ksup; ++w)
+    if (((wc >> (16 * w)) & 0xffff) <= kWinCap) kw = w;
   if (kw < 0) return false;
   const unsigned n = (unsigned)((wc >> (16 * kw)) & 0xffff);
   const float lim = (float)(4 << kw);
@@ -2423,9 +2448,17 @@ __global__ void __launch_bounds__(kThreads, 2) k_fused(const __grid_constant__ K
 struct Layout {
   int64_t ystride, nchunks;
   int32_t lcap;
+  bool lists; /* list mode's candidate lists are reserved (at cand) */
   size_t rows, seqs, hist, cpart, spart, tie, cand, Y, D, sp[kMaxM];
   size_t total;
 };
+
+/* List mode: LMF_LOGITS_LIST=1 in the environment, opt-in until measured (docs/logits.md). The
+ * workspace size follows it, so set it before lmf_logits_workspace_size. */
+bool list_mode_on() {
+  const char *e = getenv("LMF_LOGITS_LIST");
+  return e && e[0] == '1';
+}
 
 bool mul_sz(size_t a, size_t b, size_t *r) {
   if (a != 0 && b > SIZE_MAX / a) return false;
@@ -2443,8 +2476,8 @@ bool reserve(size_t *off, size_t bytes, size_t *at) {
 }
 
 /* The workspace of a job: depends only on num_rows, vocab_out, the nucleus / GeDi models, which
- * models are sparse and whether top-k or top-p is on (not on the outputs, the mode or the roles), so a
- * size query covers every call with the same models and params. false on overflow. */
+ * models are sparse, whether top-k or top-p is on and list mode (not on the outputs, the mode or the
+ * roles), so a size query covers every call with the same models and params. false on overflow. */
 bool make_layout(const lmf_lg_job *job, Layout *L) {
   memset(L, 0, sizeof *L);
   const size_t B = (size_t)job->num_rows;
@@ -2461,7 +2494,8 @@ bool make_layout(const lmf_lg_job *job, Layout *L) {
   if (!mul_sz(bc, sizeof(SPart), &n) || !reserve(&off, n, &L->spart)) return false;
   if (!mul_sz(bc, sizeof(U128), &n) || !reserve(&off, n, &L->tie)) return false;
   L->lcap = V < kSupCap ? (int32_t)V : kSupCap;
-  if (job->top_k > 0 || job->top_p < 1.0f) { /* list mode's candidate lists: only cuts read them */
+  L->lists = list_mode_on() && (job->top_k > 0 || job->top_p < 1.0f); /* only list mode's cuts read them */
+  if (L->lists) {
     if (!mul_sz(B, (size_t)kClasses * (size_t)L->lcap * sizeof(uint2), &n) || !reserve(&off, n, &L->cand))
       return false;
   }
@@ -2716,7 +2750,7 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   local.cpart = reinterpret_cast<CPart *>(base + L.cpart);
   local.spart = reinterpret_cast<SPart *>(base + L.spart);
   local.tie = reinterpret_cast<U128 *>(base + L.tie);
-  local.cand = L.cand ? reinterpret_cast<uint2 *>(base + L.cand) : nullptr;
+  local.cand = L.lists ? reinterpret_cast<uint2 *>(base + L.cand) : nullptr;
   local.lcap = L.lcap;
   local.Y = reinterpret_cast<float *>(base + L.Y);
   local.D = L.D ? reinterpret_cast<float *>(base + L.D) : nullptr;
@@ -2759,8 +2793,7 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   const int64_t thread_blocks = (B + kThreads - 1) / kThreads;
   const int64_t grid_cap = (int64_t)sms * 8;
 
-  const char *list_env = getenv("LMF_LOGITS_LIST"); /* opt-in until measured (docs/logits.md) */
-  local.list = !verify && list_env && list_env[0] == '1';
+  local.list = !verify && L.lists; /* list_mode_on() and a cut, as the layout */
 
   const char *pdl_env = getenv("LMF_LOGITS_PDL"); /* opt-in until measured (docs/logits.md) */
   const bool pdl = pdl_env && pdl_env[0] == '1' && ctx->device >= 0 && ctx->device < kFusedDevices &&
