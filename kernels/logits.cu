@@ -1675,8 +1675,8 @@ __device__ void b_tiecut(const KP &p, int64_t row, int kind, int64_t ys) {
 
 /* The CPU's list mode. Every token a top-k / top-p cut can keep lies in a window near the maximum; one
  * pass (b_window) counts the tokens of each class of 2 (ymax - y) (class_of; the CPU's windows are
- * unions of the first classes), sums their masses and the total mass, and
- * appends each class's tokens to its list. The largest window holding at most kListCap tokens is then
+ * unions of the first classes), sums their masses and the total mass, and appends each class's tokens
+ * to its list. The largest window (classes 0 .. k) holding at most kListCap tokens is then
  * complete in the lists; if it reaches the cut's target (the same target the general search uses,
  * search_target), one block per row (b_listcut) finds the cut among its tokens, then top-p on the top-k
  * survivors, min-p, the LSE and the sample: no further pass over the row. Otherwise the row stays in
