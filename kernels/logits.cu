@@ -110,6 +110,7 @@ constexpr int kClasses = 6;  /* list mode: tokens by d = 2 (ymax - y) in [0,4) [
                               * with classes 0, 1, 2, 5 */
 constexpr int kSupCap = 8192; /* list mode: entries a class list keeps (the combine's are loose) */
 constexpr int kListCap = 4096; /* list mode: candidates a list cut holds (shared memory) */
+constexpr int kSupChunks = 4;  /* list mode: chunks per block for the combine pass to fill the lists */
 constexpr int kPrefetchChunks = 8; /* the combine pass prefetches all of a block's chunks up to this many */
 constexpr unsigned kFull = 0xffffffffu;
 constexpr uint32_t kSentinel = 0x7f800001u; /* an unlisted id in a sparse model's dense row */
@@ -2815,9 +2816,11 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
     return launched(fn, "k_fused", ctx->device);
   }
   /* List mode, separate kernels: the combine pass fills the lists for each row's first cut (top-k or
-   * top-p; not after GeDi's filter, which rewrites Y, nor with GeDi's combine). */
-  local.lstream =
-      local.list && dist && !gf && job->gedi_pos_model < 0 && (job->top_k > 0 || job->top_p < 1.0f);
+   * top-p; not after GeDi's filter, which rewrites Y, nor with GeDi's combine). Only where a block
+   * walks several chunks: with one (small batches), its running max is its chunk's, far below the
+   * row's, and the lists hold most of the row (a model of the bench's rows: none decided at 1). */
+  local.lstream = local.list && dist && !gf && job->gedi_pos_model < 0 &&
+                  (job->top_k > 0 || job->top_p < 1.0f) && (L.nchunks + gx - 1) / gx >= kSupChunks;
   /* With top-p every row that needs the distribution enters a cut, so Y can wait for the rows the
    * lists cannot decide; a log-prob row needs Y whole. */
   local.ylazy = local.lstream && job->top_p < 1.0f && !job->logprobs;

@@ -379,9 +379,10 @@ void test_cuda_logits_verify(void) {
 
 /* Top-k and top-p cuts, with the list mode off and on (LMF_LOGITS_LIST, read by every CUDA call): rows
  * peaked enough for the window below the maximum to hold the cut (list mode finishes them), rows in
- * between, flat rows whose windows hold too many tokens (the general search; at B = 160, at least one
- * row per SM on the GPUs lent, the list cut's own block runs it), and values on a 1/64 grid, so the
- * cuts fall inside groups of tied tokens. */
+ * between, flat rows whose windows hold too many tokens (the general search), and values on a 1/64
+ * grid, so the cuts fall inside groups of tied tokens. B = 160, V = 32768 on the GPUs lent (132 SMs):
+ * 4 chunks per block, so the combine pass fills the lists, and a row per SM at least, so the list
+ * cut's own block runs the general search. */
 void test_cuda_logits_cuts(void) {
   REQUIRE_CUDA();
   backends be;
@@ -391,7 +392,7 @@ void test_cuda_logits_cuts(void) {
   }
   static const struct {
     int32_t B, V;
-  } shapes[] = {{1, 128256}, {8, 128256}, {4, 32000}, {64, 4099}, {160, 5000}, {300, 1000}};
+  } shapes[] = {{1, 128256}, {8, 128256}, {4, 32000}, {64, 4099}, {160, 32768}, {300, 1000}};
   static const struct {
     float T, top_p, min_p;
     int32_t top_k;
