@@ -164,9 +164,9 @@ struct Row {
   U128 cls_m[kClasses];
   U128 ltot;
   int32_t sup;  /* list mode: the combine pass's lists (a superset of each window) await the first cut */
-  int32_t hwin; /* the general top-p search's first histogram pass sums the windows (none wrote them) */
-  int32_t ymiss; /* KP::ylazy: 1 Y not written (the list cut then gives ytok); 2 Y recomputed for the
-                  * general search after a list cut the lists could not decide (k_recombine); 0 Y valid */
+  int32_t ymiss; /* KP::ylazy: 1 Y not written (the list cut then gives ytok); 2 Y recomputed
+                  * (k_combine<CM_RECOMP>) for the window pass after the combine's lists could not
+                  * decide the row; 0 Y valid */
   float ytok;    /* ymiss 1: y of the row's token (token_logprob) */
 };
 
@@ -728,7 +728,6 @@ __device__ void b_init(const KP &p, int64_t row) {
   R.sup = p.lstream && need_dist;
   R.ymiss = p.ylazy && R.sup;
   R.ytok = 0.0f;
-  R.hwin = !p.list;
   R.nfin = 0;
   R.nuc_cut = R.gf_cut = R.topk_cut = R.topp_cut = 0ull;
   R.total = 0.0;
@@ -1429,7 +1428,8 @@ __device__ void b_hist(const KP &p, const Part &w, int kind, int level) {
   __syncthreads();
   const SRow s = srow_of(*R);
   const uint32_t prefix = R->prefix;
-  const bool win = R->hwin && kind == SK_TOPP && level == 0 && R->wfree != 0; /* list mode: list_window's */
+  /* In list mode every top-k / top-p search starts with list_window, which writes the windows. */
+  const bool win = !p.list && kind == SK_TOPP && level == 0 && R->wfree != 0;
   const int64_t V = p.job.vocab_out;
   const float *Yr = p.Y + w.ys * p.ystride;
   const float *Dr = p.D ? p.D + row * p.ystride : nullptr;
@@ -1754,7 +1754,6 @@ __device__ int list_window(const KP &p, int kind, Row *R, unsigned cnt[kClasses]
   }
   const U128 tot = R->ltot;
   R->ltot = u128(0ull, 0ull);
-  R->hwin = 0; /* the windows are written: a general search after this reads them */
   if (kw < 0) return -1;
   const U128 tgt = search_target(p, kind, *R, tot);
   const bool holds = kind == SK_TOPK ? (unsigned long long)kc >= tgt.lo : ge(km, tgt);
@@ -1940,7 +1939,7 @@ __device__ int b_listcut(const KP &p, int64_t row, int kind) {
   U128 tgt;
   if (S.sup > 0) {
     if (!sup_items(p, kind, row, S, red, &tgt)) {
-      if (threadIdx.x == 0 && R->ymiss == 1) R->ymiss = 2; /* the window pass reads Y: k_recombine */
+      if (threadIdx.x == 0 && R->ymiss == 1) R->ymiss = 2; /* the window pass reads Y: recompute it */
       return LC_SUP_MISS;
     }
   } else {
