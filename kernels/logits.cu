@@ -60,8 +60,10 @@
  *     (peaked rows) nothing more, not even the LSE or sample pass; otherwise the general search as
  *     above. On the separate kernels a row first tries the lists the combine pass filled (no pass over
  *     Y at all), and with top-p and no log-prob rows the combine pass does not even write Y (KP::ylazy;
- *     rows those lists cannot decide have it recomputed before their window pass); from B = SMs on,
- *     the list cut's block runs the general search itself for the rows that need it (KP::lblock);
+ *     rows those lists cannot decide have it recomputed before their window pass); the list cut's
+ *     block runs the general search itself for the rows that need it, and after the step's last cut
+ *     the LSE pass, the sample pass and the outputs of its row (KP::ltail); the combine pass's last
+ *     block per row merges the partials (KP::cfold), so a B = 1 top-p step is 4 launches;
  *   LSE (lse / token_logprob / logprobs outputs, verify) after top-k, top-p, min-p or GeDi's filter:
  *     1; otherwise none (from the combine pass's per-chunk sums); logprobs: 1 write;
  *   verify_draft: the acceptance walk reads single tokens; a rejection's correction: 1 pass over
@@ -168,6 +170,7 @@ struct Row {
                   * (k_combine<CM_RECOMP>) for the window pass after the combine's lists could not
                   * decide the row; 0 Y valid */
   float ytok;    /* ymiss 1: y of the row's token (token_logprob) */
+  unsigned int cdone; /* KP::cfold (atomics): the row's combine blocks that have finished */
 };
 
 struct Seq {
@@ -218,8 +221,10 @@ struct KP {
   int32_t list;   /* list mode for top-k / top-p (combine only; LMF_LOGITS_LIST=1) */
   int32_t lstream; /* list mode: the combine pass fills the lists for each row's first cut */
   int32_t ylazy;   /* lstream, and the combine pass leaves Y unwritten for those rows (Row::ymiss) */
-  int32_t lblock;  /* list mode, separate kernels, B >= SMs: the list cut's block does a row's general
-                    * search itself (block_search) instead of the search kernels */
+  int32_t cfold;   /* list mode, separate kernels, not lstream: the combine pass's last block per row
+                    * merges the row's partials (combine_done), so no merge kernel follows */
+  int32_t ltail;   /* per launch, the last list cut of a step: its block also does the row's LSE and
+                    * sample passes where they are left, and its outputs (row_tail) */
   int32_t lcap;   /* list mode: entries per class list, min(V, kSupCap) (a class never holds more) */
   uint2 *cand;    /* list mode: per row kClasses lists of lcap (y bits, id) */
 };
@@ -728,6 +733,7 @@ __device__ void b_init(const KP &p, int64_t row) {
   R.sup = p.lstream && need_dist;
   R.ymiss = p.ylazy && R.sup;
   R.ytok = 0.0f;
+  R.cdone = 0u;
   R.nfin = 0;
   R.nuc_cut = R.gf_cut = R.topk_cut = R.topp_cut = 0ull;
   R.total = 0.0;
@@ -1029,6 +1035,23 @@ __device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t
   return mx;
 }
 
+__device__ void b_cmerge(const KP &p, int64_t row, int level);
+
+/* KP::cfold, at the end of a combine block: the row's last block to finish merges the row's partials
+ * (each block's partials are written, and fenced, before it counts itself), so the step needs no merge
+ * kernel. Block-uniform. */
+__device__ void combine_done(const KP &p, int64_t row) {
+  __shared__ int s_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) s_last = atomicAdd(&p.rows[row].cdone, 1u) == (unsigned)p.gx - 1u;
+  __syncthreads();
+  if (s_last && warp_id() == 0) {
+    __threadfence();
+    b_cmerge(p, row, 0);
+  }
+}
+
 /* What a combine pass does besides s(v): CM_SUP also fills list mode's candidate lists (KP::lstream;
  * the separate kernels only) and leaves Y unwritten where Row::ymiss; CM_RECOMP only writes Y, for
  * the rows whose list cut handed them to the general search (ymiss 2), by the same arithmetic. */
@@ -1240,12 +1263,14 @@ __device__ void b_cmerge(const KP &p, int64_t row, int level) {
   long long cnt = 0;
   float M = ninf();
   int32_t arg = 0;
+  /* __ldcg: from L2, where KP::cfold's last combine block finds the other blocks' partials. */
   for (int64_t c = c0; c < c1; ++c) {
-    bad |= P[c].bad;
-    cnt += P[c].cnt;
-    if (P[c].max > M) {
-      M = P[c].max;
-      arg = P[c].arg;
+    bad |= __ldcg(&P[c].bad);
+    cnt += __ldcg(&P[c].cnt);
+    const float m = __ldcg(&P[c].max);
+    if (m > M) {
+      M = m;
+      arg = __ldcg(&P[c].arg);
     }
   }
   bad = (int)warp_reduce_ll<OP_MAX>(bad);
@@ -1267,8 +1292,10 @@ __device__ void b_cmerge(const KP &p, int64_t row, int level) {
   double total = 0.0;
   if (st == LMF_ROW_OK && !temp && R.want_sum) {
     double S = 0.0;
-    for (int64_t c = c0; c < c1; ++c)
-      if (!lmf_lg_is_ninf(P[c].max)) S += P[c].osum * exp((double)P[c].max - (double)Mall);
+    for (int64_t c = c0; c < c1; ++c) {
+      const float m = __ldcg(&P[c].max);
+      if (!lmf_lg_is_ninf(m)) S += __ldcg(&P[c].osum) * exp((double)m - (double)Mall);
+    }
     for (int i = 0; i < 32; ++i) total += __shfl_sync(kFull, S, i);
   }
   if (lane_id() != 0) return;
@@ -2009,17 +2036,24 @@ __device__ int b_listcut(const KP &p, int64_t row, int kind) {
   return LC_DONE;
 }
 
-/* The general search of one row by one block, in the list cut's kernel (KP::lblock: with a block per row
- * anyway, the rows the lists could not decide need not cost every row ten more launches): the separate
- * kernels' bodies in their order. */
-__device__ void block_search(const KP &p, int64_t row, int kind) {
-  __syncthreads(); /* the list cut's shared memory is the histogram pass's */
+/* One block over a whole row (all chunks, Y row = row): the list cut's kernel. */
+__device__ __forceinline__ Part row_part(int64_t row) {
   Part w;
   w.row = row;
   w.first = 0;
   w.step = 1;
   w.ys = row;
   w.ysm = nullptr;
+  return w;
+}
+
+/* The general search of one row by one block, in the list cut's kernel (list mode, separate kernels:
+ * with a block per row anyway, the rows the lists could not decide need not cost every row ten more
+ * launches; such a row pays one SM's walks over its Y instead): the separate kernels' bodies in their
+ * order. */
+__device__ void block_search(const KP &p, int64_t row, int kind) {
+  __syncthreads(); /* the list cut's shared memory is the histogram pass's */
+  const Part w = row_part(row);
   for (int level = 0; level < 4; ++level) {
     b_hist(p, w, kind, level);
     __syncthreads();
@@ -2167,6 +2201,26 @@ __device__ void b_outputs(const KP &p, int64_t row, int64_t ys) {
   }
 }
 
+/* KP::ltail, in the last list cut's block after the row's cuts: the LSE pass and the sample pass where
+ * the row still needs them (the general search decided it, or it took no cut), then its outputs, so no
+ * chunk kernel follows for them. Block-uniform (the row's flags were written before a barrier). */
+__device__ void row_tail(const KP &p, int64_t row) {
+  __syncthreads();
+  const Row *R = &p.rows[row];
+  const Part w = row_part(row);
+  if (R->status == LMF_ROW_OK && R->do_final) {
+    b_final(p, w);
+    __syncthreads();
+    if (threadIdx.x == 0) b_final_merge(p, row);
+    __syncthreads();
+  }
+  if (R->status == LMF_ROW_OK && R->do_sample) {
+    b_sample(p, w);
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) b_outputs(p, row, row);
+}
+
 /* ---- verify_draft --------------------------------------------------------------------------------- */
 
 /* One thread per sequence: the acceptance walk over the rows (all computed), as the CPU's after_final. */
@@ -2301,7 +2355,11 @@ __global__ void __launch_bounds__(kThreads) k_stats(const __grid_constant__ KP p
 template <bool GEDI, int MODE>
 __global__ void __launch_bounds__(kThreads, GEDI ? 3 : 4) k_combine(const __grid_constant__ KP p) {
   pdl_enter();
-  b_combine<GEDI, MODE>(p, grid_part(p));
+  const Part w = grid_part(p);
+  b_combine<GEDI, MODE>(p, w);
+  /* Every block of the row, whatever its status. Not with CM_SUP (large batches, where one merge
+   * launch matters little): on sm_80 its 64 registers would spill. */
+  if (MODE == CM_PLAIN && p.cfold) combine_done(p, w.row);
 }
 __global__ void __launch_bounds__(kThreads) k_temp(const __grid_constant__ KP p) {
   pdl_enter();
@@ -2335,7 +2393,8 @@ __global__ void __maxnreg__(128) k_window(const __grid_constant__ KP p) {
 }
 __global__ void __launch_bounds__(kThreads) k_listcut(const __grid_constant__ KP p) {
   pdl_enter();
-  if (b_listcut<true>(p, blockIdx.x, p.kind) == LC_MISS && p.lblock) block_search(p, blockIdx.x, p.kind);
+  if (b_listcut<true>(p, blockIdx.x, p.kind) == LC_MISS) block_search(p, blockIdx.x, p.kind);
+  if (p.ltail) row_tail(p, blockIdx.x);
 }
 __global__ void __launch_bounds__(kThreads) k_final(const __grid_constant__ KP p) {
   pdl_enter();
@@ -2678,10 +2737,12 @@ struct Launcher {
     if (st_ != LMF_OK) return st_;       \
   } while (0)
 
-/* The kernels of one cut search. */
-lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, int64_t chunk_blocks) {
+/* The kernels of one cut search. List mode (top-k, top-p): a window pass and the list cut, whose block
+ * runs the general search itself for the rows the lists cannot decide; `tail`: this is the step's last
+ * cut, and the list cut's block finishes each row (row_tail). */
+lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, int64_t chunk_blocks, bool tail) {
   kp.kind = kind;
-  if (kp.list && (kind == SK_TOPK || kind == SK_TOPP)) { /* the rows a list cut finishes skip the rest */
+  if (kp.list && (kind == SK_TOPK || kind == SK_TOPP)) {
     if (kp.lstream) { /* the rows whose combine pass filled their lists (Row::sup) try those first */
       kp.level = 1;
       LMF_TRY(launch(k_listcut, kp.nrows, kp));
@@ -2689,11 +2750,11 @@ lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, int64_t chunk_
       if (kp.ylazy) LMF_TRY(launch(k_combine<false, CM_RECOMP>, chunk_blocks, kp)); /* Y where now needed */
     }
     LMF_TRY(launch(k_window, chunk_blocks, kp));
+    kp.ltail = tail;
     LMF_TRY(launch(k_listcut, kp.nrows, kp));
-    if (kp.lblock) { /* the list cut's blocks did the general search of the rows that needed it */
-      kp.kind = SK_NONE;
-      return LMF_OK;
-    }
+    kp.ltail = 0;
+    kp.kind = SK_NONE;
+    return LMF_OK;
   }
   for (int level = 0; level < 4; ++level) {
     kp.level = level;
@@ -2823,7 +2884,11 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   /* With top-p every row that needs the distribution enters a cut, so Y can wait for the rows the
    * lists cannot decide; a log-prob row needs Y whole. */
   local.ylazy = local.lstream && job->top_p < 1.0f && !job->logprobs;
-  local.lblock = local.list && B >= (int64_t)sms;
+  /* List mode also folds the combine's merge into the combine pass and, where the step takes a cut,
+   * the LSE, sample and output kernels into the last list cut: at B = 1 a top-p step is then four
+   * launches (init, combine, window, list cut), not fifteen. */
+  local.cfold = list_mode_on() && !verify && !local.lstream;
+  const bool tail = local.list && dist;
   LMF_TRY(launch(k_init, warp_blocks, local));
   for (int k = 0; k < job->num_models; ++k) {
     const lmf_lg_model &m = job->models[k];
@@ -2840,30 +2905,31 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
     LMF_TRY(launch(k_stats, chunk_blocks, local));
     LMF_TRY(launch(k_stats_merge, warp_blocks, local));
   }
-  if (nuc_search) LMF_TRY(run_search(launch, local, SK_NUC, chunk_blocks));
+  if (nuc_search) LMF_TRY(run_search(launch, local, SK_NUC, chunk_blocks, false));
   const Kernel combine = job->gedi_pos_model >= 0 ? k_combine<true, CM_PLAIN>
                          : local.lstream           ? k_combine<false, CM_SUP>
                                                    : k_combine<false, CM_PLAIN>;
   LMF_TRY(launch(combine, chunk_blocks, local));
   local.level = 0;
-  LMF_TRY(launch(k_cmerge, warp_blocks, local));
+  if (!local.cfold) LMF_TRY(launch(k_cmerge, warp_blocks, local));
   if (gf) {
-    LMF_TRY(run_search(launch, local, SK_GF, chunk_blocks));
+    LMF_TRY(run_search(launch, local, SK_GF, chunk_blocks, false));
     LMF_TRY(launch(k_temp, chunk_blocks, local));
     local.level = 1;
     LMF_TRY(launch(k_cmerge, warp_blocks, local));
     local.level = 0;
   }
-  if (dist && job->top_k > 0) LMF_TRY(run_search(launch, local, SK_TOPK, chunk_blocks));
-  if (dist && job->top_p < 1.0f) LMF_TRY(run_search(launch, local, SK_TOPP, chunk_blocks));
-  if (final_pass) {
+  const bool topp = dist && job->top_p < 1.0f;
+  if (dist && job->top_k > 0) LMF_TRY(run_search(launch, local, SK_TOPK, chunk_blocks, tail && !topp));
+  if (topp) LMF_TRY(run_search(launch, local, SK_TOPP, chunk_blocks, tail));
+  if (final_pass && !tail) {
     LMF_TRY(launch(k_final, chunk_blocks, local));
     LMF_TRY(launch(k_final_merge, thread_blocks, local));
   }
-  if (sampling) LMF_TRY(launch(k_sample, chunk_blocks, local));
+  if (sampling && !tail) LMF_TRY(launch(k_sample, chunk_blocks, local));
   if (!verify) {
     if (job->logprobs) LMF_TRY(launch(k_logprobs, chunk_blocks, local));
-    return launch(k_outputs, thread_blocks, local);
+    return tail ? LMF_OK : launch(k_outputs, thread_blocks, local);
   }
   const int64_t S = local.nseqs;
   LMF_TRY(launch(k_vwalk, (S + kThreads - 1) / kThreads, local));
