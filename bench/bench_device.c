@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "bench_device.h"
 
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,6 +148,55 @@ double bdev_time_ms(bench_dev *d, void (*fn)(void *), void *arg, int warmup, int
   double m = bench_median(t, repeats);
   free(t);
   return m;
+}
+
+double bdev_time_graph_ms(bench_dev *d, void (*fn)(void *), void *arg, int warmup, int repeats) {
+#if defined(LMF_HAVE_CUDA)
+  if (d->cuda) {
+    cudaStream_t s = (cudaStream_t)d->stream;
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t ge = NULL;
+    bdev_sync(d);
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    fn(arg);
+    cudaError_t e = cudaStreamEndCapture(s, &g);
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&ge, g, 0);
+    if (e != cudaSuccess) {
+      fprintf(stderr, "lmfuse-bench: capturing the step into a CUDA graph failed: %s\n", cudaGetErrorString(e));
+      (void)cudaGetLastError();
+      if (g) cudaGraphDestroy(g);
+      return NAN;
+    }
+    for (int i = 0; i < warmup; ++i) CK(cudaGraphLaunch(ge, s));
+    CK(cudaStreamSynchronize(s));
+    double *t = (double *)malloc(sizeof(double) * (size_t)repeats);
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    for (int i = 0; i < repeats; ++i) {
+      CK(cudaEventRecord(a, s));
+      CK(cudaGraphLaunch(ge, s));
+      CK(cudaEventRecord(b, s));
+      CK(cudaEventSynchronize(b));
+      float ms = 0;
+      CK(cudaEventElapsedTime(&ms, a, b));
+      t[i] = ms;
+    }
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    cudaGraphExecDestroy(ge);
+    cudaGraphDestroy(g);
+    double m = bench_median(t, repeats);
+    free(t);
+    return m;
+  }
+#endif
+  (void)d;
+  (void)fn;
+  (void)arg;
+  (void)warmup;
+  (void)repeats;
+  return NAN;
 }
 
 typedef struct copy_arg {

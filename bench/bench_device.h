@@ -24,6 +24,11 @@ void bdev_sync(bench_dev *d);
 /* Median milliseconds of fn(arg) over `repeats` runs after `warmup` runs. */
 double bdev_time_ms(bench_dev *d, void (*fn)(void *), void *arg, int warmup, int repeats);
 
+/* The same with what one fn(arg) enqueues on the bench's stream captured once into a CUDA graph and the
+ * graph replayed: the step without the host's per-launch cost, as a decoding loop that captures it
+ * sees it. NAN on the CPU or where the capture fails (the reason goes to stderr). */
+double bdev_time_graph_ms(bench_dev *d, void (*fn)(void *), void *arg, int warmup, int repeats);
+
 /* Bandwidth of a plain copy of `bytes` on the device, counting bytes read plus bytes written (GB/s). */
 double bdev_copy_gbs(bench_dev *d, size_t bytes, int warmup, int repeats);
 

@@ -137,6 +137,7 @@ static int run_one(bench_dev *d, const bench_opts *o, int B, int V, int K, int g
   c.ws = c.ws_bytes ? bdev_alloc(d, c.ws_bytes) : NULL;
 
   double us = 1e3 * bdev_time_ms(d, run_combine, &c, o->warmup, o->repeats);
+  double graph_us = 1e3 * bdev_time_graph_ms(d, run_combine, &c, o->warmup, o->repeats); /* NAN on the CPU */
   size_t in_bytes = (size_t)K * (size_t)B * (size_t)V * lmf_dtype_size(dt);
   double copy = bdev_copy_gbs(d, in_bytes, 1, o->repeats); /* read + write of the input bytes */
   double floor_us = (double)in_bytes / (copy * 0.5 * 1e3);  /* reading them once at that rate */
@@ -148,8 +149,10 @@ static int run_one(bench_dev *d, const bench_opts *o, int B, int V, int K, int g
     snprintf(peer_col, sizeof peer_col, "%.1f", torch_us);
     snprintf(sp_col, sizeof sp_col, "%.1fx", torch_us / us);
   }
-  printf("%5d %7d %-7s %-5s %10.1f %10.1f %6.1f %12s %8s\n", B, V, gedi ? "3+GeDi" : (K == 1 ? "1" : "3"),
-         dn, us, floor_us, 100.0 * floor_us / us, peer_col, sp_col);
+  char graph_col[32] = "-";
+  if (!isnan(graph_us)) snprintf(graph_col, sizeof graph_col, "%.1f", graph_us);
+  printf("%5d %7d %-7s %-5s %10.1f %10s %10.1f %6.1f %12s %8s\n", B, V, gedi ? "3+GeDi" : (K == 1 ? "1" : "3"),
+         dn, us, graph_col, floor_us, 100.0 * floor_us / us, peer_col, sp_col);
   fflush(stdout);
   cJSON *r = cJSON_CreateObject();
   cJSON_AddStringToObject(r, "family", "logits");
@@ -159,6 +162,7 @@ static int run_one(bench_dev *d, const bench_opts *o, int B, int V, int K, int g
   cJSON_AddBoolToObject(r, "gedi", gedi);
   cJSON_AddStringToObject(r, "dtype", dn);
   cJSON_AddNumberToObject(r, "us", us);
+  if (!isnan(graph_us)) cJSON_AddNumberToObject(r, "graph_us", graph_us);
   cJSON_AddNumberToObject(r, "floor_us", floor_us);
   cJSON_AddNumberToObject(r, "pct_of_floor", 100.0 * floor_us / us);
   cJSON_AddNumberToObject(r, "copy_gbps", copy);
@@ -188,8 +192,10 @@ int bench_logits(const bench_opts *o) {
   if (!bdev_open(&d, o->backend, o->threads)) return 1;
   printf("\nlmfuse-bench logits on %s: one combine + top-p 0.9 + sample step, median of %d\n", d.name,
          o->repeats);
+  if (d.cuda) /* what a decoding loop that captures its step sees: the launches without the host's cost */
+    printf("(graph us: the same step captured once into a CUDA graph and replayed; %%floor is of us)\n");
   bench_table_header("Logit combination (floor = reading every input logit once at the same-run copy rate)",
-                     "    B       V K       dtype        us   floor us  %floor     torch us  speedup");
+                     "    B       V K       dtype        us   graph us   floor us  %floor     torch us  speedup");
   int Bs[4] = {1, 8, 64, 256};
   int Vs[4] = {32000, 128256, 151936, 256000};
   int nb = 4, nv = 4;

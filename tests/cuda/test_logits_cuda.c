@@ -53,7 +53,7 @@ static int64_t unpoisoned(const float *x, int64_t n) {
 /* Runs the call on both backends (the GeDi state of each from the same starting values) and compares.
  * with_logprobs 0: no log-prob rows are asked for (their buffers must stay untouched). */
 static void parity_at(backends *be, const lmf_logits_model_t *m, size_t K, const lmf_logits_params_t *p,
-                      int gedi, int with_logprobs, const char *what, const char *file, int line) {
+                      int gedi, int with_logprobs, int replays, const char *what, const char *file, int line) {
   const int32_t B = p->num_rows, V = lg_vocab_out(m, p);
   lg_out oc, og;
   memset(&oc, 0, sizeof oc);
@@ -77,7 +77,9 @@ static void parity_at(backends *be, const lmf_logits_model_t *m, size_t K, const
   if (!lg_out_alloc(&oc, B, V, V + 1, gedi) || !lg_out_alloc(&og, B, V, V + 1, gedi)) goto done;
   if (!with_logprobs) oc.o.logprobs = og.o.logprobs = NULL;
   if (!lmf_t_check_status(lg_combine_at(be->cpu, m, K, &pc, &oc, file, line), LMF_OK, what, file, line)) goto done;
-  if (!lmf_t_check_status(lg_combine_at(be->cuda, m, K, &pg, &og, file, line), LMF_OK, what, file, line)) goto done;
+  const lmf_status_t sg = replays ? lg_combine_graph_at(be->cuda, m, K, &pg, &og, replays, file, line)
+                                  : lg_combine_at(be->cuda, m, K, &pg, &og, file, line);
+  if (!lmf_t_check_status(sg, LMF_OK, what, file, line)) goto done;
   if (!with_logprobs) {
     const int64_t n = (int64_t)B * oc.stride;
     lmf_t_check(unpoisoned(oc.logprobs, n) == 0 && unpoisoned(og.logprobs, n) == 0, file, line,
@@ -104,8 +106,12 @@ done:
   lg_out_free(&oc);
   lg_out_free(&og);
 }
-#define PARITY(be, m, K, p, gedi, what) parity_at((be), (m), (K), (p), (gedi), 1, (what), __FILE__, __LINE__)
-#define PARITY_NO_LOGPROBS(be, m, K, p, what) parity_at((be), (m), (K), (p), 0, 0, (what), __FILE__, __LINE__)
+#define PARITY(be, m, K, p, gedi, what) parity_at((be), (m), (K), (p), (gedi), 1, 0, (what), __FILE__, __LINE__)
+#define PARITY_NO_LOGPROBS(be, m, K, p, what) parity_at((be), (m), (K), (p), 0, 0, 0, (what), __FILE__, __LINE__)
+/* The CUDA call captured into a graph and replayed `replays` times (the workspace and the outputs as a
+ * decoding loop would reuse them); the CPU runs once. */
+#define PARITY_GRAPH(be, m, K, p, gedi, replays, what) \
+  parity_at((be), (m), (K), (p), (gedi), 1, (replays), (what), __FILE__, __LINE__)
 
 /* The spec's vectors T1, T3, T4, T5a, T7 in each dtype. */
 void test_cuda_logits_spec_vectors(void) {
@@ -456,5 +462,109 @@ void test_cuda_logits_cuts(void) {
   if (keep) setenv("LMF_LOGITS_LIST", keep, 1);
   else unsetenv("LMF_LOGITS_LIST");
   free(keep);
+  backends_close(&be);
+}
+
+/* The call is graph-capturable (capture mode global: no call inside it may be unsafe to capture) and a
+ * replayed graph gives the direct call's results, on each CUDA path the environment can select: the
+ * separate kernels, list mode (its folded launches), the fused kernel (Hopper), and PDL. Replayed twice
+ * where the call has no in-place state (the second replay must re-initialise the workspace), once with
+ * GeDi (whose state each replay advances). */
+void test_cuda_logits_graph(void) {
+  REQUIRE_CUDA();
+  backends be;
+  if (!backends_open(&be)) {
+    backends_close(&be);
+    return;
+  }
+  static const char *const envs[3] = {"LMF_LOGITS_LIST", "LMF_LOGITS_FUSED", "LMF_LOGITS_PDL"};
+  char *saved[3];
+  for (int e = 0; e < 3; ++e) {
+    const char *v = getenv(envs[e]);
+    saved[e] = v ? strdup(v) : NULL;
+  }
+  static const struct {
+    const char *name;
+    int list, fused, pdl;
+  } modes[] = {{"separate kernels", 0, 0, 0}, {"list mode", 1, 0, 0}, {"list mode + PDL", 1, 0, 1},
+               {"fused kernel + list mode", 1, 1, 0}};
+  static const struct {
+    int32_t B, V;
+  } shapes[] = {{1, 128256}, {8, 32000}, {300, 1000}};
+  for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
+    const int32_t B = shapes[si].B, V = shapes[si].V;
+    float *z = (float *)lt_malloc(sizeof(float) * (size_t)B * V);
+    uint64_t *seeds = (uint64_t *)lt_malloc(sizeof(uint64_t) * (size_t)B);
+    float *Lp = (float *)lt_malloc(sizeof(float) * (size_t)B), *Ln = (float *)lt_malloc(sizeof(float) * (size_t)B);
+    int32_t *n = (int32_t *)lt_malloc(sizeof(int32_t) * (size_t)B);
+    lg_models ms;
+    lg_models_init(&ms);
+    if (z && seeds && Lp && Ln && n) {
+      static const float coeff[4] = {1.0f, 1.0f, -1.0f, 0.0f};
+      for (int k = 0; k < 4; ++k) {
+        fill_q(z, (int64_t)B * V, k == 0 ? 2.0 : 1.0, 900 + 10 * si + (uint64_t)k);
+        lg_models_add(&ms, lg_dtypes[k % 3], z, B, V, coeff[k]);
+      }
+      for (int32_t b = 0; b < B; ++b) {
+        seeds[b] = 31 + (uint64_t)b;
+        n[b] = b % 3;
+        Lp[b] = -1.5f * (float)n[b];
+        Ln[b] = -1.75f * (float)n[b];
+      }
+      for (size_t mi = 0; mi < sizeof modes / sizeof modes[0]; ++mi) {
+        const int on[3] = {modes[mi].list, modes[mi].fused, modes[mi].pdl};
+        for (int e = 0; e < 3; ++e) {
+          if (on[e]) setenv(envs[e], "1", 1);
+          else unsetenv(envs[e]);
+        }
+        char what[160];
+        lmf_logits_params_t p;
+        lg_params(&p, B);
+        p.temperature = 0.8f;
+        p.top_p = 0.9f;
+        p.seeds = seeds;
+        snprintf(what, sizeof what, "B %d V %d, %s, graph: top-p 0.9", (int)B, (int)V, modes[mi].name);
+        PARITY_GRAPH(&be, ms.m, 3, &p, 0, 2, what);
+        p.top_k = 40;
+        p.min_p = 0.02f;
+        snprintf(what, sizeof what, "B %d V %d, %s, graph: top-k 40, top-p, min-p", (int)B, (int)V,
+                 modes[mi].name);
+        PARITY_GRAPH(&be, ms.m, 3, &p, 0, 2, what);
+        lg_params(&p, B);
+        snprintf(what, sizeof what, "B %d V %d, %s, graph: greedy", (int)B, (int)V, modes[mi].name);
+        PARITY_GRAPH(&be, ms.m, 3, &p, 0, 2, what);
+        lg_params(&p, B);
+        p.temperature = 1.0f;
+        p.top_p = 0.95f;
+        p.seeds = seeds;
+        p.gedi_pos_model = 1;
+        p.gedi_neg_model = 3;
+        p.gedi_omega = 30.0f;
+        p.gedi_logit_scale = 1.0f;
+        p.gedi_filter_p = 0.8f;
+        p.gedi_target_p = 0.8f;
+        p.gedi_L_pos = Lp;
+        p.gedi_L_neg = Ln;
+        p.gedi_n = n;
+        ms.m[1].coeff = 0.0f;
+        ms.m[2].coeff = 0.0f;
+        snprintf(what, sizeof what, "B %d V %d, %s, graph: GeDi, top-p 0.95", (int)B, (int)V, modes[mi].name);
+        PARITY_GRAPH(&be, ms.m, 4, &p, 1, 1, what);
+        ms.m[1].coeff = 1.0f;
+        ms.m[2].coeff = -1.0f;
+      }
+    }
+    lg_models_free(&ms);
+    free(z);
+    free(seeds);
+    free(Lp);
+    free(Ln);
+    free(n);
+  }
+  for (int e = 0; e < 3; ++e) {
+    if (saved[e]) setenv(envs[e], saved[e], 1);
+    else unsetenv(envs[e]);
+    free(saved[e]);
+  }
   backends_close(&be);
 }

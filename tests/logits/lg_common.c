@@ -338,8 +338,25 @@ static void *workspace_for(lmf_context_t *ctx, size_t bytes) {
   return ws;
 }
 
-lmf_status_t lg_combine_at(lmf_context_t *ctx, const lmf_logits_model_t *models, size_t K,
-                           const lmf_logits_params_t *params, lg_out *out, const char *file, int line) {
+typedef struct combine_call {
+  lmf_context_t *ctx;
+  const lmf_logits_model_t *models;
+  size_t K;
+  const lmf_logits_params_t *params;
+  const lmf_logits_outputs_t *out;
+  void *ws;
+  size_t ws_bytes;
+} combine_call;
+
+static lmf_status_t combine_on(void *arg, lmf_stream_t stream) {
+  const combine_call *c = (const combine_call *)arg;
+  return lmf_logits_combine(c->ctx, c->models, c->K, c->params, c->out, c->ws, c->ws_bytes, stream);
+}
+
+/* lg_combine_at, and with replays > 0 lg_combine_graph_at. */
+static lmf_status_t combine_at(lmf_context_t *ctx, const lmf_logits_model_t *models, size_t K,
+                               const lmf_logits_params_t *params, lg_out *out, int replays, const char *file,
+                               int line) {
   lmf_logits_model_t dm[LMF_LOGITS_MAX_MODELS];
   lmf_logits_params_t dp;
   lmf_logits_outputs_t dout = out->o;
@@ -365,7 +382,8 @@ lmf_status_t lg_combine_at(lmf_context_t *ctx, const lmf_logits_model_t *models,
     lmf_t_check_status(st, LMF_OK, "lmf_logits_workspace_size", file, line);
     if (st == LMF_OK) {
       void *ws = workspace_for(ctx, ws_bytes);
-      st = lmf_logits_combine(ctx, dm, K, &dp, &dout, ws, ws_bytes, NULL);
+      const combine_call c = {ctx, dm, K, &dp, &dout, ws, ws_bytes};
+      st = replays > 0 ? lt_graph_run(ctx, combine_on, (void *)&c, replays) : combine_on((void *)&c, NULL);
       mirror_finish(&mr);
       lt_free(ctx, ws);
     }
@@ -376,6 +394,17 @@ lmf_status_t lg_combine_at(lmf_context_t *ctx, const lmf_logits_model_t *models,
   else
     lg_out_untouched_at(out, "lmf_logits_combine failed", file, line);
   return st;
+}
+
+lmf_status_t lg_combine_at(lmf_context_t *ctx, const lmf_logits_model_t *models, size_t K,
+                           const lmf_logits_params_t *params, lg_out *out, const char *file, int line) {
+  return combine_at(ctx, models, K, params, out, 0, file, line);
+}
+
+lmf_status_t lg_combine_graph_at(lmf_context_t *ctx, const lmf_logits_model_t *models, size_t K,
+                                 const lmf_logits_params_t *params, lg_out *out, int replays, const char *file,
+                                 int line) {
+  return combine_at(ctx, models, K, params, out, replays < 1 ? 1 : replays, file, line);
 }
 
 lmf_status_t lg_verify_at(lmf_context_t *ctx, const lmf_logits_model_t *models, size_t K,

@@ -98,6 +98,13 @@ lmf_status_t lg_combine_at(lmf_context_t *ctx, const lmf_logits_model_t *models,
                            const lmf_logits_params_t *params, lg_out *out, const char *file, int line);
 #define lg_combine(ctx, models, k, params, out) lg_combine_at((ctx), (models), (k), (params), (out), __FILE__, __LINE__)
 
+/* lg_combine_at with the call captured into a CUDA graph (lt_graph_run: capture mode global) and the
+ * graph launched `replays` times (at least once) on a stream of its own; on a CPU context, one plain
+ * call on the NULL stream. */
+lmf_status_t lg_combine_graph_at(lmf_context_t *ctx, const lmf_logits_model_t *models, size_t num_models,
+                                 const lmf_logits_params_t *params, lg_out *out, int replays, const char *file,
+                                 int line);
+
 /* The same for lmf_logits_verify_draft: num_seqs = params->num_rows / (draft_len + 1); accepted,
  * next_token and status (may be NULL) are host arrays of num_seqs, poisoned first and checked after: an
  * OK sequence has accepted in [0, draft_len] and next_token in [0, V_out); otherwise next_token is -1. */

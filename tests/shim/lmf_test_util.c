@@ -86,6 +86,43 @@ static int copy(lmf_context_t *ctx, void *dst, const void *src, size_t bytes, in
 #endif
 }
 
+lmf_status_t lt_graph_run(lmf_context_t *ctx, lmf_status_t (*fn)(void *arg, lmf_stream_t stream), void *arg,
+                          int replays) {
+  if (!lt_is_cuda(ctx)) return fn(arg, NULL);
+#if defined(LMF_HAVE_CUDA)
+  cudaStream_t s = NULL;
+  cudaGraph_t g = NULL;
+  cudaGraphExec_t ge = NULL;
+  /* The stream does not wait for the NULL stream: the uploads and memsets before must be done. */
+  cudaError_t e = cudaDeviceSynchronize();
+  if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+  if (!LMF_CHECK_MSG(e == cudaSuccess, "cudaStreamCreateWithFlags: %s", cudaGetErrorString(e))) return LMF_ERR_INTERNAL;
+  lmf_status_t st = LMF_ERR_INTERNAL;
+  e = cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal);
+  if (LMF_CHECK_MSG(e == cudaSuccess, "cudaStreamBeginCapture: %s", cudaGetErrorString(e))) {
+    st = fn(arg, (lmf_stream_t)s);
+    e = cudaStreamEndCapture(s, &g);
+    if (!LMF_CHECK_MSG(e == cudaSuccess, "cudaStreamEndCapture: %s (the call is not capture-safe)",
+                       cudaGetErrorString(e)) && st == LMF_OK)
+      st = LMF_ERR_INTERNAL;
+  }
+  if (st == LMF_OK) {
+    e = cudaGraphInstantiate(&ge, g, 0);
+    for (int i = 0; i < replays && e == cudaSuccess; ++i) e = cudaGraphLaunch(ge, s);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(s);
+    if (!LMF_CHECK_MSG(e == cudaSuccess, "instantiating or replaying the graph: %s", cudaGetErrorString(e)))
+      st = LMF_ERR_INTERNAL;
+  }
+  if (ge) cudaGraphExecDestroy(ge);
+  if (g) cudaGraphDestroy(g);
+  cudaStreamDestroy(s);
+  return st;
+#else
+  (void)replays;
+  return fn(arg, NULL);
+#endif
+}
+
 int lt_upload(lmf_context_t *ctx, void *dst, const void *src, size_t bytes) {
   return copy(ctx, dst, src, bytes, 1);
 }

@@ -46,6 +46,16 @@ int lt_download(lmf_context_t *ctx, void *dst, const void *src, size_t bytes);
 /* Sets backend memory to a byte value. */
 int lt_memset(lmf_context_t *ctx, void *p, int byte, size_t bytes);
 
+/* ---- CUDA graphs ------------------------------------------------------------------------------- */
+
+/* The work fn(arg, stream) enqueues, run as a CUDA graph: on a fresh stream of a CUDA context, fn is
+ * captured (cudaStreamCaptureModeGlobal: any call that is not capture-safe fails the capture), the graph
+ * instantiated and launched `replays` times, then the stream synchronized. Returns fn's status; a
+ * failure of the capture or of a replay is reported (and returns LMF_ERR_INTERNAL when fn succeeded).
+ * On a CPU context, or without CUDA in the build, fn runs once with a NULL stream. */
+lmf_status_t lt_graph_run(lmf_context_t *ctx, lmf_status_t (*fn)(void *arg, lmf_stream_t stream), void *arg,
+                          int replays);
+
 /* Host malloc that reports and returns NULL on failure. */
 void *lt_malloc(size_t bytes);
 
