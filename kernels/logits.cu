@@ -110,7 +110,7 @@ constexpr int kWinCap = 2048;             /* the CPU's CAP: a top-p window with 
 constexpr int kClasses = 6;  /* list mode: tokens by d = 2 (ymax - y) in [0,4) [4,8) [8,16) [16,20)
                               * [20,24) [24,32) (class_of); the CPU's windows d < 4, 8, 16, 32 end
                               * with classes 0, 1, 2, 5 */
-constexpr int kSupCap = 8192; /* list mode: entries a class list keeps (the combine's are loose) */
+constexpr int kSupCap = 8192; /* list mode: a class list's stride (list_cap: the entries it keeps) */
 constexpr int kListCap = 4096; /* list mode: candidates a list cut holds (shared memory) */
 constexpr int kSupChunks = 4;  /* list mode: chunks per block for the combine pass to fill the lists */
 constexpr int kPrefetchChunks = 8; /* the combine pass prefetches all of a block's chunks up to this many */
@@ -923,9 +923,24 @@ __device__ __forceinline__ int class_of(float d) {
 /* The class that ends each of the CPU's windows d < 4, 8, 16, 32. */
 __device__ __forceinline__ int cpu_window_class(int w) { return w < 3 ? w : kClasses - 1; }
 
+/* Entries a class list keeps (its stride in the workspace is lcap; counts go on past the cap, and a
+ * class whose count passes it is not used). Every list is written where HBM traffic counts, so each
+ * keeps no more than a cut can use: the window pass's, kListCap (a list cut's window holds at most
+ * that many tokens in all); the combine pass's (SUP), lcap for classes 0 .. 2 (their counts are
+ * loose: a block's running max is below the row's) but kWinCap past 8 nats, where only the CPU's
+ * 16-nat window of at most kWinCap tokens can use them. */
+template <bool SUP>
+__device__ __forceinline__ unsigned list_cap(int cls, unsigned lcap) {
+  /* Not capped at lcap: a pass appends a token once, so no count passes V, nor lcap = min(V, kSupCap)
+   * below V. */
+  return SUP ? (cls < 3 ? lcap : (unsigned)kWinCap) : (unsigned)kListCap;
+}
+
 /* Appends (y, v) to the list of class cls (0 .. kClasses - 1; kClasses: none) of the row: one atomic
- * per class present in the warp. Every lane of the warp calls it. Counts go past cap; entries not. */
-__device__ __forceinline__ void list_append(Row *R, uint2 *L, unsigned cap, int cls, float y, int64_t v) {
+ * per class present in the warp. Every lane of the warp calls it. Counts go past the cap; entries
+ * not. */
+template <bool SUP>
+__device__ __forceinline__ void list_append(Row *R, uint2 *L, unsigned lcap, int cls, float y, int64_t v) {
   const int lane = lane_id();
 #pragma unroll
   for (int k = 0; k < kClasses; ++k) {
@@ -937,7 +952,7 @@ __device__ __forceinline__ void list_append(Row *R, uint2 *L, unsigned cap, int 
     base = __shfl_sync(kFull, base, leader);
     if (cls == k) {
       const unsigned slot = base + (unsigned)__popc(m & ((1u << lane) - 1u));
-      if (slot < cap) L[k * cap + slot] = make_uint2(__float_as_uint(y), (uint32_t)v);
+      if (slot < list_cap<SUP>(k, lcap)) L[k * lcap + slot] = make_uint2(__float_as_uint(y), (uint32_t)v);
     }
   }
 }
@@ -955,7 +970,7 @@ __device__ __forceinline__ void list_append_chunk(const KP &p, int64_t row, floa
   for (int q = 0; q < kPer; ++q) {
     const float d = LMF_FMUL(LMF_FSUB(runmax, y[q]), 2.0f); /* -inf y: +inf (or NaN): no class */
     const int cls = class_of(d);
-    if (__any_sync(kFull, cls < kClasses)) list_append(R, L, (unsigned)p.lcap, cls, y[q], v + q);
+    if (__any_sync(kFull, cls < kClasses)) list_append<true>(R, L, (unsigned)p.lcap, cls, y[q], v + q);
   }
 }
 
@@ -1742,7 +1757,7 @@ __device__ void b_window(const KP &p, const Part &w, int kind) {
         for (int k = 0; k < kClasses; ++k)
           if (cls == k) cm[k] = add(cm[k], fx);
       }
-      if (__any_sync(kFull, cls < kClasses)) list_append(R, L, (unsigned)p.lcap, cls, y, v);
+      if (__any_sync(kFull, cls < kClasses)) list_append<false>(R, L, (unsigned)p.lcap, cls, y, v);
     }
   }
 #pragma unroll
@@ -1882,7 +1897,7 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
   if (kind == SK_TOPP && !R->wfree) return false;
   int ksup = -1;
   unsigned m = 0u;
-  for (int k = 0; k < kClasses && S.cnt[k] <= (unsigned)p.lcap; ++k) {
+  for (int k = 0; k < kClasses && S.cnt[k] <= list_cap<true>(k, (unsigned)p.lcap); ++k) {
     ksup = k;
     m += S.cnt[k];
   }
