@@ -60,7 +60,8 @@
  *     (peaked rows) nothing more, not even the LSE or sample pass; otherwise the general search as
  *     above. On the separate kernels a row first tries the lists the combine pass filled (no pass over
  *     Y at all), and with top-p and no log-prob rows the combine pass does not even write Y (KP::ylazy;
- *     rows those lists cannot decide have it recomputed before their window pass); the list cut's
+ *     for rows those lists cannot decide, a second combine pass does the window pass's work on the
+ *     values it recomputes, still without writing Y, k_combine<CM_RECWIN>); the list cut's
  *     block runs the general search itself for the rows that need it, and after the step's last cut
  *     the LSE pass, the sample pass and the outputs of its row (KP::ltail); the combine pass's last
  *     block per row merges the partials (KP::cfold), so a B = 1 top-p step is 4 launches;
@@ -166,10 +167,11 @@ struct Row {
   U128 cls_m[kClasses];
   U128 ltot;
   int32_t sup;  /* list mode: the combine pass's lists (a superset of each window) await the first cut */
-  int32_t ymiss; /* KP::ylazy: 1 Y not written (the list cut then gives ytok); 2 Y recomputed
-                  * (k_combine<CM_RECOMP>) for the window pass after the combine's lists could not
-                  * decide the row; 0 Y valid */
-  float ytok;    /* ymiss 1: y of the row's token (token_logprob) */
+  int32_t ymiss; /* KP::ylazy: 1 Y not written (the list cut then gives ytok); 2 still not, the
+                  * combine's lists could not decide the cut: k_combine<CM_RECWIN> does the window
+                  * pass, and where the window's lists cannot decide either, the list cut's block
+                  * writes Y (recompute_y) for the general search; 0 Y valid */
+  float ytok;    /* ymiss 1 or 2: y of the row's token (token_logprob) */
   unsigned int cdone; /* KP::cfold (atomics): the row's combine blocks that have finished */
 };
 
@@ -974,6 +976,93 @@ __device__ __forceinline__ void list_append_chunk(const KP &p, int64_t row, floa
   }
 }
 
+/* The row's values a search reads, in registers. */
+struct SRow {
+  float smax_nuc, ymax;
+  int topk_on;
+  uint64_t topk_cut;
+};
+
+__device__ __forceinline__ SRow srow_of(const Row &R) {
+  SRow s;
+  s.smax_nuc = R.smax[ST_NUC];
+  s.ymax = R.ymax;
+  s.topk_on = R.topk_on;
+  s.topk_cut = R.topk_cut;
+  return s;
+}
+
+/* Token v in the search's order: its 32-bit order key, its mass (fixed point) and whether it takes
+ * part (mass > 0 in fp32; top-k: finite). */
+__device__ __forceinline__ bool search_item_v(int kind, const SRow &s, float yval, float dval, int64_t v,
+                                              uint32_t *key, U128 *fx, float *yv) {
+  switch (kind) {
+    case SK_NUC: {
+      const float x = dval;
+      const float w = lmf_lg_exp_neg(LMF_FSUB(x, s.smax_nuc));
+      *key = ~lmf_lg_fkey(x);
+      *fx = fx_of(w);
+      *yv = x;
+      return w > 0.0f;
+    }
+    case SK_GF: {
+      const float d = dval, y = yval;
+      const float w = lmf_lg_exp_neg(LMF_FSUB(y, s.ymax));
+      *key = lmf_lg_fkey(d);
+      *fx = fx_of(w);
+      *yv = y;
+      return w > 0.0f;
+    }
+    case SK_TOPK: {
+      const float y = yval;
+      *key = ~lmf_lg_fkey(y);
+      *fx = u128(1ull, 0ull);
+      *yv = y;
+      return !lmf_lg_is_ninf(y);
+    }
+    default: {
+      const float y = yval;
+      const bool in = !lmf_lg_is_ninf(y) && (!s.topk_on || desc_le(y, (uint32_t)v, s.topk_cut));
+      const float w = in ? lmf_lg_exp_neg(LMF_FSUB(y, s.ymax)) : 0.0f;
+      *key = ~lmf_lg_fkey(y);
+      *fx = fx_of(w);
+      *yv = y;
+      return w > 0.0f;
+    }
+  }
+}
+
+/* The window pass's step for one token of each lane (list mode; every lane of the warp calls it): its
+ * class by d = 2 (y_max - y) if it takes part in the search, its mass added to its class's and to the
+ * total, and the token appended to its class's list. */
+__device__ __forceinline__ void window_item(int kind, const SRow &s, Row *R, uint2 *L, unsigned lcap, float yval,
+                                            float dval, int64_t v, int64_t V, U128 cm[kClasses], U128 &tot) {
+  uint32_t key = 0;
+  U128 fx = u128(0ull, 0ull);
+  float y = 0.0f;
+  int cls = kClasses;
+  const float d = LMF_FMUL(LMF_FSUB(s.ymax, yval), 2.0f); /* -inf y: +inf */
+  if (v < V && search_item_v(kind, s, yval, dval, v, &key, &fx, &y)) {
+    tot = add(tot, fx);
+    cls = class_of(d);
+#pragma unroll
+    for (int k = 0; k < kClasses; ++k)
+      if (cls == k) cm[k] = add(cm[k], fx);
+  }
+  if (__any_sync(kFull, cls < kClasses)) list_append<false>(R, L, lcap, cls, y, v);
+}
+
+/* The end of a window pass's block: its class masses and total added to the row's (atomics). */
+__device__ __forceinline__ void window_flush(Row *R, U128 cm[kClasses], U128 tot) {
+#pragma unroll
+  for (int k = 0; k < kClasses; ++k) {
+    const U128 m = warp_sum_u128(cm[k]);
+    if (lane_id() == 0) atomic_add_u128(&R->cls_m[k], m);
+  }
+  tot = warp_sum_u128(tot);
+  if (lane_id() == 0) atomic_add_u128(&R->ltot, tot);
+}
+
 /* ---- The combine pass ----------------------------------------------------------------------------- */
 
 /* The max of a (max key, packed argmax, count | flag) triple over the block, in one round (one pair
@@ -1068,9 +1157,11 @@ __device__ void combine_done(const KP &p, int64_t row) {
 }
 
 /* What a combine pass does besides s(v): CM_SUP also fills list mode's candidate lists (KP::lstream;
- * the separate kernels only) and leaves Y unwritten where Row::ymiss; CM_RECOMP only writes Y, for
- * the rows whose list cut handed them to the general search (ymiss 2), by the same arithmetic. */
-enum { CM_PLAIN = 0, CM_SUP = 1, CM_RECOMP = 2 };
+ * the separate kernels only) and leaves Y unwritten where Row::ymiss. For the rows whose combine lists
+ * could not decide their cut (Row::ymiss 2), the same arithmetic once more: CM_RECWIN does the window
+ * pass's work on the values it computes (window_item) and writes no Y; CM_RECOMP only writes Y, for
+ * a row the general search then needs (in the list cut's block). */
+enum { CM_PLAIN = 0, CM_SUP = 1, CM_RECOMP = 2, CM_RECWIN = 3 };
 
 /* GEDI: the GeDi terms are compiled in (its divisions need more registers: 3 blocks per SM). */
 template <bool GEDI, int MODE>
@@ -1079,7 +1170,7 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
   const int64_t row = w.row;
   const Row &R = p.rows[row];
   if (R.status != LMF_ROW_OK) return;
-  if (MODE == CM_RECOMP && !(R.ymiss == 2 && R.search == p.kind)) return;
+  if ((MODE == CM_RECOMP || MODE == CM_RECWIN) && !(R.ymiss == 2 && R.search == p.kind)) return;
   const lmf_lg_job &j = p.job;
   const int64_t V = j.vocab_out;
   const int K = j.num_models;
@@ -1092,6 +1183,12 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
   const bool want_sum = R.want_sum != 0;
   float *Yr = p.Y + w.ys * p.ystride;
   float *Dr = p.D ? p.D + row * p.ystride : nullptr;
+  /* CM_RECWIN: the window pass's sums and lists (b_window). */
+  const SRow srow = srow_of(R);
+  uint2 *const Lw = MODE == CM_RECWIN ? p.cand + row * (int64_t)kClasses * p.lcap : nullptr;
+  U128 cm[kClasses], wtot = u128(0ull, 0ull);
+#pragma unroll
+  for (int k = 0; k < kClasses; ++k) cm[k] = u128(0ull, 0ull);
   /* List mode: the row's first cut takes its candidates from here (see list_append_chunk). */
   const bool sup = MODE == CM_SUP && p.lstream && R.sup;
   float runmax = ninf();
@@ -1208,19 +1305,25 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
         if (id[q] >= V) y[q] = ninf(); /* past the row */
         bad |= lmf_lg_is_bad(y[q]);
       }
-      if (p.need_y && !(MODE == CM_SUP && R.ymiss)) store8_f32(Yr + v, y);
+      if (p.need_y && MODE != CM_RECWIN && !(MODE == CM_SUP && R.ymiss)) store8_f32(Yr + v, y);
       if (w.ysm) store8_f32(w.ysm + ((c - w.first) / w.step) * kChunk + (int64_t)threadIdx.x * kPer, y);
     } else {
 #pragma unroll
       for (int q = 0; q < kPer; ++q) y[q] = ninf();
     }
-    if (MODE == CM_RECOMP) continue; /* the partials and the lists are the first pass's */
+    if (MODE == CM_RECWIN) {
+#pragma unroll
+      for (int q = 0; q < kPer; ++q)
+        window_item(p.kind, srow, &p.rows[row], Lw, (unsigned)p.lcap, y[q], 0.0f, id[q], V, cm, wtot);
+    }
+    if (MODE == CM_RECOMP || MODE == CM_RECWIN) continue; /* the partials are the first pass's */
     const float mx = chunk_partial(p, row, c, y, id, bad, want_sum, red);
     if (sup) {
       runmax = mx > runmax ? mx : runmax;
       list_append_chunk(p, row, runmax, y, v); /* this thread's tokens are v .. v + 7 */
     }
   }
+  if (MODE == CM_RECWIN) window_flush(&p.rows[row], cm, wtot);
 }
 
 /* GeDi's class filter, then y / T (the combine pass left s in Y). */
@@ -1327,62 +1430,6 @@ __device__ void b_cmerge(const KP &p, int64_t row, int level) {
 }
 
 /* ---- Cut searches ------------------------------------------------------------------------------- */
-
-/* The row's values a search reads, in registers. */
-struct SRow {
-  float smax_nuc, ymax;
-  int topk_on;
-  uint64_t topk_cut;
-};
-
-__device__ __forceinline__ SRow srow_of(const Row &R) {
-  SRow s;
-  s.smax_nuc = R.smax[ST_NUC];
-  s.ymax = R.ymax;
-  s.topk_on = R.topk_on;
-  s.topk_cut = R.topk_cut;
-  return s;
-}
-
-/* Token v in the search's order: its 32-bit order key, its mass (fixed point) and whether it takes
- * part (mass > 0 in fp32; top-k: finite). */
-__device__ __forceinline__ bool search_item_v(int kind, const SRow &s, float yval, float dval, int64_t v,
-                                              uint32_t *key, U128 *fx, float *yv) {
-  switch (kind) {
-    case SK_NUC: {
-      const float x = dval;
-      const float w = lmf_lg_exp_neg(LMF_FSUB(x, s.smax_nuc));
-      *key = ~lmf_lg_fkey(x);
-      *fx = fx_of(w);
-      *yv = x;
-      return w > 0.0f;
-    }
-    case SK_GF: {
-      const float d = dval, y = yval;
-      const float w = lmf_lg_exp_neg(LMF_FSUB(y, s.ymax));
-      *key = lmf_lg_fkey(d);
-      *fx = fx_of(w);
-      *yv = y;
-      return w > 0.0f;
-    }
-    case SK_TOPK: {
-      const float y = yval;
-      *key = ~lmf_lg_fkey(y);
-      *fx = u128(1ull, 0ull);
-      *yv = y;
-      return !lmf_lg_is_ninf(y);
-    }
-    default: {
-      const float y = yval;
-      const bool in = !lmf_lg_is_ninf(y) && (!s.topk_on || desc_le(y, (uint32_t)v, s.topk_cut));
-      const float w = in ? lmf_lg_exp_neg(LMF_FSUB(y, s.ymax)) : 0.0f;
-      *key = ~lmf_lg_fkey(y);
-      *fx = fx_of(w);
-      *yv = y;
-      return w > 0.0f;
-    }
-  }
-}
 
 /* Which row buffers a search reads: the nucleus search D alone, GeDi's filter D and Y, top-k / top-p Y. */
 __device__ __forceinline__ bool search_reads_y(int kind) { return kind != SK_NUC; }
@@ -1731,7 +1778,8 @@ __device__ void b_tiecut(const KP &p, int64_t row, int kind, int64_t ys) {
 __device__ void b_window(const KP &p, const Part &w, int kind) {
   const int64_t row = w.row;
   Row *R = &p.rows[row];
-  if (R->status != LMF_ROW_OK || R->search != kind || R->sup) return; /* sup: the combine's lists */
+  /* sup: the combine's lists; ymiss 2: k_combine<CM_RECWIN> did this pass's work */
+  if (R->status != LMF_ROW_OK || R->search != kind || R->sup || R->ymiss == 2) return;
   const SRow s = srow_of(*R);
   const int64_t V = p.job.vocab_out;
   const float *Yr = p.Y + w.ys * p.ystride;
@@ -1743,30 +1791,11 @@ __device__ void b_window(const KP &p, const Part &w, int kind) {
     float yv[kPer], dv[kPer];
     load_search(kind, w, Yr, nullptr, c, V, yv, dv);
 #pragma unroll
-    for (int q = 0; q < kPer; ++q) {
-      const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
-      uint32_t key = 0;
-      U128 fx = u128(0ull, 0ull);
-      float y = 0.0f;
-      int cls = kClasses;
-      const float d = LMF_FMUL(LMF_FSUB(s.ymax, yv[q]), 2.0f); /* -inf y: +inf */
-      if (v < V && search_item_v(kind, s, yv[q], dv[q], v, &key, &fx, &y)) {
-        tot = add(tot, fx);
-        cls = class_of(d);
-#pragma unroll
-        for (int k = 0; k < kClasses; ++k)
-          if (cls == k) cm[k] = add(cm[k], fx);
-      }
-      if (__any_sync(kFull, cls < kClasses)) list_append<false>(R, L, (unsigned)p.lcap, cls, y, v);
-    }
+    for (int q = 0; q < kPer; ++q)
+      window_item(kind, s, R, L, (unsigned)p.lcap, yv[q], dv[q], c * kChunk + (int64_t)q * kThreads + threadIdx.x,
+                  V, cm, tot);
   }
-#pragma unroll
-  for (int k = 0; k < kClasses; ++k) {
-    const U128 m = warp_sum_u128(cm[k]);
-    if (lane_id() == 0) atomic_add_u128(&R->cls_m[k], m);
-  }
-  tot = warp_sum_u128(tot);
-  if (lane_id() == 0) atomic_add_u128(&R->ltot, tot);
+  window_flush(R, cm, tot);
 }
 
 /* One thread: the windows from the classes (win_c / win_m, as the general search's first histogram
@@ -1963,7 +1992,6 @@ __device__ int b_listcut(const KP &p, int64_t row, int kind) {
   const bool sup_call = SUP && p.level == 1;
   if (threadIdx.x == 0) { /* one thread reads and updates the row's list state; the block follows S */
     S.sup = sup_call ? (R->sup ? 1 : -1) : 0; /* -1: no pending lists, not this call's row */
-    if (S.sup >= 0 && R->ymiss == 2) R->ymiss = 0; /* an earlier cut had Y recomputed */
     if (S.sup > 0) { /* the combine's lists serve this cut only */
       for (int k = 0; k < kClasses; ++k) {
         S.cnt[k] = R->cls_c[k];
@@ -1981,7 +2009,7 @@ __device__ int b_listcut(const KP &p, int64_t row, int kind) {
   U128 tgt;
   if (S.sup > 0) {
     if (!sup_items(p, kind, row, S, red, &tgt)) {
-      if (threadIdx.x == 0 && R->ymiss == 1) R->ymiss = 2; /* the window pass reads Y: recompute it */
+      if (threadIdx.x == 0 && R->ymiss == 1) R->ymiss = 2; /* Y unwritten: k_combine<CM_RECWIN> next */
       return LC_SUP_MISS;
     }
   } else {
@@ -2078,6 +2106,16 @@ __device__ void block_search(const KP &p, int64_t row, int kind) {
   b_tie(p, w, kind);
   __syncthreads();
   b_tiecut(p, row, kind, row);
+}
+
+/* Before a row's general search in the list cut's block: where Y was never written (Row::ymiss 2), the
+ * block computes it, reading the row's logits once more. Block-uniform. */
+__device__ void recompute_y(const KP &p, int64_t row) {
+  __syncthreads(); /* the list cut's reads of the row state are done */
+  if (p.rows[row].ymiss != 2) return;
+  b_combine<false, CM_RECOMP>(p, row_part(row));
+  __syncthreads();
+  if (threadIdx.x == 0) p.rows[row].ymiss = 0;
 }
 
 /* ---- LSE of the survivors, sampling, outputs -------------------------------------------------- */
@@ -2200,7 +2238,7 @@ __device__ void b_outputs(const KP &p, int64_t row, int64_t ys) {
   if (j.status) j.status[row] = ok ? (int32_t)LMF_ROW_OK : R.status;
   if (j.lse) j.lse[row] = ok ? R.lse : nan;
   if (j.token_logprob) {
-    const float yt = ok ? (R.ymiss == 1 ? R.ytok : p.Y[ys * p.ystride + token]) : 0.0f;
+    const float yt = ok ? (R.ymiss ? R.ytok : p.Y[ys * p.ystride + token]) : 0.0f;
     j.token_logprob[row] = ok ? LMF_FSUB(yt, R.lse) : nan;
   }
   if (j.gedi_pos_model >= 0) {
@@ -2368,7 +2406,8 @@ __global__ void __launch_bounds__(kThreads) k_stats(const __grid_constant__ KP p
   b_stats(p, grid_part(p));
 }
 template <bool GEDI, int MODE>
-__global__ void __launch_bounds__(kThreads, GEDI ? 3 : 4) k_combine(const __grid_constant__ KP p) {
+/* CM_RECWIN keeps the window pass's sums too: 2 blocks per SM. */
+__global__ void __launch_bounds__(kThreads, GEDI ? 3 : MODE == CM_RECWIN ? 2 : 4) k_combine(const __grid_constant__ KP p) {
   pdl_enter();
   const Part w = grid_part(p);
   b_combine<GEDI, MODE>(p, w);
@@ -2408,7 +2447,10 @@ __global__ void __maxnreg__(128) k_window(const __grid_constant__ KP p) {
 }
 __global__ void __launch_bounds__(kThreads) k_listcut(const __grid_constant__ KP p) {
   pdl_enter();
-  if (b_listcut<true>(p, blockIdx.x, p.kind) == LC_MISS) block_search(p, blockIdx.x, p.kind);
+  if (b_listcut<true>(p, blockIdx.x, p.kind) == LC_MISS) {
+    recompute_y(p, blockIdx.x);
+    block_search(p, blockIdx.x, p.kind);
+  }
   if (p.ltail) row_tail(p, blockIdx.x);
 }
 __global__ void __launch_bounds__(kThreads) k_final(const __grid_constant__ KP p) {
@@ -2762,7 +2804,8 @@ lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, int64_t chunk_
       kp.level = 1;
       LMF_TRY(launch(k_listcut, kp.nrows, kp));
       kp.level = 0;
-      if (kp.ylazy) LMF_TRY(launch(k_combine<false, CM_RECOMP>, chunk_blocks, kp)); /* Y where now needed */
+      /* the window pass of the rows whose Y is unwritten, from their logits */
+      if (kp.ylazy) LMF_TRY(launch(k_combine<false, CM_RECWIN>, chunk_blocks, kp));
     }
     LMF_TRY(launch(k_window, chunk_blocks, kp));
     kp.ltail = tail;
