@@ -385,10 +385,12 @@ void test_cuda_logits_verify(void) {
 
 /* Top-k and top-p cuts, with the list mode off and on (LMF_LOGITS_LIST, read by every CUDA call): rows
  * peaked enough for the window below the maximum to hold the cut (list mode finishes them), rows in
- * between, flat rows whose windows hold too many tokens (the general search), and values on a 1/64
- * grid, so the cuts fall inside groups of tied tokens. B = 160, V = 32768 on the GPUs lent (132 SMs):
- * 4 chunks per block, so the combine pass fills the lists, and a row per SM at least, so the list
- * cut's own block runs the general search. */
+ * between, flat rows whose windows hold too many tokens (the general search, in the list cut's block),
+ * and values on a 1/64 grid, so the cuts fall inside groups of tied tokens. B = 160, V = 32768 on the
+ * GPUs lent (132 SMs): 4 chunks per block, so the combine pass fills the lists; without log-prob rows
+ * it leaves Y unwritten, and the rows its lists cannot decide take the second combine pass with the
+ * window's work (medium rows) and, where that cannot decide either (flat rows), Y written by the list
+ * cut's block. */
 void test_cuda_logits_cuts(void) {
   REQUIRE_CUDA();
   backends be;
