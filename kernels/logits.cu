@@ -64,7 +64,8 @@
  *     values it recomputes, still without writing Y, k_combine<CM_RECWIN>); the list cut's
  *     block runs the general search itself for the rows that need it, and after the step's last cut
  *     the LSE pass, the sample pass and the outputs of its row (KP::ltail); the combine pass's last
- *     block per row merges the partials (KP::cfold), so a B = 1 top-p step is 4 launches;
+ *     block per row merges the partials (KP::cfold), and at small B the window pass's last block per
+ *     row does the list cut (KP::wlast), so a B = 1 top-p step is 3 launches;
  *   LSE (lse / token_logprob / logprobs outputs, verify) after top-k, top-p, min-p or GeDi's filter:
  *     1; otherwise none (from the combine pass's per-chunk sums); logprobs: 1 write;
  *   verify_draft: the acceptance walk reads single tokens; a rejection's correction: 1 pass over
@@ -173,6 +174,8 @@ struct Row {
                   * writes Y (recompute_y) for the general search; 0 Y valid */
   float ytok;    /* ymiss 1 or 2: y of the row's token (token_logprob) */
   unsigned int cdone; /* KP::cfold (atomics): the row's combine blocks that have finished */
+  unsigned int wdone; /* list mode (atomics): the row's window blocks that have finished (window_done;
+                       * zeroed again by the last) */
 };
 
 struct Seq {
@@ -227,6 +230,8 @@ struct KP {
                     * merges the row's partials (combine_done), so no merge kernel follows */
   int32_t ltail;   /* per launch, the last list cut of a step: its block also does the row's LSE and
                     * sample passes where they are left, and its outputs (row_tail) */
+  int32_t wlast;   /* list mode, small batches: the window pass's last block per row does the list cut
+                    * (k_window<true>) */
   int32_t lcap;   /* list mode: entries per class list, min(V, kSupCap) (a class never holds more) */
   uint2 *cand;    /* list mode: per row kClasses lists of lcap (y bits, id) */
 };
@@ -736,6 +741,7 @@ __device__ void b_init(const KP &p, int64_t row) {
   R.ymiss = p.ylazy && R.sup;
   R.ytok = 0.0f;
   R.cdone = 0u;
+  R.wdone = 0u;
   R.nfin = 0;
   R.nuc_cut = R.gf_cut = R.topk_cut = R.topp_cut = 0ull;
   R.total = 0.0;
@@ -1807,11 +1813,10 @@ __device__ int list_window(const KP &p, int kind, Row *R, unsigned cnt[kClasses]
   U128 cmass = u128(0ull, 0ull), km = u128(0ull, 0ull);
   int kw = -1;
   for (int k = 0; k < kClasses; ++k) {
-    cnt[k] = R->cls_c[k];
+    /* Read and cleared by atomics: the other window blocks' sums, seen from the last one's SM. */
+    cnt[k] = atomicExch(&R->cls_c[k], 0u);
     cc += cnt[k];
-    cmass = add(cmass, R->cls_m[k]);
-    R->cls_c[k] = 0u;
-    R->cls_m[k] = u128(0ull, 0ull);
+    cmass = add(cmass, u128(atomicExch(&R->cls_m[k].lo, 0ull), atomicExch(&R->cls_m[k].hi, 0ull)));
     for (int w = 0; w < 4; ++w) /* the CPU's windows, as the general search's first pass sums them */
       if (cpu_window_class(w) == k) {
         R->win_c[w] = cc;
@@ -1823,8 +1828,7 @@ __device__ int list_window(const KP &p, int kind, Row *R, unsigned cnt[kClasses]
       km = cmass;
     }
   }
-  const U128 tot = R->ltot;
-  R->ltot = u128(0ull, 0ull);
+  const U128 tot = u128(atomicExch(&R->ltot.lo, 0ull), atomicExch(&R->ltot.hi, 0ull));
   if (kw < 0) return -1;
   const U128 tgt = search_target(p, kind, *R, tot);
   const bool holds = kind == SK_TOPK ? (unsigned long long)kc >= tgt.lo : ge(km, tgt);
@@ -1896,7 +1900,7 @@ __device__ __forceinline__ uint2 list_entry(const uint2 *L, int lcap, const unsi
                                             unsigned i) {
   int k = 0;
   while (k < kClasses - 1 && i >= cnt[k]) i -= cnt[k++];
-  return L[k * lcap + i];
+  return __ldcg(&L[k * lcap + i]); /* from L2: other blocks wrote them (window_done) */
 }
 
 /* The window lists' tokens (b_window, exact classes): classes 0 .. S.kw into the list cut's items. */
@@ -1994,8 +1998,7 @@ __device__ int b_listcut(const KP &p, int64_t row, int kind) {
     S.sup = sup_call ? (R->sup ? 1 : -1) : 0; /* -1: no pending lists, not this call's row */
     if (S.sup > 0) { /* the combine's lists serve this cut only */
       for (int k = 0; k < kClasses; ++k) {
-        S.cnt[k] = R->cls_c[k];
-        R->cls_c[k] = 0u;
+        S.cnt[k] = atomicExch(&R->cls_c[k], 0u);
       }
       R->sup = 0;
     } else if (S.sup == 0) {
@@ -2106,6 +2109,23 @@ __device__ void block_search(const KP &p, int64_t row, int kind) {
   b_tie(p, w, kind);
   __syncthreads();
   b_tiecut(p, row, kind, row);
+}
+
+/* After a window block (every block of the row calls it, whatever its row's state): true in the last
+ * of the row's blocks to finish, which then sees every block's lists and sums (each fenced before it
+ * counts itself; list_window and list_entry read them from L2). Resets the count for the row's next
+ * cut. Block-uniform. */
+__device__ bool window_done(const KP &p, int64_t row) {
+  __shared__ int s_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    s_last = atomicAdd(&p.rows[row].wdone, 1u) == (unsigned)p.gx - 1u;
+    if (s_last) p.rows[row].wdone = 0u;
+  }
+  __syncthreads();
+  if (s_last) __threadfence();
+  return s_last != 0;
 }
 
 /* Before a row's general search in the list cut's block: where Y was never written (Row::ymiss 2), the
@@ -2441,17 +2461,28 @@ __global__ void __launch_bounds__(kThreads) k_tiecut(const __grid_constant__ KP 
   pdl_enter();
   b_tiecut(p, blockIdx.x, p.kind, blockIdx.x);
 }
+/* A row's list cut (p.level 1: the combine's lists, KP::lstream; 0: the window's), the general search
+ * where the lists cannot decide, and with KP::ltail the rest of the row's step. */
+__device__ __forceinline__ void row_listcut(const KP &p, int64_t row) {
+  if (b_listcut<true>(p, row, p.kind) == LC_MISS) {
+    recompute_y(p, row);
+    block_search(p, row, p.kind);
+  }
+  if (p.ltail) row_tail(p, row);
+}
+/* The window pass. LAST: then the last of a row's blocks to finish does row_listcut (one launch per cut
+ * instead of two, for small batches, whose window pass is latency-bound: the list cut's registers
+ * leave 2 blocks per SM instead of 3). */
+template <bool LAST>
 __global__ void __maxnreg__(128) k_window(const __grid_constant__ KP p) {
   pdl_enter();
-  b_window(p, grid_part(p), p.kind);
+  const Part w = grid_part(p);
+  b_window(p, w, p.kind);
+  if (LAST && window_done(p, w.row)) row_listcut(p, w.row);
 }
 __global__ void __launch_bounds__(kThreads) k_listcut(const __grid_constant__ KP p) {
   pdl_enter();
-  if (b_listcut<true>(p, blockIdx.x, p.kind) == LC_MISS) {
-    recompute_y(p, blockIdx.x);
-    block_search(p, blockIdx.x, p.kind);
-  }
-  if (p.ltail) row_tail(p, blockIdx.x);
+  row_listcut(p, blockIdx.x);
 }
 __global__ void __launch_bounds__(kThreads) k_final(const __grid_constant__ KP p) {
   pdl_enter();
@@ -2807,9 +2838,13 @@ lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, int64_t chunk_
       /* the window pass of the rows whose Y is unwritten, from their logits */
       if (kp.ylazy) LMF_TRY(launch(k_combine<false, CM_RECWIN>, chunk_blocks, kp));
     }
-    LMF_TRY(launch(k_window, chunk_blocks, kp));
     kp.ltail = tail;
-    LMF_TRY(launch(k_listcut, kp.nrows, kp));
+    if (kp.wlast) {
+      LMF_TRY(launch(k_window<true>, chunk_blocks, kp)); /* and each row's list cut, in its last block */
+    } else {
+      LMF_TRY(launch(k_window<false>, chunk_blocks, kp));
+      LMF_TRY(launch(k_listcut, kp.nrows, kp));
+    }
     kp.ltail = 0;
     kp.kind = SK_NONE;
     return LMF_OK;
@@ -2946,6 +2981,9 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
    * the LSE, sample and output kernels into the last list cut: at B = 1 a top-p step is then four
    * launches (init, combine, window, list cut), not fifteen. */
   local.cfold = list_mode_on() && !verify && !local.lstream;
+  /* ... and up to 8 window chunks per SM (B = 1 and 8 at V = 128256), the list cut into the window
+   * pass: a top-p step is then three launches (init, combine, window). */
+  local.wlast = B * L.nchunks <= 8 * (int64_t)sms;
   const bool tail = local.list && dist;
   LMF_TRY(launch(k_init, warp_blocks, local));
   for (int k = 0; k < job->num_models; ++k) {
