@@ -226,8 +226,9 @@ struct KP {
   int32_t list;   /* list mode for top-k / top-p (combine only; LMF_LOGITS_LIST=1) */
   int32_t lstream; /* list mode: the combine pass fills the lists for each row's first cut */
   int32_t ylazy;   /* lstream, and the combine pass leaves Y unwritten for those rows (Row::ymiss) */
-  int32_t cfold;   /* list mode, separate kernels, not lstream: the combine pass's last block per row
-                    * merges the row's partials (combine_done), so no merge kernel follows */
+  int32_t cfold;   /* LMF_LOGITS_LIST=1 (any job, with cuts or not), separate kernels, not lstream,
+                    * not verify: the combine pass's last block per row merges the row's partials
+                    * (combine_done), so no merge kernel follows */
   int32_t ltail;   /* per launch, the last list cut of a step: its block also does the row's LSE and
                     * sample passes where they are left, and its outputs (row_tail) */
   int32_t wlast;   /* list mode, small batches: the window pass's last block per row does the list cut
@@ -939,9 +940,11 @@ __device__ __forceinline__ int cpu_window_class(int w) { return w < 3 ? w : kCla
  * 16-nat window of at most kWinCap tokens can use them. */
 template <bool SUP>
 __device__ __forceinline__ unsigned list_cap(int cls, unsigned lcap) {
-  /* Not capped at lcap: a pass appends a token once, so no count passes V, nor lcap = min(V, kSupCap)
-   * below V. */
-  return SUP ? (cls < 3 ? lcap : (unsigned)kWinCap) : (unsigned)kListCap;
+  /* SUP needs no min with lcap: the combine fills lists only where a block walks kSupChunks chunks,
+   * so V > 3 kChunk and lcap = min(V, kSupCap) > kWinCap (and a min there costs the CM_SUP combine a
+   * spill on sm_80). */
+  if (SUP) return cls < 3 ? lcap : (unsigned)kWinCap;
+  return lcap < (unsigned)kListCap ? lcap : (unsigned)kListCap;
 }
 
 /* Appends (y, v) to the list of class cls (0 .. kClasses - 1; kClasses: none) of the row: one atomic
@@ -1936,7 +1939,7 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
   }
   if (ksup < 0) return false;
   /* The CPU's windows d < 4, 8, 16, 32 only (a window this rule takes must lie inside the CPU's),
-   * their counts 16 bits each (m <= min(V, kClasses kSupCap) < 2^16). */
+   * their counts 16 bits each (m <= 3 kSupCap + 3 kWinCap < 2^16: list_cap). */
   long long wc = 0;
   for (unsigned i = threadIdx.x; i < m; i += kThreads) {
     const float d = LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(list_entry(L, p.lcap, S.cnt, i).x)), 2.0f);
