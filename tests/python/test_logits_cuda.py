@@ -110,6 +110,42 @@ def test_runs_on_the_current_stream():
     assert torch.equal(tok.cpu(), ref.tokens.cpu().long())
 
 
+@pytest.mark.parametrize("B,V", [(1, 128256), (8, 32000)])
+def test_replays_from_a_cuda_graph(B, V):
+    """torch.cuda.graph captures the call (it only enqueues kernels on torch's current stream; seeds
+    and offsets given as device tensors, so nothing is copied from the host), and each replay reads
+    the inputs' current values: after the logits and offsets change in place, a replay equals a
+    direct call on the new values, bit for bit."""
+    zs = [R.randn(B, V, seed=s, dtype=torch.bfloat16).cuda() for s in (21, 22, 23)]
+    seeds = torch.arange(500, 500 + B, dtype=torch.int64, device="cuda")
+    offsets = torch.zeros(B, dtype=torch.int64, device="cuda")
+
+    def step():
+        return lmfuse.combine_logits(**lmfuse.eft(*zs), temperature=0.8, top_p=0.9, seeds=seeds,
+                                     offsets=offsets)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()  # warm-up outside the capture, as torch.cuda.graph asks
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+    gen = torch.Generator(device="cuda").manual_seed(3)
+    for _ in range(3):
+        graph.replay()
+        direct = step()
+        torch.cuda.synchronize()
+        assert torch.equal(captured.status, direct.status)
+        assert torch.equal(captured.tokens, direct.tokens), (captured.tokens, direct.tokens)
+        assert torch.equal(captured.lse, direct.lse)
+        assert torch.equal(captured.token_logprob, direct.token_logprob)
+        for z in zs:
+            z.add_(torch.randn(z.shape, device="cuda", generator=gen).to(z.dtype))
+        offsets.add_(1)
+
+
 def test_nonfinite_rows_on_device():
     z = R.randn(4, 100, seed=1)
     z[1, 3] = math.nan
