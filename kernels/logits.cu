@@ -2430,7 +2430,8 @@ __global__ void __launch_bounds__(kThreads) k_stats(const __grid_constant__ KP p
 }
 template <bool GEDI, int MODE>
 /* CM_RECWIN keeps the window pass's sums too: 2 blocks per SM. */
-__global__ void __launch_bounds__(kThreads, GEDI ? 3 : MODE == CM_RECWIN ? 2 : 4) k_combine(const __grid_constant__ KP p) {
+__global__ void __launch_bounds__(kThreads, GEDI ? 3 : MODE == CM_RECWIN ? 2 : 4)
+    k_combine(const __grid_constant__ KP p) {
   pdl_enter();
   const Part w = grid_part(p);
   b_combine<GEDI, MODE>(p, w);
