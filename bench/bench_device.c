@@ -115,31 +115,47 @@ void bdev_upload(bench_dev *d, void *dst, const void *src, size_t bytes) {
 
 void bdev_sync(bench_dev *d) { lmf_stream_synchronize(d->ctx, d->stream); }
 
-double bdev_time_ms(bench_dev *d, void (*fn)(void *), void *arg, int warmup, int repeats) {
+#if defined(LMF_HAVE_CUDA)
+/* Median milliseconds between two events around each of `repeats` enqueue(arg) on stream s. */
+static double event_median_ms(cudaStream_t s, void (*enqueue)(void *), void *arg, int repeats) {
   double *t = (double *)malloc(sizeof(double) * (size_t)repeats);
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  for (int i = 0; i < repeats; ++i) {
+    CK(cudaEventRecord(a, s));
+    enqueue(arg);
+    CK(cudaEventRecord(b, s));
+    CK(cudaEventSynchronize(b));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    t[i] = ms;
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  double m = bench_median(t, repeats);
+  free(t);
+  return m;
+}
+
+typedef struct graph_arg {
+  cudaGraphExec_t ge;
+  cudaStream_t s;
+} graph_arg;
+
+static void graph_launch(void *p) {
+  const graph_arg *g = (const graph_arg *)p;
+  CK(cudaGraphLaunch(g->ge, g->s));
+}
+#endif
+
+double bdev_time_ms(bench_dev *d, void (*fn)(void *), void *arg, int warmup, int repeats) {
   for (int i = 0; i < warmup; ++i) fn(arg);
   bdev_sync(d);
 #if defined(LMF_HAVE_CUDA)
-  if (d->cuda) {
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    for (int i = 0; i < repeats; ++i) {
-      CK(cudaEventRecord(a, (cudaStream_t)d->stream));
-      fn(arg);
-      CK(cudaEventRecord(b, (cudaStream_t)d->stream));
-      CK(cudaEventSynchronize(b));
-      float ms = 0;
-      CK(cudaEventElapsedTime(&ms, a, b));
-      t[i] = ms;
-    }
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-    double m = bench_median(t, repeats);
-    free(t);
-    return m;
-  }
+  if (d->cuda) return event_median_ms((cudaStream_t)d->stream, fn, arg, repeats);
 #endif
+  double *t = (double *)malloc(sizeof(double) * (size_t)repeats);
   for (int i = 0; i < repeats; ++i) {
     double t0 = bench_now_ms();
     fn(arg);
@@ -167,27 +183,12 @@ double bdev_time_graph_ms(bench_dev *d, void (*fn)(void *), void *arg, int warmu
       if (g) cudaGraphDestroy(g);
       return NAN;
     }
-    for (int i = 0; i < warmup; ++i) CK(cudaGraphLaunch(ge, s));
+    graph_arg ga = {ge, s};
+    for (int i = 0; i < warmup; ++i) graph_launch(&ga);
     CK(cudaStreamSynchronize(s));
-    double *t = (double *)malloc(sizeof(double) * (size_t)repeats);
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    for (int i = 0; i < repeats; ++i) {
-      CK(cudaEventRecord(a, s));
-      CK(cudaGraphLaunch(ge, s));
-      CK(cudaEventRecord(b, s));
-      CK(cudaEventSynchronize(b));
-      float ms = 0;
-      CK(cudaEventElapsedTime(&ms, a, b));
-      t[i] = ms;
-    }
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
+    const double m = event_median_ms(s, graph_launch, &ga, repeats);
     cudaGraphExecDestroy(ge);
     cudaGraphDestroy(g);
-    double m = bench_median(t, repeats);
-    free(t);
     return m;
   }
 #endif

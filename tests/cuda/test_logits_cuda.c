@@ -113,6 +113,20 @@ done:
 #define PARITY_GRAPH(be, m, K, p, gedi, replays, what) \
   parity_at((be), (m), (K), (p), (gedi), 1, (replays), (what), __FILE__, __LINE__)
 
+/* GeDi with models pos / neg as its class models (omega 30, filter and target 0.8) and the given state;
+ * the other fields of p as they are. */
+static void gedi_on(lmf_logits_params_t *p, int32_t pos, int32_t neg, float *Lp, float *Ln, int32_t *n) {
+  p->gedi_pos_model = pos;
+  p->gedi_neg_model = neg;
+  p->gedi_omega = 30.0f;
+  p->gedi_logit_scale = 1.0f;
+  p->gedi_filter_p = 0.8f;
+  p->gedi_target_p = 0.8f;
+  p->gedi_L_pos = Lp;
+  p->gedi_L_neg = Ln;
+  p->gedi_n = n;
+}
+
 /* The spec's vectors T1, T3, T4, T5a, T7 in each dtype. */
 void test_cuda_logits_spec_vectors(void) {
   REQUIRE_CUDA();
@@ -172,15 +186,7 @@ void test_cuda_logits_spec_vectors(void) {
       lg_models_add(&ms, dt, lg_t5_zPos, 1, 5, 0.0f);
       lg_models_add(&ms, dt, lg_t5_zNeg, 1, 5, 0.0f);
       lg_params(&p, 1);
-      p.gedi_pos_model = 1;
-      p.gedi_neg_model = 2;
-      p.gedi_omega = 30.0f;
-      p.gedi_logit_scale = 1.0f;
-      p.gedi_filter_p = 0.8f;
-      p.gedi_target_p = 0.8f;
-      p.gedi_L_pos = Lp;
-      p.gedi_L_neg = Ln;
-      p.gedi_n = n;
+      gedi_on(&p, 1, 2, Lp, Ln, n);
       PARITY(&be, ms.m, ms.K, &p, 1, "T5a");
       p.gedi_omega = 5.0f;
       p.gedi_filter_p = 0.5f;
@@ -265,15 +271,7 @@ void test_cuda_logits_random_batches(void) {
       snprintf(what, sizeof what, "B %d V %d: plausibility and nucleus", (int)B, (int)V);
       PARITY(&be, ms.m, 3, &p, 0, what);
       lg_params(&p, B);
-      p.gedi_pos_model = 1;
-      p.gedi_neg_model = 3;
-      p.gedi_omega = 30.0f;
-      p.gedi_logit_scale = 1.0f;
-      p.gedi_filter_p = 0.8f;
-      p.gedi_target_p = 0.8f;
-      p.gedi_L_pos = Lp;
-      p.gedi_L_neg = Ln;
-      p.gedi_n = n;
+      gedi_on(&p, 1, 3, Lp, Ln, n);
       ms.m[1].coeff = 0.0f;
       ms.m[2].coeff = 0.0f;
       snprintf(what, sizeof what, "B %d V %d: GeDi", (int)B, (int)V);
@@ -539,15 +537,7 @@ void test_cuda_logits_graph(void) {
         p.temperature = 1.0f;
         p.top_p = 0.95f;
         p.seeds = seeds;
-        p.gedi_pos_model = 1;
-        p.gedi_neg_model = 3;
-        p.gedi_omega = 30.0f;
-        p.gedi_logit_scale = 1.0f;
-        p.gedi_filter_p = 0.8f;
-        p.gedi_target_p = 0.8f;
-        p.gedi_L_pos = Lp;
-        p.gedi_L_neg = Ln;
-        p.gedi_n = n;
+        gedi_on(&p, 1, 3, Lp, Ln, n);
         ms.m[1].coeff = 0.0f;
         ms.m[2].coeff = 0.0f;
         snprintf(what, sizeof what, "B %d V %d, %s, graph: GeDi, top-p 0.95", (int)B, (int)V, modes[mi].name);
