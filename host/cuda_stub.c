@@ -1,4 +1,5 @@
-/* The CUDA entry points of a CPU-only build (LMF_CUDA=OFF or no nvcc): CUDA is never available. */
+/* The CUDA entry points of a CPU-only build (LMF_CUDA=OFF or no nvcc): CUDA is never available. With
+ * LMF_CUDA_EMU: those of the families the emulated-CUDA test library (tests/emu) does not emulate. */
 #include "dyntok_backend.h"
 #include "hypernet_internal.h"
 #include "internal.h"
@@ -9,6 +10,14 @@ static lmf_status_t not_compiled(void) {
   return lmf_fail(LMF_ERR_NOT_COMPILED, "this liblmfuse was built without CUDA (LMF_CUDA=OFF)");
 }
 
+#if defined(LMF_CUDA_EMU)
+/* The emulated-CUDA test library (tests/emu) has the real kernels/cuda_context.cu and kernels/logits.cu;
+ * the other families stay uncompiled, so their device caches are never made. */
+void lmf_cuda_dyntok_cache_free(const struct lmf_context *ctx, void *cache);
+void lmf_cuda_hypernet_cache_free(const struct lmf_context *ctx, void *cache);
+void lmf_cuda_dyntok_cache_free(const struct lmf_context *ctx, void *cache) { (void)ctx; (void)cache; }
+void lmf_cuda_hypernet_cache_free(const struct lmf_context *ctx, void *cache) { (void)ctx; (void)cache; }
+#else
 int lmf_cuda_compiled(void) { return 0; }
 int lmf_cuda_count_devices(void) { return 0; }
 lmf_status_t lmf_cuda_context_init(struct lmf_context *ctx) { (void)ctx; return not_compiled(); }
@@ -25,6 +34,7 @@ lmf_status_t lmf_cuda_upload(const struct lmf_context *ctx, void *dst, const voi
   (void)ctx; (void)dst; (void)src; (void)bytes;
   return not_compiled();
 }
+#endif
 lmf_status_t lmf_cuda_mezo_pass(const struct lmf_context *ctx, const lmf_mezo_tdesc *tensors,
                                 const lmf_mezo_chunk *chunks, int64_t num_chunks,
                                 const lmf_mezo_pass *pass, const float *grad_ptr,
@@ -47,6 +57,7 @@ lmf_status_t lmf_cuda_mezo_fill_z(const struct lmf_context *ctx, int32_t dist, u
   (void)ctx; (void)dist; (void)seed; (void)uid; (void)goff; (void)n; (void)out; (void)stream;
   return not_compiled();
 }
+#if !defined(LMF_CUDA_EMU)
 lmf_status_t lmf_cuda_logits_workspace(const struct lmf_context *ctx, const lmf_lg_job *job,
                                        size_t *bytes) {
   (void)ctx; (void)job; (void)bytes;
@@ -58,6 +69,7 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   return not_compiled();
 }
 void lmf_cuda_context_release(struct lmf_context *ctx) { (void)ctx; }
+#endif
 lmf_status_t lmf_cuda_dyntok_run(const struct lmf_context *ctx, const lmf_dt_job *job,
                                  struct lmf_dyntok_result **out) {
   (void)ctx; (void)job; (void)out;

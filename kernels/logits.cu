@@ -530,8 +530,12 @@ __device__ __forceinline__ void load8(const MV &m, int64_t v, float x[kPer]) {
 __device__ __forceinline__ void prefetch8(const MV &m, int64_t v, bool l1) {
   if (v >= m.lim) return;
   const char *a = static_cast<const char *>(m.base) + v * (m.dtype == LMF_DTYPE_F32 ? 4 : 2);
+#if defined(__CUDA_ARCH__)
   if (l1) asm volatile("prefetch.global.L1 [%0];" ::"l"(a));
   else asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+#else
+  (void)a, (void)l1; /* the CPU emulator (tests/emu) */
+#endif
 }
 
 __device__ __forceinline__ void load8_f32(const float *p, float x[kPer]) {
@@ -784,7 +788,7 @@ __global__ void __launch_bounds__(kThreads) k_sp_scatter(const __grid_constant__
     const int64_t e = R.in_row[k] * m.row_stride + jj;
     const int32_t id = m.sparse_index[e];
     const float z = elem(m.logits, m.dtype, e);
-    uint32_t f = lmf_lg_is_bad(z) ? RF_BAD : 0u;
+    uint32_t f = lmf_lg_is_bad(z) ? (uint32_t)RF_BAD : 0u;
     if (id < 0 || (int64_t)id >= lim) {
       f |= RF_BAD_INDEX;
     } else {
@@ -2792,7 +2796,8 @@ bool pdl_support(int device) {
 
 /* Enqueues one kernel of `blocks` x 256 threads on the stream; reports launch errors. With pdl, every
  * launch after the call's first one may overlap the kernel before it (see pdl_enter); the first waits
- * for the caller's work in the usual way. */
+ * for the caller's work in the usual way. cudaLaunchKernelEx is the one launch path (also what the CPU
+ * emulator in tests/emu intercepts). */
 struct Launcher {
   cudaStream_t stream;
   const char *fn;
@@ -2804,20 +2809,16 @@ struct Launcher {
     if (blocks > (int64_t)INT32_MAX)
       return lmf_fail(LMF_ERR_INVALID_SIZE, "%s: %lld thread blocks exceed the grid limit", fn,
                       (long long)blocks);
-    if (pdl && !first) {
-      cudaLaunchAttribute at = {};
-      at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      at.val.programmaticStreamSerializationAllowed = 1;
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3((unsigned)blocks);
-      cfg.blockDim = dim3(kThreads);
-      cfg.stream = stream;
-      cfg.attrs = &at;
-      cfg.numAttrs = 1;
-      (void)cudaLaunchKernelEx(&cfg, k, kp);
-    } else {
-      k<<<(unsigned)blocks, kThreads, 0, stream>>>(kp);
-    }
+    cudaLaunchAttribute at = {};
+    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)blocks);
+    cfg.blockDim = dim3(kThreads);
+    cfg.stream = stream;
+    cfg.attrs = &at;
+    cfg.numAttrs = pdl && !first ? 1 : 0;
+    (void)cudaLaunchKernelEx(&cfg, k, kp);
     first = false;
     return launched(fn, "a logits kernel", device);
   }

@@ -47,7 +47,7 @@ log "$(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --f
 gen=()
 command -v ninja > /dev/null && gen=(-G Ninja)
 t0=$(date +%s)
-cmake -S "$ROOT" -B "$B" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DLMF_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+cmake -S "$ROOT" -B "$B" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DLMF_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLMF_CUDA_EMU=OFF \
   -DCMAKE_PREFIX_PATH="$DEPS" > "$OUT/build.log" 2>&1 &&
   cmake --build "$B" -j16 --target lmfuse lmfuse_cuda_tests lmfuse-bench >> "$OUT/build.log" 2>&1
 rc=$?

@@ -1,0 +1,697 @@
+/* The CPU emulator of the CUDA execution model, runtime side (device side: cuda_emu.h; what it checks:
+ * README.md). Each thread of a block is a fiber on one OS thread. A fiber runs until it reaches
+ * __syncthreads, a warp intrinsic or its end; the last lane to reach a warp intrinsic completes its
+ * group, and the scheduler releases the barrier. The blocks of a grid run one after another, so a
+ * kernel whose blocks wait for each other (a grid barrier, a spin on another block's flag) hangs.
+ *
+ * Also the cudart calls the library and its tests make (memory, streams, capture into graphs,
+ * attributes), as host memory and immediate execution: one device of LMF_EMU_SMS multiprocessors
+ * (default 4), compute capability 8.0. LMF_EMU_REVERSE=1 runs each grid's blocks last first. Calls
+ * that would break a global-mode stream capture on a device (cudaMalloc, cudaMemcpy, synchronisation)
+ * break it here too. */
+#include <cuda_runtime_api.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <sys/mman.h>
+
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cuda_emu.h"
+
+/* AddressSanitizer follows the stack switches when told (the sanitizer build runs these tests too):
+ * each switch announces the stack it goes to, and each resumed context finishes the switch. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define EMU_ASAN 1
+#else
+#define EMU_ASAN 0
+#endif
+
+/* ---- Fibers ---------------------------------------------------------------------------------------
+ * emu_switch(save, to): pushes the callee-saved registers on the current stack, stores its pointer in
+ * *save, and resumes the stack `to` (System V x86-64). The fibers share the OS thread's floating-point
+ * environment (MXCSR, x87 control word), which nothing here changes. */
+#if !defined(__x86_64__)
+#error "the CUDA emulator's fibers are written for x86-64"
+#endif
+extern "C" void emu_switch(void **save, void *to);
+asm(R"(
+  .text
+  .globl emu_switch
+  .type emu_switch, @function
+emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size emu_switch, .-emu_switch
+  .section .note.GNU-stack,"",@progbits
+  .text
+)");
+
+namespace emu {
+namespace {
+
+[[noreturn]] void die(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "cuda-emu: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+  fflush(stderr);
+  abort();
+}
+
+constexpr size_t kStack = 256 * 1024; /* per thread; a guard page below each */
+constexpr int kMaxThreads = 1024;
+
+enum State { READY, AT_BAR, AT_WARP, DONE };
+
+/* A stack to switch to: its saved pointer, its bounds and AddressSanitizer's fake stack for it. */
+struct Context {
+  void *sp = nullptr;
+  void *fake = nullptr;
+  const void *lo = nullptr;
+  size_t size = 0;
+};
+
+struct Fiber {
+  Context ctx;
+  State state;
+  uint3 tid;
+  const char *site;
+  WarpOp op;
+  unsigned mask;
+  uint64_t value, result;
+  int arg, width;
+};
+
+struct Grid {
+  std::function<void()> body;
+  const char *name;
+  dim3 grid, block;
+  uint3 bidx;
+  std::vector<Fiber> th;
+  std::vector<unsigned> ready, at_warp, done; /* per warp: its lanes in each state */
+  Fiber *cur = nullptr;
+  Context sched; /* the launching thread's own stack */
+};
+
+Grid *g_run;          /* the launch being executed */
+char *g_stacks;       /* kMaxThreads stacks, each with a guard page below */
+std::recursive_mutex g_lock; /* one launch at a time (the library may be called from several threads) */
+
+void switch_on();
+
+/* Leaves `from` (nullptr: a fiber that has exited, never resumed) for `to`; returns when `from` is
+ * resumed. */
+void transfer(Context *from, Context *to, void **save_sp) {
+#if EMU_ASAN
+  __sanitizer_start_switch_fiber(from ? &from->fake : nullptr, to->lo, to->size);
+#endif
+  emu_switch(save_sp, to->sp);
+#if EMU_ASAN
+  __sanitizer_finish_switch_fiber(from ? from->fake : nullptr, nullptr, nullptr);
+#endif
+}
+
+/* Moves the current fiber out of READY (it blocks or exits). */
+void leave_ready(State s) {
+  Grid &g = *g_run;
+  Fiber &f = *g.cur;
+  const int i = (int)(&f - g.th.data());
+  f.state = s;
+  g.ready[i >> 5] &= ~(1u << (i & 31));
+  if (s == AT_WARP) g.at_warp[i >> 5] |= 1u << (i & 31);
+  if (s == DONE) g.done[i >> 5] |= 1u << (i & 31);
+}
+
+void fiber_main() {
+#if EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
+#endif
+  Grid &g = *g_run;
+  g.body();
+  leave_ready(DONE);
+  switch_on();
+  die("a finished fiber was resumed");
+}
+
+Context fresh_stack(int i) {
+  Context c;
+  c.lo = g_stacks + (size_t)i * (kStack + 4096) + 4096;
+  /* Staggered by 64-byte lines, so that the stacks' hot tops do not all fall into the same cache sets. */
+  char *top = g_stacks + (size_t)(i + 1) * (kStack + 4096) - (size_t)(i % 61) * 64;
+  c.size = (size_t)(top - static_cast<const char *>(c.lo));
+  void **sp = reinterpret_cast<void **>(top);
+  *--sp = nullptr;                                   /* fiber_main's frame: (rsp + 8) % 16 == 0 on entry */
+  *--sp = reinterpret_cast<void *>(&fiber_main);     /* emu_switch's ret */
+  for (int r = 0; r < 6; ++r) *--sp = nullptr;       /* rbp rbx r12 .. r15 */
+  c.sp = sp;
+  return c;
+}
+
+
+const char *state_name(State s) {
+  return s == READY ? "ready" : s == AT_BAR ? "at __syncthreads" : s == AT_WARP ? "at a warp intrinsic" : "exited";
+}
+
+[[noreturn]] void die_block(const char *why) {
+  Grid &g = *g_run;
+  fprintf(stderr, "cuda-emu: %s in %s, block (%u, %u, %u) of (%u, %u, %u) x (%u, %u, %u):\n", why, g.name,
+          g.bidx.x, g.bidx.y, g.bidx.z, g.grid.x, g.grid.y, g.grid.z, g.block.x, g.block.y, g.block.z);
+  int shown = 0;
+  for (size_t i = 0; i < g.th.size() && shown < 24; ++i) {
+    const Fiber &f = g.th[i];
+    if (f.state == DONE) continue;
+    fprintf(stderr, "  thread %zu (warp %zu lane %zu): %s %s mask %08x\n", i, i / 32, i % 32, state_name(f.state),
+            f.site ? f.site : "", f.state == AT_WARP ? f.mask : 0u);
+    ++shown;
+  }
+  die("%s", why);
+}
+
+/* The results of one complete warp group (lanes `mask` of warp w, all at the same intrinsic); its
+ * lanes become ready. */
+void warp_results(Fiber *w, int nlanes, unsigned mask) {
+  const Fiber &f0 = w[__builtin_ctz(mask)];
+  unsigned ballot = 0;
+  for (int l = 0; l < nlanes; ++l)
+    if (((mask >> l) & 1u) && w[l].value) ballot |= 1u << l;
+  for (int lane = 0; lane < nlanes; ++lane) {
+    if (!((mask >> lane) & 1u)) continue;
+    Fiber &f = w[lane];
+    const int width = f.width, seg = lane & ~(width - 1);
+    auto from = [&](int src) -> uint64_t {
+      if (src < 0 || src >= nlanes || !((mask >> src) & 1u)) die_block("a shuffle reads a lane outside its mask");
+      return w[src].value;
+    };
+    uint64_t r = 0;
+    switch (f0.op) {
+      case W_SYNC:
+        break;
+      case W_SHFL_IDX:
+        r = from(seg + (f.arg & (width - 1)));
+        break;
+      case W_SHFL_UP:
+        r = lane - f.arg < seg ? f.value : from(lane - f.arg);
+        break;
+      case W_SHFL_DOWN:
+        r = lane + f.arg >= seg + width ? f.value : from(lane + f.arg);
+        break;
+      case W_SHFL_XOR: {
+        const int src = lane ^ f.arg;
+        r = (src & ~(width - 1)) > seg ? f.value : from(src);
+        break;
+      }
+      case W_BALLOT:
+        r = ballot;
+        break;
+      case W_ANY:
+        r = ballot != 0;
+        break;
+      case W_ALL:
+        r = ballot == mask;
+        break;
+      case W_MATCH_ANY:
+        for (int l = 0; l < nlanes; ++l)
+          if (((mask >> l) & 1u) && w[l].value == f.value) r |= 1ull << l;
+        break;
+    }
+    f.result = r;
+    f.state = READY;
+  }
+}
+
+/* Completes the group of lane `lane` of warp wi if all its lanes have arrived at the same intrinsic. */
+bool try_group(Grid &g, int wi, int lane) {
+  Fiber *w = &g.th[(size_t)wi * 32];
+  const int nlanes = (int)g.th.size() - wi * 32 < 32 ? (int)g.th.size() - wi * 32 : 32;
+  const Fiber &f = w[lane];
+  const unsigned m = f.mask;
+  if (nlanes < 32 && (m >> nlanes)) die_block("a warp intrinsic's mask names a lane the block does not have");
+  if (m & g.done[wi]) die_block("a warp intrinsic's mask names an exited lane");
+  if ((g.at_warp[wi] & m) != m) return false;
+  for (unsigned o = m; o; o &= o - 1) {
+    const Fiber &h = w[__builtin_ctz(o)];
+    if (h.mask != m || h.op != f.op || h.width != f.width) return false;
+  }
+  warp_results(w, nlanes, m);
+  g.at_warp[wi] &= ~m;
+  g.ready[wi] |= m;
+  return true;
+}
+
+/* Leaves the current fiber (blocked or exited) for the next ready lane of its warp (wrapping round),
+ * then for the next warp with a ready lane, then for the scheduler at the end of the round. Warp by
+ * warp keeps 32 stacks in cache; lanes become ready only through their own warp or the scheduler. */
+void switch_on() {
+  Grid &g = *g_run;
+  Fiber *const from = g.cur, *const base = g.th.data();
+  const int i = (int)(from - base), nw = (int)g.ready.size();
+  int wi = i >> 5;
+  Fiber *next = nullptr;
+  const unsigned after = g.ready[wi] & ~((2u << (i & 31)) - 1u);
+  if (after) {
+    next = base + wi * 32 + __builtin_ctz(after);
+  } else {
+    for (; wi < nw && !g.ready[wi]; ++wi) {
+    }
+    if (wi < nw) next = base + wi * 32 + __builtin_ctz(g.ready[wi]);
+  }
+  if (next == from) return;
+  g.cur = next;
+  if (next) threadIdx = next->tid;
+  transfer(from->state == DONE ? nullptr : &from->ctx, next ? &next->ctx : &g.sched, &from->ctx.sp);
+}
+
+/* Releases __syncthreads when every live thread waits there; true if it did. Exited threads with
+ * others still at the barrier break CUDA's rule (the barrier must be reached by the whole block). */
+bool release_barrier() {
+  Grid &g = *g_run;
+  int at = 0, done = 0;
+  const char *site = nullptr;
+  for (const Fiber &f : g.th) {
+    if (f.state == AT_BAR) {
+      if (site && site != f.site && strcmp(site, f.site) != 0) die_block("threads wait at different __syncthreads");
+      site = f.site;
+      ++at;
+    } else if (f.state == DONE) {
+      ++done;
+    }
+  }
+  if (at == 0 || at + done != (int)g.th.size()) return false;
+  if (done) die_block("__syncthreads is waited at after some threads of the block exited");
+  for (size_t t = 0; t < g.th.size(); ++t) {
+    g.th[t].state = READY;
+    g.ready[t >> 5] |= 1u << (t & 31);
+  }
+  return true;
+}
+
+void run_block() {
+  Grid &g = *g_run;
+  const int n = (int)g.th.size(), nw = (n + 31) / 32;
+  g.ready.assign(nw, 0u);
+  g.at_warp.assign(nw, 0u);
+  g.done.assign(nw, 0u);
+  int i = 0;
+  for (uint32_t z = 0; z < g.block.z; ++z)
+    for (uint32_t y = 0; y < g.block.y; ++y)
+      for (uint32_t x = 0; x < g.block.x; ++x, ++i) {
+        Fiber &f = g.th[i];
+        f = Fiber{};
+        f.tid = make_uint3(x, y, z);
+        f.state = READY;
+        f.ctx = fresh_stack(i);
+        g.ready[i >> 5] |= 1u << (i & 31);
+      }
+  for (;;) {
+    int wi = 0;
+    while (wi < nw && !g.ready[wi]) ++wi;
+    if (wi < nw) { /* a round: warp by warp, each to where it waits (switch_on) */
+      g.cur = &g.th[wi * 32 + __builtin_ctz(g.ready[wi])];
+      threadIdx = g.cur->tid;
+      transfer(&g.sched, &g.cur->ctx, &g.sched.sp);
+      continue;
+    }
+    if (release_barrier()) continue;
+    bool all_done = true;
+    for (int w = 0; w < nw; ++w) all_done &= g.done[w] == (w == nw - 1 && n % 32 ? (1u << (n % 32)) - 1u : ~0u);
+    if (all_done) return;
+    die_block("deadlock: no barrier or warp group can complete");
+  }
+}
+
+}  // namespace
+
+void syncthreads(const char *site) {
+  g_run->cur->site = site;
+  leave_ready(AT_BAR);
+  switch_on();
+}
+
+uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, const char *site) {
+  Grid &g = *g_run;
+  Fiber &f = *g.cur;
+  const int i = (int)(&f - g.th.data()), lane = i & 31;
+  if (!((mask >> lane) & 1u)) die_block("a lane calls a warp intrinsic whose mask leaves it out");
+  if (width < 1 || width > 32 || (width & (width - 1))) die_block("a shuffle's width is not a power of 2 <= 32");
+  f.op = op;
+  f.mask = mask;
+  f.value = value;
+  f.arg = arg;
+  f.width = width;
+  f.site = site;
+  leave_ready(AT_WARP);
+  /* The last lane to arrive completes the group and runs on; the others wait their turn. */
+  if (!try_group(g, i >> 5, lane)) switch_on();
+  return f.result;
+}
+
+/* ---- Streams and capture ------------------------------------------------------------------------ */
+
+namespace {
+struct Capture {
+  bool on = false, global = false, broken = false;
+  std::vector<std::function<void()>> work;
+};
+}  // namespace
+
+}  // namespace emu
+
+struct CUstream_st {
+  emu::Capture cap;
+};
+struct CUgraph_st {
+  std::vector<std::function<void()>> work;
+};
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> work;
+};
+
+namespace emu {
+namespace {
+
+cudaError_t g_sticky = cudaSuccess; /* the last error, as cudaGetLastError returns and clears it */
+std::vector<cudaStream_t> g_capturing;
+std::map<uintptr_t, size_t> g_allocs; /* device allocations: base -> bytes */
+
+cudaError_t fail(cudaError_t e) {
+  g_sticky = e;
+  return e;
+}
+
+/* A call a global-mode capture forbids (synchronous copies, allocation, synchronisation): it breaks
+ * every such capture and fails, as on a device. */
+bool capture_forbids() {
+  bool hit = false;
+  for (cudaStream_t s : g_capturing)
+    if (s->cap.global) s->cap.broken = hit = true;
+  return hit;
+}
+
+/* Runs `work` now, or records it when its stream is capturing. */
+cudaError_t enqueue(cudaStream_t stream, std::function<void()> work) {
+  if (stream && stream->cap.on) {
+    stream->cap.work.push_back(std::move(work));
+    return cudaSuccess;
+  }
+  work();
+  return cudaSuccess;
+}
+
+int sms() {
+  const char *e = getenv("LMF_EMU_SMS");
+  const int v = e ? atoi(e) : 4;
+  return v > 0 ? v : 4;
+}
+
+bool reverse_order() {
+  const char *e = getenv("LMF_EMU_REVERSE");
+  return e && e[0] == '1';
+}
+
+bool known_device_range(const void *p, size_t bytes) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  auto it = g_allocs.upper_bound(a);
+  if (it == g_allocs.begin()) return false;
+  --it;
+  return a >= it->first && a + bytes <= it->first + it->second;
+}
+
+}  // namespace
+
+cudaError_t launch(const char *name, dim3 grid, dim3 block, size_t dynamic_smem, cudaStream_t stream,
+                   const std::function<void()> &body) {
+  std::lock_guard<std::recursive_mutex> hold(g_lock);
+  const uint64_t nthreads = (uint64_t)block.x * block.y * block.z;
+  if (nthreads == 0 || nthreads > (uint64_t)kMaxThreads || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+      grid.y > 65535 || grid.z > 65535)
+    return fail(cudaErrorInvalidConfiguration);
+  if (dynamic_smem > 0) return fail(cudaErrorNotSupported); /* no dynamic shared memory here */
+  return enqueue(stream, [=] {
+    std::lock_guard<std::recursive_mutex> hold2(g_lock);
+    if (!g_stacks) {
+      const size_t bytes = (size_t)kMaxThreads * (kStack + 4096);
+      void *m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (m == MAP_FAILED) die("cannot map the fiber stacks");
+      g_stacks = static_cast<char *>(m);
+      for (int i = 0; i < kMaxThreads; ++i) mprotect(g_stacks + (size_t)i * (kStack + 4096), 4096, PROT_NONE);
+    }
+    Grid g;
+    pthread_attr_t at;
+    if (pthread_getattr_np(pthread_self(), &at) == 0) {
+      void *lo = nullptr;
+      size_t size = 0;
+      pthread_attr_getstack(&at, &lo, &size);
+      g.sched.lo = lo;
+      g.sched.size = size;
+      pthread_attr_destroy(&at);
+    }
+    g.body = body;
+    g.name = name;
+    g.grid = grid;
+    g.block = block;
+    g.th.resize(nthreads);
+    Grid *outer = g_run;
+    if (outer) die("a kernel launched from inside a kernel");
+    g_run = &g;
+    gridDim = grid;
+    blockDim = block;
+    /* In order, or last block first (LMF_EMU_REVERSE=1): a protocol between blocks ("the last block
+     * of a row to finish merges") must not depend on which block that is. */
+    const uint64_t nblocks = (uint64_t)grid.x * grid.y * grid.z;
+    const bool reverse = reverse_order();
+    for (uint64_t b = 0; b < nblocks; ++b) {
+      const uint64_t k = reverse ? nblocks - 1 - b : b;
+      g.bidx = blockIdx = make_uint3((unsigned)(k % grid.x), (unsigned)(k / grid.x % grid.y),
+                                     (unsigned)(k / grid.x / grid.y));
+      run_block();
+    }
+    g_run = nullptr;
+  });
+}
+
+}  // namespace emu
+
+using emu::fail;
+
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+
+/* ---- The cudart API ----------------------------------------------------------------------------- */
+
+extern "C" {
+
+cudaError_t cudaGetLastError(void) {
+  const cudaError_t e = emu::g_sticky;
+  emu::g_sticky = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return emu::g_sticky; }
+const char *cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    default: return "cudaErrorUnknown";
+  }
+}
+const char *cudaGetErrorString(cudaError_t e) { return cudaGetErrorName(e); }
+
+cudaError_t cudaGetDeviceCount(int *n) {
+  *n = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
+cudaError_t cudaGetDevice(int *d) {
+  *d = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr a, int device) {
+  if (device != 0) return fail(cudaErrorInvalidDevice);
+  switch (a) {
+    case cudaDevAttrMultiProcessorCount: *v = emu::sms(); return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor: *v = 8; return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor: *v = 0; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 0; return cudaSuccess;
+    default: return fail(cudaErrorInvalidValue);
+  }
+}
+cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes *a, const void *func) {
+  if (!func) return fail(cudaErrorInvalidDeviceFunction);
+  memset(a, 0, sizeof *a);
+  a->binaryVersion = 80; /* no sm_90 paths: clusters and PDL are not emulated */
+  a->ptxVersion = 80;
+  a->maxThreadsPerBlock = emu::kMaxThreads;
+  return cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, int value) {
+  (void)func; (void)attr; (void)value;
+  return fail(cudaErrorNotSupported);
+}
+cudaError_t cudaOccupancyMaxActiveClusters(int *n, const void *func, const cudaLaunchConfig_t *cfg) {
+  (void)func; (void)cfg;
+  *n = 0;
+  return fail(cudaErrorNotSupported);
+}
+
+cudaError_t cudaMalloc(void **p, size_t bytes) {
+  std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
+  if (emu::capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
+  /* Exactly `bytes` (256-byte aligned, as cudaMalloc's): under AddressSanitizer a kernel's access past
+   * the end is reported, as compute-sanitizer's memcheck would on a device. */
+  void *m = nullptr;
+  if (posix_memalign(&m, 256, bytes ? bytes : 1) != 0) return fail(cudaErrorMemoryAllocation);
+  memset(m, 0xA5, bytes); /* device memory starts as garbage */
+  emu::g_allocs[reinterpret_cast<uintptr_t>(m)] = bytes;
+  *p = m;
+  return cudaSuccess;
+}
+cudaError_t cudaFree(void *p) {
+  std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
+  if (!p) return cudaSuccess;
+  auto it = emu::g_allocs.find(reinterpret_cast<uintptr_t>(p));
+  if (it == emu::g_allocs.end()) return fail(cudaErrorInvalidValue);
+  emu::g_allocs.erase(it);
+  free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *a, const void *p) {
+  std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
+  memset(a, 0, sizeof *a);
+  const bool dev = emu::known_device_range(p, 1);
+  a->type = dev ? cudaMemoryTypeDevice : cudaMemoryTypeUnregistered;
+  a->device = 0;
+  a->devicePointer = dev ? const_cast<void *>(p) : nullptr;
+  a->hostPointer = dev ? nullptr : const_cast<void *>(p);
+  return cudaSuccess;
+}
+
+/* Copies check that the device side lies inside one allocation (the emulator's memcheck). */
+static cudaError_t copy_checked(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind) {
+  const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if (bytes && ((dst_dev && !emu::known_device_range(dst, bytes)) || (src_dev && !emu::known_device_range(src, bytes))))
+    return fail(cudaErrorInvalidValue);
+  if (bytes) memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind) {
+  std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
+  if (emu::capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
+  return copy_checked(dst, src, bytes, kind);
+}
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind,
+                            cudaStream_t stream) {
+  std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
+  cudaError_t e = cudaSuccess;
+  emu::enqueue(stream, [=, &e] { e = copy_checked(dst, src, bytes, kind); });
+  return e;
+}
+cudaError_t cudaMemset(void *p, int v, size_t bytes) {
+  std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
+  if (emu::capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
+  if (bytes && !emu::known_device_range(p, bytes)) return fail(cudaErrorInvalidValue);
+  memset(p, v, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void *p, int v, size_t bytes, cudaStream_t stream) {
+  std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
+  if (bytes && !emu::known_device_range(p, bytes)) return fail(cudaErrorInvalidValue);
+  return emu::enqueue(stream, [=] { memset(p, v, bytes); });
+}
+
+cudaError_t cudaDeviceSynchronize(void) {
+  std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
+  if (emu::capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
+  (void)flags;
+  *s = new CUstream_st();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  delete s;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
+  if ((s && s->cap.on) || emu::capture_forbids()) return fail(cudaErrorStreamCaptureUnsupported);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mode) {
+  std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
+  if (!s || s->cap.on) return fail(cudaErrorInvalidValue);
+  s->cap = emu::Capture{};
+  s->cap.on = true;
+  s->cap.global = mode == cudaStreamCaptureModeGlobal;
+  emu::g_capturing.push_back(s);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph) {
+  std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
+  if (!s || !s->cap.on) return fail(cudaErrorInvalidValue);
+  for (size_t i = 0; i < emu::g_capturing.size(); ++i)
+    if (emu::g_capturing[i] == s) emu::g_capturing.erase(emu::g_capturing.begin() + (long)i);
+  const bool broken = s->cap.broken;
+  std::vector<std::function<void()>> work = std::move(s->cap.work);
+  s->cap = emu::Capture{};
+  if (broken) {
+    *graph = nullptr;
+    return fail(cudaErrorStreamCaptureInvalidated);
+  }
+  *graph = new CUgraph_st{std::move(work)};
+  return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags) {
+  (void)flags;
+  if (!graph) return fail(cudaErrorInvalidValue);
+  *exec = new CUgraphExec_st{graph->work};
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
+  if (!exec) return fail(cudaErrorInvalidValue);
+  for (const auto &w : exec->work) emu::enqueue(stream, w);
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
+
+}  // extern "C"

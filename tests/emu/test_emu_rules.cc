@@ -1,0 +1,247 @@
+// The CPU emulator of CUDA itself (label cuda-emu): its intrinsics give CUDA's results, and a kernel
+// that breaks CUDA's rules (a barrier not reached by the whole block, a warp intrinsic with a bad mask,
+// a deadlock) aborts with a message instead of passing. Compiled like the emulated kernels: as C++
+// with cuda_emu.h force-included, so the kernels below are written exactly as for nvcc.
+#include <gtest/gtest.h>
+
+#include <stdlib.h>
+
+#include <vector>
+
+namespace {
+
+cudaError_t run(void (*k)(int *, int), unsigned blocks, unsigned threads, int *out, int arg) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(blocks);
+  cfg.blockDim = dim3(threads);
+  return cudaLaunchKernelEx(&cfg, k, out, arg);
+}
+
+std::vector<int> device_run(void (*k)(int *, int), unsigned blocks, unsigned threads, size_t n, int arg = 0) {
+  int *d = nullptr;
+  EXPECT_EQ(cudaMalloc(reinterpret_cast<void **>(&d), n * sizeof(int)), cudaSuccess);
+  EXPECT_EQ(cudaMemset(d, 0, n * sizeof(int)), cudaSuccess);
+  EXPECT_EQ(run(k, blocks, threads, d, arg), cudaSuccess);
+  std::vector<int> h(n);
+  EXPECT_EQ(cudaMemcpy(h.data(), d, n * sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
+  cudaFree(d);
+  return h;
+}
+
+/* ---- Kernels, written as for nvcc ---------------------------------------------------------------- */
+
+__global__ void k_warp_ops(int *out, int) {
+  const int lane = threadIdx.x & 31, t = threadIdx.x;
+  int s = lane + 1;
+  for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  int scan = lane + 1;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int v = __shfl_up_sync(0xffffffffu, scan, o);
+    if (lane >= o) scan += v;
+  }
+  const int bcast = __shfl_sync(0xffffffffu, lane * 10, 7);
+  const int seg = __shfl_sync(0xffffffffu, lane, 2, 8); /* lane 2 of each group of 8 */
+  const int down = __shfl_down_sync(0xffffffffu, lane, 3);
+  const unsigned ballot = __ballot_sync(0xffffffffu, lane % 3 == 0);
+  const int any = __any_sync(0xffffffffu, lane == 31), none = __any_sync(0xffffffffu, lane > 99);
+  const unsigned match = __match_any_sync(0xffffffffu, lane / 4);
+  out[t * 8 + 0] = s;
+  out[t * 8 + 1] = scan;
+  out[t * 8 + 2] = bcast;
+  out[t * 8 + 3] = seg;
+  out[t * 8 + 4] = down;
+  out[t * 8 + 5] = (int)ballot;
+  out[t * 8 + 6] = any * 2 + none;
+  out[t * 8 + 7] = (int)match;
+}
+
+__global__ void k_block_sum(int *out, int) {
+  __shared__ int part[8];
+  int v = (int)(blockIdx.x * 1000 + threadIdx.x);
+  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int s = 0;
+    for (unsigned w = 0; w < blockDim.x / 32; ++w) s += part[w];
+    out[blockIdx.x] = s;
+  }
+  __syncthreads(); /* part is reused by the next block only after every warp has read it */
+}
+
+/* The last block to finish writes how many blocks it saw finish before it (a cross-block protocol). */
+__global__ void k_last_block(int *out, int) {
+  __shared__ bool last;
+  if (threadIdx.x == 0) {
+    __threadfence();
+    last = atomicAdd(reinterpret_cast<unsigned *>(out), 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (last && threadIdx.x == 0) out[1] = (int)blockIdx.x + 1;
+}
+
+__global__ void k_half_barrier(int *out, int) {
+  if (threadIdx.x < 32) __syncthreads(); /* not reached by the whole block */
+  out[threadIdx.x] = 1;
+}
+
+__global__ void k_two_barriers(int *out, int) {
+  if (threadIdx.x < 32) {
+    __syncthreads();
+  } else {
+    __syncthreads();
+  }
+  out[threadIdx.x] = 1;
+}
+
+__global__ void k_early_exit(int *out, int) {
+  if (threadIdx.x >= 32) return;
+  __syncthreads(); /* the rest of the block has exited */
+  out[threadIdx.x] = 1;
+}
+
+__global__ void k_half_warp_shuffle(int *out, int) {
+  int v = (int)threadIdx.x;
+  if ((threadIdx.x & 31) < 16) v = __shfl_xor_sync(0xffffffffu, v, 1); /* the mask names lanes 16..31 */
+  out[threadIdx.x] = v;
+}
+
+__global__ void k_mask_leaves_caller(int *out, int) {
+  out[threadIdx.x] = __shfl_sync(0x0000ffffu, (int)threadIdx.x, 0); /* lanes 16..31 call it too */
+}
+
+__global__ void k_partial_masks(int *out, int) {
+  const int lane = threadIdx.x & 31;
+  const unsigned half = lane < 16 ? 0x0000ffffu : 0xffff0000u;
+  out[threadIdx.x] = __shfl_xor_sync(half, lane, 1) + (int)__ballot_sync(half, lane & 1);
+}
+
+/* ---- Cases ---------------------------------------------------------------------------------------- */
+
+TEST(CudaEmu, WarpIntrinsicsGiveCudasResults) {
+  const std::vector<int> h = device_run(k_warp_ops, 1, 64, 64 * 8);
+  for (int t = 0; t < 64; ++t) {
+    const int lane = t & 31;
+    const int *o = &h[(size_t)t * 8];
+    EXPECT_EQ(o[0], 528) << t;                                  /* 1 + .. + 32 */
+    EXPECT_EQ(o[1], (lane + 1) * (lane + 2) / 2) << t;          /* inclusive scan */
+    EXPECT_EQ(o[2], 70) << t;
+    EXPECT_EQ(o[3], (lane & ~7) + 2) << t;
+    EXPECT_EQ(o[4], lane + 3 < 32 ? lane + 3 : lane) << t;      /* past the end: its own value */
+    EXPECT_EQ((unsigned)o[5], 0x49249249u) << t;                /* lanes 0, 3, 6, .. 30 */
+    EXPECT_EQ(o[6], 2) << t;
+    EXPECT_EQ((unsigned)o[7], 0xfu << (lane & ~3)) << t;
+  }
+}
+
+TEST(CudaEmu, PartialMasksAreSeparateGroups) {
+  const std::vector<int> h = device_run(k_partial_masks, 1, 32, 32);
+  for (int lane = 0; lane < 32; ++lane) {
+    const unsigned half = lane < 16 ? 0x0000ffffu : 0xffff0000u;
+    EXPECT_EQ(h[lane], (lane ^ 1) + (int)(0xaaaaaaaau & half)) << lane;
+  }
+}
+
+TEST(CudaEmu, SharedMemoryAndBarriersPerBlock) {
+  const std::vector<int> h = device_run(k_block_sum, 3, 256, 3);
+  for (int b = 0; b < 3; ++b) EXPECT_EQ(h[b], 256 * 1000 * b + 255 * 256 / 2) << b;
+}
+
+TEST(CudaEmu, LastBlockProtocolInEitherOrder) {
+  const std::vector<int> fwd = device_run(k_last_block, 5, 64, 2);
+  EXPECT_EQ(fwd[0], 5);
+  EXPECT_EQ(fwd[1], 5); /* block 4 finishes last */
+  setenv("LMF_EMU_REVERSE", "1", 1);
+  const std::vector<int> rev = device_run(k_last_block, 5, 64, 2);
+  unsetenv("LMF_EMU_REVERSE");
+  EXPECT_EQ(rev[0], 5);
+  EXPECT_EQ(rev[1], 1); /* block 0 finishes last */
+}
+
+TEST(CudaEmu, BadLaunchConfigurationFails) {
+  int *d = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void **>(&d), 64), cudaSuccess);
+  EXPECT_EQ(run(k_block_sum, 1, 2048, d, 0), cudaErrorInvalidConfiguration);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  cudaFree(d);
+}
+
+TEST(CudaEmu, CaptureReplaysAndRefusesUnsafeCalls) {
+  int *d = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void **>(&d), 3 * sizeof(int)), cudaSuccess);
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaMemset(d, 0, 3 * sizeof(int)), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(3);
+  cfg.blockDim = dim3(64);
+  cfg.stream = s;
+  ASSERT_EQ(cudaMemsetAsync(d, 0xff, 3 * sizeof(int), s), cudaSuccess);
+  ASSERT_EQ(cudaLaunchKernelEx(&cfg, k_block_sum, d, 0), cudaSuccess);
+  cudaGraph_t g = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(s, &g), cudaSuccess);
+  int h[3] = {-1, -1, -1};
+  ASSERT_EQ(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(h[0], 0); /* the memset and the kernel were captured, not run */
+  cudaGraphExec_t ge = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&ge, g, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(ge, s), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(h[2], 64 * 1000 * 2 + 63 * 64 / 2);
+  /* A synchronous copy during a global capture breaks it. */
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost), cudaErrorStreamCaptureUnsupported);
+  cudaGraph_t broken = nullptr;
+  EXPECT_EQ(cudaStreamEndCapture(s, &broken), cudaErrorStreamCaptureInvalidated);
+  EXPECT_EQ(broken, nullptr);
+  (void)cudaGetLastError();
+  cudaGraphExecDestroy(ge);
+  cudaGraphDestroy(g);
+  cudaStreamDestroy(s);
+  cudaFree(d);
+}
+
+TEST(CudaEmu, CopiesOutsideAnAllocationFail) {
+  int *d = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void **>(&d), 16), cudaSuccess);
+  int h[8] = {0};
+  EXPECT_EQ(cudaMemcpy(h, d, 32, cudaMemcpyDeviceToHost), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaMemcpy(d + 2, h, 16, cudaMemcpyHostToDevice), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaMemcpy(d, h, 16, cudaMemcpyHostToDevice), cudaSuccess);
+  (void)cudaGetLastError();
+  cudaFree(d);
+}
+
+using CudaEmuDeathTest = ::testing::Test;
+
+TEST(CudaEmuDeathTest, BarrierNotReachedByTheBlock) {
+  EXPECT_DEATH(device_run(k_half_barrier, 1, 64, 64), "some threads of the block exited");
+}
+
+TEST(CudaEmuDeathTest, BarriersAtDifferentLines) {
+  EXPECT_DEATH(device_run(k_two_barriers, 1, 64, 64), "different __syncthreads");
+}
+
+TEST(CudaEmuDeathTest, BarrierAfterPartOfTheBlockExited) {
+  EXPECT_DEATH(device_run(k_early_exit, 1, 64, 64), "some threads of the block exited");
+}
+
+TEST(CudaEmuDeathTest, ShuffleWithAbsentLanes) {
+  EXPECT_DEATH(device_run(k_half_warp_shuffle, 1, 32, 32), "exited lane|deadlock");
+}
+
+TEST(CudaEmuDeathTest, MaskLeavingOutTheCaller) {
+  EXPECT_DEATH(device_run(k_mask_leaves_caller, 1, 32, 32), "mask leaves it out");
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+__global__ void k_write_past(int *out, int n) { out[n - 16 + (int)threadIdx.x] = 1; }
+
+TEST(CudaEmuDeathTest, OutOfBoundsWriteUnderAsan) {
+  EXPECT_DEATH(device_run(k_write_past, 1, 32, 16, 16), "heap-buffer-overflow");
+}
+#endif
+
+}  // namespace
