@@ -396,6 +396,7 @@ namespace {
 cudaError_t g_sticky = cudaSuccess; /* the last error, as cudaGetLastError returns and clears it */
 std::vector<cudaStream_t> g_capturing;
 std::map<uintptr_t, size_t> g_allocs; /* device allocations: base -> bytes */
+unsigned long long g_launches;          /* kernels run (a replayed graph's count each time) */
 
 cudaError_t fail(cudaError_t e) {
   g_sticky = e;
@@ -474,6 +475,7 @@ cudaError_t launch(const char *name, dim3 grid, dim3 block, size_t dynamic_smem,
     g.grid = grid;
     g.block = block;
     g.th.resize(nthreads);
+    ++g_launches;
     Grid *outer = g_run;
     if (outer) die("a kernel launched from inside a kernel");
     g_run = &g;
@@ -503,6 +505,12 @@ dim3 blockDim, gridDim;
 /* ---- The cudart API ----------------------------------------------------------------------------- */
 
 extern "C" {
+
+/* For tests/emu/test_emu_launches.cc: the kernels run so far. */
+unsigned long long lmf_emu_launches(void) {
+  std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
+  return emu::g_launches;
+}
 
 cudaError_t cudaGetLastError(void) {
   const cudaError_t e = emu::g_sticky;

@@ -1,0 +1,77 @@
+// How many kernels one decoding step launches (label cuda-emu): the launch count is what a B = 1 step
+// pays on a device (each launch costs microseconds), so the plans docs/logits.md describes are pinned
+// here, counted by the CPU emulator of CUDA. B = 1, V = 128256, K = 3, T 0.8, top-p 0.9 (the bench's
+// step), no log-prob rows; tokens only, or with each row's LSE and the token's log-prob.
+#include <gtest/gtest.h>
+
+#include <stdlib.h>
+
+#include <vector>
+
+#include "lg_common.h"
+#include "lmf_test_util.h"
+
+extern "C" unsigned long long lmf_emu_launches(void);
+
+namespace {
+
+/* Kernel launches of one lmf_logits_combine call (the copies around it launch none). */
+unsigned long long launches_per_step(bool list_mode, bool with_lse) {
+  if (list_mode) setenv("LMF_LOGITS_LIST", "1", 1);
+  else unsetenv("LMF_LOGITS_LIST");
+  const int32_t B = 1, V = 128256;
+  lmf_context_t *ctx = lt_context(LMF_BACKEND_CUDA, 0);
+  EXPECT_NE(ctx, nullptr);
+  std::vector<float> z((size_t)B * V);
+  uint64_t s = 5;
+  lg_models ms;
+  lg_models_init(&ms);
+  static const int32_t dtypes[3] = {LMF_DTYPE_BF16, LMF_DTYPE_F16, LMF_DTYPE_F32};
+  static const float coeff[3] = {1.0f, 1.0f, -1.0f};
+  for (int k = 0; k < 3; ++k) {
+    for (float &v : z) v = (float)(2.0 * lt_normal(&s));
+    lg_models_add(&ms, dtypes[k], z.data(), B, V, coeff[k]);
+  }
+  lmf_logits_params_t p;
+  lg_params(&p, B);
+  p.temperature = 0.8f;
+  p.top_p = 0.9f;
+  const uint64_t seed = 11;
+  p.seeds = &seed;
+  lg_out out;
+  EXPECT_TRUE(lg_out_alloc(&out, B, V, V, 0));
+  out.o.logprobs = nullptr;
+  if (!with_lse) out.o.lse = out.o.token_logprob = nullptr;
+  const unsigned long long before = lmf_emu_launches();
+  EXPECT_EQ(lg_combine(ctx, ms.m, ms.K, &p, &out), LMF_OK);
+  const unsigned long long n = lmf_emu_launches() - before;
+  lg_out_free(&out);
+  lg_models_free(&ms);
+  lmf_context_destroy(ctx);
+  unsetenv("LMF_LOGITS_LIST");
+  return n;
+}
+
+int sms() {
+  const char *e = getenv("LMF_EMU_SMS");
+  return e ? atoi(e) : 4;
+}
+
+/* Without list mode: init, combine, merge, 4 x (histogram, merge) and the tie pass and cut for
+ * top-p, sample, outputs; the LSE adds its pass and merge. */
+TEST(LogitsCudaEmu, LaunchesPerStepSeparateKernels) {
+  EXPECT_EQ(launches_per_step(false, false), 15ull);
+  EXPECT_EQ(launches_per_step(false, true), 17ull);
+}
+
+/* List mode. At one chunk per block (132 SMs): init, combine (merge folded in), window (the last
+ * block of the row does the list cut, the LSE, the sample and the outputs). At 4 chunks per block
+ * (4 SMs): the combine pass fills the lists, so init, combine, merge, list cut of the combine's lists,
+ * the second combine pass of the rows it leaves (window classification), window, list cut. */
+TEST(LogitsCudaEmu, LaunchesPerStepListMode) {
+  const unsigned long long want = sms() >= 32 ? 3ull : 7ull;
+  EXPECT_EQ(launches_per_step(true, false), want) << "LMF_EMU_SMS " << sms();
+  EXPECT_EQ(launches_per_step(true, true), want) << "LMF_EMU_SMS " << sms();
+}
+
+}  // namespace
