@@ -6,7 +6,7 @@
  *
  * Also the cudart calls the library and its tests make (memory, streams, capture into graphs,
  * attributes), as host memory and immediate execution: one device of LMF_EMU_SMS multiprocessors
- * (default 4), compute capability 8.0. LMF_EMU_REVERSE=1 runs each grid's blocks last first. Calls
+ * (default 4), compute capability 8.0. LMF_EMU_REVERSE=1 runs blocks and threads last first. Calls
  * that would break a global-mode stream capture on a device (cudaMalloc, cudaMemcpy, synchronisation)
  * break it here too. */
 #include <cuda_runtime_api.h>
@@ -115,6 +115,7 @@ struct Grid {
   std::vector<unsigned> ready, at_warp, done; /* per warp: its lanes in each state */
   Fiber *cur = nullptr;
   Context sched; /* the launching thread's own stack */
+  bool reverse = false; /* LMF_EMU_REVERSE: blocks and threads last first */
 };
 
 Grid *g_run;          /* the launch being executed */
@@ -262,23 +263,39 @@ bool try_group(Grid &g, int wi, int lane) {
   return true;
 }
 
-/* Leaves the current fiber (blocked or exited) for the next ready lane of its warp (wrapping round),
- * then for the next warp with a ready lane, then for the scheduler at the end of the round. Warp by
+/* The ready thread to run after thread i (-1: at the start of a round): the next ready lane of i's warp
+ * (wrapping round), else the first ready lane of the next warp with one; -1 if none. In thread order,
+ * or in reverse with LMF_EMU_REVERSE=1, which flips which side of a missing barrier runs first. Warp by
  * warp keeps 32 stacks in cache; lanes become ready only through their own warp or the scheduler. */
-void switch_on() {
-  Grid &g = *g_run;
-  Fiber *const from = g.cur, *const base = g.th.data();
-  const int i = (int)(from - base), nw = (int)g.ready.size();
-  int wi = i >> 5;
-  Fiber *next = nullptr;
-  const unsigned after = g.ready[wi] & ~((2u << (i & 31)) - 1u);
-  if (after) {
-    next = base + wi * 32 + __builtin_ctz(after);
-  } else {
+int next_ready(const Grid &g, int i) {
+  const int nw = (int)g.ready.size();
+  if (!g.reverse) {
+    int wi = i < 0 ? 0 : i >> 5;
+    if (i >= 0) {
+      const unsigned after = g.ready[wi] & ~((2u << (i & 31)) - 1u);
+      if (after) return wi * 32 + __builtin_ctz(after);
+    }
     for (; wi < nw && !g.ready[wi]; ++wi) {
     }
-    if (wi < nw) next = base + wi * 32 + __builtin_ctz(g.ready[wi]);
+    return wi < nw ? wi * 32 + __builtin_ctz(g.ready[wi]) : -1;
   }
+  int wi = i < 0 ? nw - 1 : i >> 5;
+  if (i >= 0) {
+    const unsigned before = g.ready[wi] & ((1u << (i & 31)) - 1u);
+    if (before) return wi * 32 + 31 - __builtin_clz(before);
+  }
+  for (; wi >= 0 && !g.ready[wi]; --wi) {
+  }
+  return wi >= 0 ? wi * 32 + 31 - __builtin_clz(g.ready[wi]) : -1;
+}
+
+/* Leaves the current fiber (blocked or exited) for the next ready one, or for the scheduler at the
+ * end of the round. */
+void switch_on() {
+  Grid &g = *g_run;
+  Fiber *const from = g.cur;
+  const int k = next_ready(g, (int)(from - g.th.data()));
+  Fiber *const next = k < 0 ? nullptr : &g.th[k];
   if (next == from) return;
   g.cur = next;
   if (next) threadIdx = next->tid;
@@ -327,10 +344,9 @@ void run_block() {
         g.ready[i >> 5] |= 1u << (i & 31);
       }
   for (;;) {
-    int wi = 0;
-    while (wi < nw && !g.ready[wi]) ++wi;
-    if (wi < nw) { /* a round: warp by warp, each to where it waits (switch_on) */
-      g.cur = &g.th[wi * 32 + __builtin_ctz(g.ready[wi])];
+    const int first = next_ready(g, -1);
+    if (first >= 0) { /* a round: warp by warp, each to where it waits (switch_on) */
+      g.cur = &g.th[first];
       threadIdx = g.cur->tid;
       transfer(&g.sched, &g.cur->ctx, &g.sched.sp);
       continue;
@@ -482,9 +498,10 @@ cudaError_t launch(const char *name, dim3 grid, dim3 block, size_t dynamic_smem,
     gridDim = grid;
     blockDim = block;
     /* In order, or last block first (LMF_EMU_REVERSE=1): a protocol between blocks ("the last block
-     * of a row to finish merges") must not depend on which block that is. */
+     * of a row to finish merges") must not depend on which block that is. The threads of a block then
+     * run last first too (next_ready). */
     const uint64_t nblocks = (uint64_t)grid.x * grid.y * grid.z;
-    const bool reverse = reverse_order();
+    const bool reverse = g.reverse = reverse_order();
     for (uint64_t b = 0; b < nblocks; ++b) {
       const uint64_t k = reverse ? nblocks - 1 - b : b;
       g.bidx = blockIdx = make_uint3((unsigned)(k % grid.x), (unsigned)(k / grid.x % grid.y),

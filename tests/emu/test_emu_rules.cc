@@ -80,6 +80,15 @@ __global__ void k_last_block(int *out, int) {
   if (last && threadIdx.x == 0) out[1] = (int)blockIdx.x + 1;
 }
 
+/* A race: thread 0 writes `flag`, the others read it with no barrier between. */
+__global__ void k_missing_barrier(int *out, int) {
+  __shared__ int flag;
+  if (threadIdx.x == 0) flag = 7;
+  out[threadIdx.x] = flag;
+  __syncthreads();
+  if (threadIdx.x == 0) flag = 0;
+}
+
 __global__ void k_half_barrier(int *out, int) {
   if (threadIdx.x < 32) __syncthreads(); /* not reached by the whole block */
   out[threadIdx.x] = 1;
@@ -156,6 +165,16 @@ TEST(CudaEmu, LastBlockProtocolInEitherOrder) {
   unsetenv("LMF_EMU_REVERSE");
   EXPECT_EQ(rev[0], 5);
   EXPECT_EQ(rev[1], 1); /* block 0 finishes last */
+}
+
+TEST(CudaEmu, ReverseOrderFlipsAMissingBarrier) {
+  const std::vector<int> fwd = device_run(k_missing_barrier, 1, 64, 64);
+  setenv("LMF_EMU_REVERSE", "1", 1);
+  const std::vector<int> rev = device_run(k_missing_barrier, 1, 64, 64);
+  unsetenv("LMF_EMU_REVERSE");
+  EXPECT_EQ(fwd[63], 7); /* thread 0 ran first */
+  EXPECT_EQ(rev[63], 0); /* thread 63 ran first: the race shows as a different result */
+  EXPECT_EQ(rev[0], 7);
 }
 
 TEST(CudaEmu, BadLaunchConfigurationFails) {
