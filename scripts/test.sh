@@ -25,7 +25,7 @@ if command -v nvcc > /dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then emu=ON; 
 run cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLMF_CUDA=OFF -DLMF_SANITIZE=ON \
   -DLMF_BUILD_BENCH=OFF -DLMF_CUDA_EMU=$emu
 run cmake --build build-asan -j"$jobs"
-# The emulated cases (3x slower here) but the reverse-block-order run and the graph case at 4 SMs.
+# The emulated cases too (3x slower here), but not the reverse-order entries nor the graph case at 4 SMs.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run ctest --test-dir build-asan --output-on-failure -j"$jobs" -L 'cpu|cuda-emu' -LE python \
   -E 'reverse|GraphReplayMatchesCpu\.sms4'
