@@ -126,48 +126,22 @@ static inline T emu_shfl(::emu::WarpOp op, unsigned mask, T v, const char *site,
 #define __match_any_sync(m, v) ((unsigned)::emu::warp_op(::emu::W_MATCH_ANY, (m), ::emu::bits_of(v), 0, 32, EMU_SITE))
 
 /* Memory: one OS thread runs every fiber, so plain reads and writes are the atomics and the fences. */
-template <class T, class U>
-static inline T atomicAdd(T *p, U v) {
-  const T old = *p;
-  *p = (T)(old + (T)v);
-  return old;
-}
-template <class T, class U>
-static inline T atomicSub(T *p, U v) {
-  const T old = *p;
-  *p = (T)(old - (T)v);
-  return old;
-}
-template <class T, class U>
-static inline T atomicExch(T *p, U v) {
-  const T old = *p;
-  *p = (T)v;
-  return old;
-}
-template <class T, class U>
-static inline T atomicMax(T *p, U v) {
-  const T old = *p;
-  if ((T)v > old) *p = (T)v;
-  return old;
-}
-template <class T, class U>
-static inline T atomicMin(T *p, U v) {
-  const T old = *p;
-  if ((T)v < old) *p = (T)v;
-  return old;
-}
-template <class T, class U>
-static inline T atomicOr(T *p, U v) {
-  const T old = *p;
-  *p = (T)(old | (T)v);
-  return old;
-}
-template <class T, class U>
-static inline T atomicAnd(T *p, U v) {
-  const T old = *p;
-  *p = (T)(old & (T)v);
-  return old;
-}
+/* atomicX(p, v): *p becomes NEW (of old and v, v converted to *p's type); returns old. */
+#define EMU_ATOMIC(name, NEW)                \
+  template <class T, class U>                \
+  static inline T name(T *p, U v_) {         \
+    const T old = *p, v = (T)v_;             \
+    *p = (T)(NEW);                           \
+    return old;                              \
+  }
+EMU_ATOMIC(atomicAdd, old + v)
+EMU_ATOMIC(atomicSub, old - v)
+EMU_ATOMIC(atomicExch, v)
+EMU_ATOMIC(atomicMax, v > old ? v : old)
+EMU_ATOMIC(atomicMin, v < old ? v : old)
+EMU_ATOMIC(atomicOr, old | v)
+EMU_ATOMIC(atomicAnd, old & v)
+#undef EMU_ATOMIC
 template <class T, class U, class W>
 static inline T atomicCAS(T *p, U cmp, W v) {
   const T old = *p;

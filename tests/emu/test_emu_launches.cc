@@ -21,7 +21,10 @@ unsigned long long launches_per_step(bool list_mode, bool with_lse) {
   else unsetenv("LMF_LOGITS_LIST");
   const int32_t B = 1, V = 128256;
   lmf_context_t *ctx = lt_context(LMF_BACKEND_CUDA, 0);
-  EXPECT_NE(ctx, nullptr);
+  if (!ctx) {
+    ADD_FAILURE() << "no emulated CUDA context";
+    return 0;
+  }
   std::vector<float> z((size_t)B * V);
   uint64_t s = 5;
   lg_models ms;
