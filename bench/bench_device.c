@@ -228,6 +228,25 @@ static void copy_once(void *p) {
   }
 }
 
+void bdev_busy(bench_dev *d, int ms) {
+#if defined(LMF_HAVE_CUDA)
+  if (!d->cuda || ms <= 0) return;
+  const size_t bytes = (size_t)64 << 20;
+  copy_arg c = {d, bdev_alloc(d, bytes), bdev_alloc(d, bytes), bytes};
+  CK(cudaMemsetAsync((void *)c.src, 0, bytes, (cudaStream_t)d->stream));
+  const double t0 = bench_now_ms();
+  while (bench_now_ms() - t0 < (double)ms) {
+    for (int i = 0; i < 8; ++i) copy_once(&c);
+    bdev_sync(d);
+  }
+  bdev_free(d, c.dst);
+  bdev_free(d, (void *)c.src);
+#else
+  (void)d;
+  (void)ms;
+#endif
+}
+
 double bdev_copy_gbs(bench_dev *d, size_t bytes, int warmup, int repeats) {
   copy_arg c = {d, bdev_alloc(d, bytes), bdev_alloc(d, bytes), bytes};
   /* Touch both buffers so the copy measures memory, not page faults. */

@@ -29,6 +29,11 @@ double bdev_time_ms(bench_dev *d, void (*fn)(void *), void *arg, int warmup, int
  * sees it. NAN on the CPU or where the capture fails (the reason goes to stderr). */
 double bdev_time_graph_ms(bench_dev *d, void (*fn)(void *), void *arg, int warmup, int repeats);
 
+/* Keeps the GPU busy with device-to-device copies for about `ms` milliseconds (no-op on the CPU or for
+ * ms <= 0): a step timed right after runs at the clock a decoding loop's forward pass leaves the card
+ * at, not at the clock of an idle card. */
+void bdev_busy(bench_dev *d, int ms);
+
 /* Bandwidth of a plain copy of `bytes` on the device, counting bytes read plus bytes written (GB/s). */
 double bdev_copy_gbs(bench_dev *d, size_t bytes, int warmup, int repeats);
 

@@ -17,6 +17,7 @@ typedef struct bench_opts {
   int quick;       /* 1: only the sizes the issues' bars name (logits) */
   int only_batch;  /* logits: only this B (0: the sweep's) */
   int only_vocab;  /* logits: only this V (0: the sweep's) */
+  int busy_ms;     /* logits, GPU: keep the card busy this long before timing each case (bdev_busy) */
 } bench_opts;
 
 double bench_now_ms(void);

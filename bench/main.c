@@ -19,11 +19,13 @@ static void usage(FILE *f) {
           "  --threads N               CPU threads (default: OpenMP's)\n"
           "  --no-peer                 skip the same-run PyTorch peers\n"
           "  --quick                   logits: only the bars' sizes (B 1 and 256, V 32000 and 128256)\n"
-          "  --batch B, --vocab V      logits: only this batch size / vocabulary (any value >= 1)\n");
+          "  --batch B, --vocab V      logits: only this batch size / vocabulary (any value >= 1)\n"
+          "  --busy-ms N               logits, GPU: keep the card busy N ms before timing each case\n"
+          "                            (its clock then is a decoding loop's, not an idle card's)\n");
 }
 
 int main(int argc, char **argv) {
-  bench_opts o = {100000000, 100, 0, 1, 1, LMF_BACKEND_AUTO, 0, 0, 0, 0};
+  bench_opts o = {100000000, 100, 0, 1, 1, LMF_BACKEND_AUTO, 0, 0, 0, 0, 0};
   const char *family = "all";
   for (int i = 1; i < argc; ++i) {
     const char *a = argv[i];
@@ -50,6 +52,8 @@ int main(int argc, char **argv) {
       o.only_batch = atoi(v) > 0 ? atoi(v) : -1, ++i;
     } else if (!strcmp(a, "--vocab")) {
       o.only_vocab = atoi(v) > 0 ? atoi(v) : -1, ++i;
+    } else if (!strcmp(a, "--busy-ms")) {
+      o.busy_ms = atoi(v), ++i;
     } else if (!strcmp(a, "--threads")) {
       o.threads = atoi(v), ++i;
     } else if (!strcmp(a, "--backend")) {

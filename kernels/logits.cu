@@ -15,6 +15,10 @@
  * fixed sequence of kernels chosen from the job's options only (no host sync, no allocation, no
  * copies); each kernel skips the rows its step does not concern (per-row state in the workspace).
  *
+ * With LMF_LOGITS_COOP=1, small batches whose job allows it take one cooperative launch instead
+ * (k_coop, logits_coop.cuh: the same bodies and partials, grid-wide barriers for the launch
+ * boundaries, y kept in registers).
+ *
  * Kernels, in launch order (each "chunk" kernel is followed by its merge):
  *   init (warp / row)          T, seeds, coefficients / tau, row_index, GeDi state: first statuses
  *   sparse fill + scatter      sparse rows -> a dense fp32 row per (model, output row) in the
@@ -190,6 +194,7 @@ struct CPart {
   int32_t cnt;
   int32_t bad;
   double osum;
+  float ybest; /* k_coop: y of the chunk's best Gumbel key */
 };
 
 struct SPart {
@@ -235,6 +240,10 @@ struct KP {
                     * (k_window<true>) */
   int32_t lcap;   /* list mode: entries per class list, min(V, kSupCap) (a class never holds more) */
   uint2 *cand;    /* list mode: per row kClasses lists of lcap (y bits, id) */
+  struct CoopRow *coop;     /* k_coop: per row its histogram (logits_coop.cuh) */
+  uint2 *gath;              /* k_coop: per row kListCap (y bits, id) of the crossing bin */
+  unsigned *coop_fallback;  /* k_coop: some row's crossing bin is too large for the list */
+  int32_t coop_profile;     /* k_coop: LMF_LOGITS_COOP_PROFILE=1, print block 0's phase times */
 };
 static_assert(sizeof(KP) <= 4000, "kernel parameters must fit the 4 KiB limit");
 
@@ -645,14 +654,9 @@ __device__ __forceinline__ void load_strided(const float *chunk, int64_t c, int6
 
 /* ---- Init ----------------------------------------------------------------------------------------- */
 
-/* One warp per row: the row's scalars and first status; zeroes its accumulators and histogram. */
-__device__ void b_init(const KP &p, int64_t row) {
-  const int lane = lane_id();
-  U128 *h = p.hist + row * kBins;
-  for (int i = lane; i < kBins; i += 32) h[i] = u128(0ull, 0ull);
-  if (lane != 0) return;
+/* The row's scalars and first status into R, its accumulators zeroed (one thread). */
+__device__ void init_row(const KP &p, int64_t row, Row &R) {
   const lmf_lg_job &j = p.job;
-  Row &R = p.rows[row];
   const bool verify = j.mode == LMF_LG_MODE_VERIFY;
   uint32_t flags = 0;
   const float T = j.temperature_rows ? j.temperature_rows[row] : j.temperature;
@@ -752,6 +756,14 @@ __device__ void b_init(const KP &p, int64_t row) {
   R.total = 0.0;
   R.flo = R.target = R.acc = u128(0ull, 0ull);
   R.best = 0ull;
+}
+
+/* One warp per row: the row's state (init_row) and its histogram zeroed. */
+__device__ void b_init(const KP &p, int64_t row) {
+  const int lane = lane_id();
+  U128 *h = p.hist + row * kBins;
+  for (int i = lane; i < kBins; i += 32) h[i] = u128(0ull, 0ull);
+  if (lane == 0) init_row(p, row, p.rows[row]);
 }
 
 /* ---- Sparse rows ---------------------------------------------------------------------------------- */
@@ -1169,6 +1181,57 @@ __device__ void combine_done(const KP &p, int64_t row) {
   }
 }
 
+/* s(v .. v + 7) of the models combined in this row (Row::comb), in model order: the coefficient
+ * fold; bad |= a NaN / +inf among them. 0 when no model is combined. */
+__device__ __forceinline__ void sum_models(const KP &p, const Row &R, int64_t row, int64_t v, float y[kPer],
+                                           int *bad) {
+  const uint32_t comb = R.comb;
+  bool first = true;
+  for (int k = 0; k < p.job.num_models; ++k) {
+    if (!((comb >> k) & 1u)) continue;
+    const MV mv = make_mv(p, R, k, row);
+    const float wk = R.w[k];
+    float x[kPer];
+    load8(mv, v, x);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      *bad |= lmf_lg_is_bad(x[q]);
+      y[q] = lmf_lg_term(first ? 0.0f : y[q], wk, x[q]);
+    }
+    first = false;
+  }
+  if (first) {
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) y[q] = 0.0f;
+  }
+}
+
+/* The last steps of y(v .. v + 7) after the masks: the bias row, / T, -inf past the row; bad |= a NaN /
+ * +inf in the bias or in the result. */
+__device__ __forceinline__ void bias_and_T(const KP &p, int64_t row, int64_t v, float Tdiv, float y[kPer],
+                                           int *bad) {
+  const int64_t V = p.job.vocab_out;
+  if (p.job.bias) {
+    const MV mb = bias_mv(p, row);
+    float b[kPer];
+    load8(mb, v, b);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      *bad |= lmf_lg_is_bad(b[q]);
+      y[q] = lmf_lg_term(y[q], 1.0f, b[q]);
+    }
+  }
+  if (Tdiv != 1.0f) {
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) y[q] = LMF_FDIV(y[q], Tdiv);
+  }
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) {
+    if (v + q >= V) y[q] = ninf(); /* past the row */
+    *bad |= lmf_lg_is_bad(y[q]);
+  }
+}
+
 /* What a combine pass does besides s(v): CM_SUP also fills list mode's candidate lists (KP::lstream;
  * the separate kernels only) and leaves Y unwritten where Row::ymiss. For the rows whose combine lists
  * could not decide their cut (Row::ymiss 2), the same arithmetic once more: CM_RECWIN does the window
@@ -1262,24 +1325,7 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
 #pragma unroll
         for (int q = 0; q < kPer; ++q) d[q] = 0.0f;
       }
-      bool first = true;
-      for (int k = 0; k < K; ++k) {
-        if (!((comb >> k) & 1u)) continue;
-        const MV mv = make_mv(p, R, k, row);
-        const float wk = R.w[k];
-        float x[kPer];
-        load8(mv, v, x);
-#pragma unroll
-        for (int q = 0; q < kPer; ++q) {
-          bad |= lmf_lg_is_bad(x[q]);
-          y[q] = lmf_lg_term(first ? 0.0f : y[q], wk, x[q]);
-        }
-        first = false;
-      }
-      if (first) {
-#pragma unroll
-        for (int q = 0; q < kPer; ++q) y[q] = 0.0f;
-      }
+      sum_models(p, R, row, v, y, &bad);
       if (plaus) {
         const MV mv = make_mv(p, R, j.plaus_model, row);
         float x[kPer];
@@ -1299,25 +1345,7 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
 #pragma unroll
         for (int q = 0; q < kPer; ++q) y[q] = lmf_lg_term(y[q], j.gedi_omega, d[q]);
       }
-      if (j.bias) {
-        const MV mb = bias_mv(p, row);
-        float b[kPer];
-        load8(mb, v, b);
-#pragma unroll
-        for (int q = 0; q < kPer; ++q) {
-          bad |= lmf_lg_is_bad(b[q]);
-          y[q] = lmf_lg_term(y[q], 1.0f, b[q]);
-        }
-      }
-      if (Tdiv != 1.0f) {
-#pragma unroll
-        for (int q = 0; q < kPer; ++q) y[q] = LMF_FDIV(y[q], Tdiv);
-      }
-#pragma unroll
-      for (int q = 0; q < kPer; ++q) {
-        if (id[q] >= V) y[q] = ninf(); /* past the row */
-        bad |= lmf_lg_is_bad(y[q]);
-      }
+      bias_and_T(p, row, v, Tdiv, y, &bad);
       if (p.need_y && MODE != CM_RECWIN && !(MODE == CM_SUP && R.ymiss)) store8_f32(Yr + v, y);
       if (w.ysm) store8_f32(w.ysm + ((c - w.first) / w.step) * kChunk + (int64_t)threadIdx.x * kPer, y);
     } else {
@@ -1382,11 +1410,18 @@ __device__ void b_temp(const KP &p, const Part &w) {
 
 /* One warp per row: merges the combine (level 0) or temperature (level 1) partials in chunk order as
  * the CPU's max_merge; statuses; the row's next step. */
-__device__ void b_cmerge(const KP &p, int64_t row, int level) {
-  Row &R = p.rows[row];
-  if (R.status != LMF_ROW_OK) return;
-  const lmf_lg_job &j = p.job;
-  const bool temp = level != 0;
+/* A combine (or GeDi temperature) merge's result: the row's status, max, argmax, finite count and
+ * (combine, want_sum) total. */
+struct CMerge {
+  int32_t st, yarg;
+  float ymax;
+  long long cnt;
+  double total;
+};
+
+/* Merges the row's chunk partials in chunk order with online (max, sum) rescaling, as the CPU's
+ * merge_step; one warp, every lane gets the result (the same bits in every warp that calls it). */
+__device__ CMerge cmerge_calc(const KP &p, int64_t row, const Row &R, bool temp) {
   const CPart *P = p.cpart + row * p.nchunks;
   int64_t c0, c1;
   lane_range(p.nchunks, &c0, &c1);
@@ -1406,40 +1441,54 @@ __device__ void b_cmerge(const KP &p, int64_t row, int level) {
   }
   bad = (int)warp_reduce_ll<OP_MAX>(bad);
   cnt = warp_reduce_ll<OP_SUM>(cnt);
-  float Mall = ninf();
-  int32_t aall = 0;
+  CMerge r;
+  r.ymax = ninf();
+  r.yarg = 0;
   for (int i = 0; i < 32; ++i) {
     const float o = __shfl_sync(kFull, M, i);
     const int32_t a = __shfl_sync(kFull, arg, i);
-    if (o > Mall) {
-      Mall = o;
-      aall = a;
+    if (o > r.ymax) {
+      r.ymax = o;
+      r.yarg = a;
     }
   }
-  int st = LMF_ROW_OK;
-  if (bad) st = LMF_ROW_NONFINITE;
-  else if (cnt == 0) st = LMF_ROW_ALL_MASKED;
-  else if ((temp || R.fuse_T) && !lmf_isfinite_f32(Mall)) st = LMF_ROW_NONFINITE;
-  double total = 0.0;
-  if (st == LMF_ROW_OK && !temp && R.want_sum) {
+  r.cnt = cnt;
+  r.st = LMF_ROW_OK;
+  if (bad) r.st = LMF_ROW_NONFINITE;
+  else if (cnt == 0) r.st = LMF_ROW_ALL_MASKED;
+  else if ((temp || R.fuse_T) && !lmf_isfinite_f32(r.ymax)) r.st = LMF_ROW_NONFINITE;
+  r.total = 0.0;
+  if (r.st == LMF_ROW_OK && !temp && R.want_sum) {
     double S = 0.0;
     for (int64_t c = c0; c < c1; ++c) {
       const float m = __ldcg(&P[c].max);
-      if (!lmf_lg_is_ninf(m)) S += __ldcg(&P[c].osum) * exp((double)m - (double)Mall);
+      if (!lmf_lg_is_ninf(m)) S += __ldcg(&P[c].osum) * exp((double)m - (double)r.ymax);
     }
-    for (int i = 0; i < 32; ++i) total += __shfl_sync(kFull, S, i);
+    for (int i = 0; i < 32; ++i) r.total += __shfl_sync(kFull, S, i);
   }
-  if (lane_id() != 0) return;
-  if (st != LMF_ROW_OK) {
-    R.status = st;
+  return r;
+}
+
+/* The merge's result into the row's state and its next step (one thread). */
+__device__ void cmerge_apply(const lmf_lg_job &j, Row &R, const CMerge &m, bool temp) {
+  if (m.st != LMF_ROW_OK) {
+    R.status = m.st;
     return;
   }
-  R.ymax = Mall;
-  R.yarg = aall;
-  R.nfin = cnt;
-  if (!temp) R.total = total;
+  R.ymax = m.ymax;
+  R.yarg = m.yarg;
+  R.nfin = m.cnt;
+  if (!temp) R.total = m.total;
   if (!temp && j.gedi_pos_model >= 0 && j.gedi_filter_p > 0.0f) R.search = SK_GF;
   else after_temp(j, R);
+}
+
+__device__ void b_cmerge(const KP &p, int64_t row, int level) {
+  Row &R = p.rows[row];
+  if (R.status != LMF_ROW_OK) return;
+  const bool temp = level != 0;
+  const CMerge m = cmerge_calc(p, row, R, temp);
+  if (lane_id() == 0) cmerge_apply(p.job, R, m, temp);
 }
 
 /* ---- Cut searches ------------------------------------------------------------------------------- */
@@ -1494,15 +1543,19 @@ __device__ __forceinline__ void hist_add(unsigned long long *wlo, unsigned long 
   if (h) atomicAdd(&whi[bin], h);
 }
 
-/* Adds each lane's (bin, mass) to the warp's private histogram. When the active lanes share a few bins
- * (the first digit: the exponent), one leader per bin adds the warp sum of its peers, which avoids
- * 32-way conflicts on one address; otherwise each lane adds its own. */
+/* Adds each lane's (bin, mass) to the warp's private histogram (and 1 to cnt[bin] where cnt is
+ * given). When the active lanes share a few bins (the first digit: the exponent), one leader per bin
+ * adds the warp sum of its peers, which avoids 32-way conflicts on one address; otherwise each lane
+ * adds its own. */
 __device__ __forceinline__ void warp_hist_add(unsigned long long *wlo, unsigned long long *whi, bool e,
-                                              uint32_t bin, U128 fx) {
-  const unsigned peers = __match_any_sync(kFull, e ? bin : 0xffffffffu); /* bins are < 256 */
+                                              uint32_t bin, U128 fx, unsigned *cnt = nullptr) {
+  const unsigned peers = __match_any_sync(kFull, e ? bin : 0xffffffffu); /* bins are < 2^32 - 1 */
   const unsigned leaders = __ballot_sync(kFull, e && (__ffs((int)peers) - 1) == lane_id());
   if (__popc(leaders) > 4) {
-    if (e) hist_add(wlo, whi, bin, fx);
+    if (e) {
+      hist_add(wlo, whi, bin, fx);
+      if (cnt) atomicAdd(&cnt[bin], 1u);
+    }
     return;
   }
   unsigned act = leaders;
@@ -1510,7 +1563,10 @@ __device__ __forceinline__ void warp_hist_add(unsigned long long *wlo, unsigned 
     const int leader = __ffs((int)act) - 1;
     const uint32_t b = __shfl_sync(kFull, bin, leader);
     const U128 s = warp_sum_u128(e && bin == b ? fx : u128(0ull, 0ull));
-    if (lane_id() == leader) hist_add(wlo, whi, b, s);
+    if (lane_id() == leader) {
+      hist_add(wlo, whi, b, s);
+      if (cnt) atomicAdd(&cnt[b], (unsigned)__popc(peers));
+    }
     act &= act - 1u;
   }
 }
@@ -2600,11 +2656,14 @@ __global__ void __launch_bounds__(kThreads, 2) k_fused(const __grid_constant__ K
 
 /* ---- Host side ------------------------------------------------------------------------------------ */
 
+#include "logits_coop.cuh"
+
 struct Layout {
   int64_t ystride, nchunks;
   int32_t lcap;
   bool lists; /* list mode's candidate lists are reserved (at cand) */
-  size_t rows, seqs, hist, cpart, spart, tie, cand, Y, D, sp[kMaxM];
+  bool coop;  /* k_coop's scratch is reserved (at coop, gath, cflag) */
+  size_t rows, seqs, hist, cpart, spart, tie, cand, coop_rows, gath, cflag, Y, D, sp[kMaxM];
   size_t total;
 };
 
@@ -2652,6 +2711,13 @@ bool make_layout(const lmf_lg_job *job, Layout *L) {
   L->lists = list_mode_on() && (job->top_k > 0 || job->top_p < 1.0f); /* only list mode's cuts read them */
   if (L->lists) {
     if (!mul_sz(B, (size_t)kClasses * (size_t)L->lcap * sizeof(uint2), &n) || !reserve(&off, n, &L->cand))
+      return false;
+  }
+  /* k_coop's scratch where its grid (a block per chunk) could fit a device at once. */
+  L->coop = bc <= (size_t)kCoopMaxBlocks;
+  if (L->coop) {
+    if (!reserve(&off, B * sizeof(CoopRow), &L->coop_rows) ||
+        !reserve(&off, B * (size_t)kListCap * sizeof(uint2), &L->gath) || !reserve(&off, 256, &L->cflag))
       return false;
   }
   if (!reserve(&off, yb, &L->Y)) return false;
@@ -2792,6 +2858,34 @@ bool pdl_support(int device) {
     state[device].store(v, std::memory_order_release);
   }
   return v == 2;
+}
+
+/* k_coop's capacity on a device: the blocks it can hold at once (cooperative launch supported), 0 where
+ * it cannot be launched cooperatively. Asked once per device. */
+int64_t coop_capacity(int device, int sms) {
+  static std::atomic<int> per_sm[kFusedDevices]; /* 0 unknown, -1 none, else blocks per SM */
+  int v = per_sm[device].load(std::memory_order_acquire);
+  if (!v) {
+    int coop = 0, n = 0;
+    v = cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device) == cudaSuccess && coop &&
+                cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k_coop, kThreads, 0) == cudaSuccess && n > 0
+            ? n
+            : -1;
+    (void)cudaGetLastError();
+    per_sm[device].store(v, std::memory_order_release);
+  }
+  return v > 0 ? (int64_t)v * sms : 0;
+}
+
+/* Whether a job takes the one-launch step (logits_coop.cuh; opt-in: LMF_LOGITS_COOP=1): a combine
+ * without sparse models, mask or GeDi models or top-k, whose grid (a block per chunk) the device
+ * holds at once. */
+bool coop_takes(const lmf_lg_job *job, const Layout &L, bool sparse, int nstat, int device, int sms) {
+  const char *e = getenv("LMF_LOGITS_COOP"); /* opt-in until measured faster (docs/logits.md) */
+  if (!e || e[0] != '1' || !L.coop || job->mode == LMF_LG_MODE_VERIFY || sparse || nstat > 0 ||
+      job->top_k > 0 || device < 0 || device >= kFusedDevices)
+    return false;
+  return (int64_t)job->num_rows * L.nchunks <= coop_capacity(device, sms);
 }
 
 /* Enqueues one kernel of `blocks` x 256 threads on the stream; reports launch errors. With pdl, every
@@ -2960,6 +3054,26 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   const Launcher launch{reinterpret_cast<cudaStream_t>(stream), fn, ctx->device, pdl};
   bool sparse = false;
   for (int k = 0; k < job->num_models; ++k) sparse |= job->models[k].sparse_index && job->models[k].roles;
+  if (coop_takes(job, L, sparse, local.nstat, ctx->device, sms)) {
+    local.gx = (int32_t)L.nchunks;
+    local.list = 0;
+    local.coop = reinterpret_cast<CoopRow *>(base + L.coop_rows);
+    local.gath = reinterpret_cast<uint2 *>(base + L.gath);
+    local.coop_fallback = reinterpret_cast<unsigned *>(base + L.cflag);
+    const char *prof = getenv("LMF_LOGITS_COOP_PROFILE");
+    local.coop_profile = prof && prof[0] == '1';
+    cudaLaunchAttribute at = {};
+    at.id = cudaLaunchAttributeCooperative;
+    at.val.cooperative = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)(B * L.nchunks));
+    cfg.blockDim = dim3(kThreads);
+    cfg.stream = reinterpret_cast<cudaStream_t>(stream);
+    cfg.attrs = &at;
+    cfg.numAttrs = 1;
+    (void)cudaLaunchKernelEx(&cfg, k_coop, local);
+    return launched(fn, "k_coop", ctx->device);
+  }
   FusedGeometry fg;
   if (!verify && !sparse && local.nstat == 0 &&
       fused_geometry(ctx->device, B, L.nchunks, local.need_y != 0, &fg)) {

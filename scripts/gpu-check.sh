@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The lent-GPU check: build the CUDA backend on the device machine, run the CUDA-vs-CPU tests, the
 # benchmarks, the CUDA pytest cases and compute-sanitizer, most important first, inside a time budget;
-# logs go to $OUT (six files: the device tool returns at most eight).
+# logs go to $OUT (seven files: the device tool returns at most eight).
 # Build dependencies the device image lacks (GoogleTest, cJSON, PCRE2) travel unpacked in .device/
 # (made by scripts/fetch-device-deps.sh; the device tool carries it with carry: [".device"]).
 # Usage: gpu-check.sh [all|test|bench] [seconds]   (default all, 480 s: stages that would not fit in
@@ -64,58 +64,61 @@ gfilter=${LMF_GTEST_FILTER:-*}
 
 if [ "$WHAT" != bench ]; then
   stage "cuda gtests" 150 "$T" "$cuda_bin" --gtest_filter="$gfilter"
-  # The logits cases once more in each opt-in mode (until they are measured faster): the fused cluster
-  # kernel, list mode for top-k / top-p, both, and list mode with programmatic dependent launch
-  # (GraphReplayMatchesCpu sets the modes itself).
-  lc='LogitsCuda.*:-LogitsCuda.GraphReplayMatchesCpu'
-  stage "cuda gtests, logits fused kernel" 60 "$T" env LMF_LOGITS_FUSED=1 "$cuda_bin" --gtest_filter="$lc"
+  # The logits cases once more in the opt-in modes: the one-launch step (k_coop), list mode
+  # (GraphReplayMatchesCpu and CutsMatchCpu set the modes themselves).
+  lc='LogitsCuda.*:-LogitsCuda.GraphReplayMatchesCpu:LogitsCuda.CutsMatchCpu'
+  stage "cuda gtests, logits one launch" 60 "$T" env LMF_LOGITS_COOP=1 "$cuda_bin" --gtest_filter="$lc"
   stage "cuda gtests, logits list mode" 60 "$T" env LMF_LOGITS_LIST=1 "$cuda_bin" --gtest_filter="$lc"
-  stage "cuda gtests, logits fused + list" 60 "$T" env LMF_LOGITS_FUSED=1 LMF_LOGITS_LIST=1 "$cuda_bin" \
-    --gtest_filter="$lc"
-  stage "cuda gtests, logits list + pdl" 60 "$T" env LMF_LOGITS_LIST=1 LMF_LOGITS_PDL=1 "$cuda_bin" \
-    --gtest_filter="$lc"
   grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[  FAILED  \]" "$T" | sort | uniq -c | head -40 | tee -a "$OUT/summary.txt"
 fi
 
 if [ "$WHAT" != test ]; then
-  stage "bench logits" 120 "$BL" "$bench" logits --quick --repeats 50
-  stage "bench logits, list mode" 45 "$BL" env LMF_LOGITS_LIST=1 "$bench" logits --quick --no-peer --repeats 50
-  stage "bench logits, list + pdl" 45 "$BL" env LMF_LOGITS_LIST=1 LMF_LOGITS_PDL=1 "$bench" logits --quick \
-    --no-peer --repeats 50
-  stage "bench logits, fused + list" 45 "$BL" env LMF_LOGITS_FUSED=1 LMF_LOGITS_LIST=1 "$bench" logits --quick \
-    --no-peer --repeats 50
-  stage "bench logits, fused kernel" 45 "$BL" env LMF_LOGITS_FUSED=1 "$bench" logits --quick --no-peer --repeats 50
-  grep -E "^######## |^ +(1|256) +[0-9]+ " "$BL" >> "$OUT/summary.txt"
-fi
-
-# List mode under the sanitizers before the profiles: it is the newest code (its list cut's shared
-# histogram and broadcasts are what racecheck sees).
-if [ "$WHAT" != bench ] && command -v compute-sanitizer > /dev/null; then
-  lf='LogitsCuda.SpecVectorsMatchCpu:LogitsCuda.RandomBatchesMatchCpu'
-  stage "memcheck list" 60 "$S" env LMF_LOGITS_LIST=1 compute-sanitizer --tool memcheck --error-exitcode 9 \
-    "$cuda_bin" --gtest_filter="$lf"
-  stage "racecheck list" 60 "$S" env LMF_LOGITS_LIST=1 compute-sanitizer --tool racecheck --error-exitcode 9 \
-    "$cuda_bin" --gtest_filter="$lf"
-  # The fused kernel's shared-memory copy of Y as well.
-  stage "racecheck fused + list" 60 "$S" env LMF_LOGITS_FUSED=1 LMF_LOGITS_LIST=1 compute-sanitizer \
-    --tool racecheck --error-exitcode 9 "$cuda_bin" --gtest_filter="$lf"
-fi
-
-if [ "$WHAT" != test ]; then
-  # Where a B = 1 logits step spends its time: each kernel's duration on both paths (ncu serialises
-  # kernels, so the gap to the bench's time is launch overhead). --clock-control none: the card as is.
-  if command -v ncu > /dev/null; then
-    PR="$OUT/profile.csv"
-    metrics=gpu__time_duration.sum,dram__bytes.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed
-    stage "ncu logits B=1 separate" 60 "$PR" ncu --clock-control none --csv --page raw --metrics "$metrics" \
-      --launch-skip 40 --launch-count 40 "$bench" logits --batch 1 --vocab 128256 --no-peer --repeats 3
-    stage "ncu logits B=1 list mode" 60 "$PR" env LMF_LOGITS_LIST=1 ncu --clock-control none --csv --page raw \
-      --metrics "$metrics" --launch-skip 40 --launch-count 40 "$bench" logits --batch 1 --vocab 128256 \
-      --no-peer --repeats 3
-    stage "ncu logits B=1 fused + list" 60 "$PR" env LMF_LOGITS_FUSED=1 LMF_LOGITS_LIST=1 ncu --clock-control none \
-      --csv --page raw --metrics "$metrics" -k regex:k_fused --launch-count 12 "$bench" logits --batch 1 \
-      --vocab 128256 --no-peer --repeats 3
+  # Small batches on each path in the same run (B = 4 x 63 chunks still fits k_coop's grid on a 132-SM
+  # card at 2 blocks per SM), with the PyTorch peer at B = 1; the SM clock sampled meanwhile (whether
+  # a latency-bound step runs the card at its idle clock).
+  dmon_pid=
+  if command -v nvidia-smi > /dev/null; then
+    nvidia-smi dmon -s pc -d 1 > "$OUT/dmon.log" 2>&1 &
+    dmon_pid=$!
   fi
+  stage "bench logits B=1, one launch" 75 "$BL" env LMF_LOGITS_COOP=1 "$bench" logits --batch 1 --quick \
+    --repeats 50
+  stage "bench logits B=1, separate kernels" 30 "$BL" "$bench" logits --batch 1 --quick --no-peer --repeats 50
+  # The same right after 200 ms of copies: the clock a decoding loop's forward pass leaves the card at.
+  stage "bench logits B=1, separate kernels, busy card" 30 "$BL" "$bench" logits --batch 1 --quick --no-peer \
+    --repeats 50 --busy-ms 200
+  stage "bench logits B=1, one launch, busy card" 30 "$BL" env LMF_LOGITS_COOP=1 "$bench" logits --batch 1 \
+    --quick --no-peer --repeats 50 --busy-ms 200
+  stage "bench logits B=1, list mode" 30 "$BL" env LMF_LOGITS_LIST=1 "$bench" logits --batch 1 --quick \
+    --no-peer --repeats 50
+  stage "bench logits B=4, one launch" 30 "$BL" env LMF_LOGITS_COOP=1 "$bench" logits --batch 4 --vocab 128256 \
+    --no-peer --repeats 50
+  stage "bench logits B=4, separate kernels" 30 "$BL" "$bench" logits --batch 4 --vocab 128256 --no-peer \
+    --repeats 50
+  # Where k_coop's time goes: block 0's phase stamps (cycles) and the SM clock it ran at.
+  stage "k_coop phase profile" 30 "$BL" env LMF_LOGITS_COOP=1 LMF_LOGITS_COOP_PROFILE=1 "$bench" logits \
+    --batch 1 --vocab 128256 --no-peer --repeats 5 --warmup 1
+  [ -n "$dmon_pid" ] && kill "$dmon_pid" 2> /dev/null
+  grep -E "^######## |^ +[0-9]+ +[0-9]+ " "$BL" >> "$OUT/summary.txt"
+fi
+
+# The one-launch step under the sanitizers first: it is the newest code (its grid barriers, the
+# histogram atomics, the shared-memory list cut).
+if [ "$WHAT" != bench ] && command -v compute-sanitizer > /dev/null; then
+  lf='LogitsCuda.SpecVectorsMatchCpu:LogitsCuda.RandomBatchesMatchCpu:LogitsCuda.LayoutsMatchCpu'
+  for tool in memcheck racecheck synccheck; do
+    stage "$tool logits one launch" 60 "$S" env LMF_LOGITS_COOP=1 compute-sanitizer --tool $tool \
+      --error-exitcode 9 "$cuda_bin" --gtest_filter="$lf"
+  done
+fi
+
+if [ "$WHAT" != test ] && command -v ncu > /dev/null; then
+  # Where a B = 1 logits step spends its time (--clock-control none: the card as is).
+  PR="$OUT/profile.csv"
+  metrics=gpu__time_duration.sum,dram__bytes.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed
+  stage "ncu logits B=1 one launch" 45 "$PR" env LMF_LOGITS_COOP=1 ncu --clock-control none --csv --page raw \
+    --metrics "$metrics" -k regex:k_coop --launch-count 12 "$bench" logits --batch 1 --vocab 128256 --no-peer \
+    --repeats 3
 fi
 
 if [ "$WHAT" != bench ]; then
@@ -123,7 +126,7 @@ if [ "$WHAT" != bench ]; then
     python3 -m pytest -q "$ROOT"/tests/python/test_cuda.py "$ROOT"/tests/python/test_*_cuda.py
   tail -3 "$T" >> "$OUT/summary.txt"
   if command -v compute-sanitizer > /dev/null; then
-    # CutsMatchCpu (180 calls) would take memcheck's whole share; list mode had its own stages above.
+    # CutsMatchCpu (180 calls) would take memcheck's whole share.
     stage "memcheck" 90 "$S" compute-sanitizer --tool memcheck --error-exitcode 9 "$cuda_bin" \
       --gtest_filter="${LMF_SANITIZER_FILTER:-$gfilter:-*2e31*:*RealData*:*LargeBatches*:*LongRuns*:*CutsMatchCpu*}"
     stage "racecheck" 90 "$S" compute-sanitizer --tool racecheck --error-exitcode 9 "$cuda_bin" \
@@ -132,6 +135,14 @@ if [ "$WHAT" != bench ]; then
   if [ -f "$S" ]; then
     grep -E "^######## |ERROR SUMMARY" "$S" >> "$OUT/summary.txt"
   fi
+fi
+
+if [ "$WHAT" != test ]; then
+  stage "bench logits" 120 "$BL" "$bench" logits --quick --repeats 50
+  stage "bench logits, list + pdl" 45 "$BL" env LMF_LOGITS_LIST=1 LMF_LOGITS_PDL=1 "$bench" logits --quick \
+    --no-peer --repeats 50
+  stage "bench logits, fused kernel" 45 "$BL" env LMF_LOGITS_FUSED=1 "$bench" logits --quick --no-peer \
+    --repeats 50
 fi
 
 # The families measured less often (their issues are resolved), if time is left.

@@ -417,8 +417,8 @@ void test_cuda_logits_cuts(void) {
               {0.7f, 1.0f, 0.0f, 1000, "top-k 1000"},
               {1.0f, 0.95f, 0.0f, 2048, "top-k 2048, top-p 0.95"},
               {0.0f, 0.9f, 0.0f, 0, "greedy, top-p 0.9 (log-probs)"}};
-  const char *saved = getenv("LMF_LOGITS_LIST");
-  char *keep = saved ? strdup(saved) : NULL;
+  const char *saved = getenv("LMF_LOGITS_LIST"), *saved_coop = getenv("LMF_LOGITS_COOP");
+  char *keep = saved ? strdup(saved) : NULL, *keep_coop = saved_coop ? strdup(saved_coop) : NULL;
   for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
     const int32_t B = shapes[si].B, V = shapes[si].V;
     float *z = (float *)lt_malloc(sizeof(float) * (size_t)B * V);
@@ -443,12 +443,17 @@ void test_cuda_logits_cuts(void) {
         fill_q(z, (int64_t)B * V, sds[di], 300 + 10 * si + (uint64_t)k + 5 * (uint64_t)di);
         lg_models_add(&ms, lg_dtypes[k], z, B, V, coeff[k]);
       }
-      /* mode 0: list mode off; 1: on; 2: on without log-prob rows (the combine pass then leaves Y
-       * unwritten for top-p calls until a row needs it) */
+      /* mode 0: the separate kernels, list mode off; 1: on; 2: on without log-prob rows (the combine
+       * pass then leaves Y unwritten for top-p calls until a row needs it); 3: the one-launch step
+       * (k_coop, LMF_LOGITS_COOP=1) where the job and the device allow it (no top-k; a grid the
+       * device holds at once) */
       for (size_t ci = 0; ci < sizeof cuts / sizeof cuts[0]; ++ci)
-        for (int mode = 0; mode < 3; ++mode) {
-          if (mode) setenv("LMF_LOGITS_LIST", "1", 1);
+        for (int mode = 0; mode < 4; ++mode) {
+          if (mode == 3 && cuts[ci].top_k > 0) continue;
+          if (mode == 1 || mode == 2) setenv("LMF_LOGITS_LIST", "1", 1);
           else unsetenv("LMF_LOGITS_LIST");
+          if (mode == 3) setenv("LMF_LOGITS_COOP", "1", 1);
+          else unsetenv("LMF_LOGITS_COOP");
           lmf_logits_params_t p;
           lg_params(&p, B);
           p.temperature = cuts[ci].T;
@@ -457,8 +462,11 @@ void test_cuda_logits_cuts(void) {
           p.min_p = cuts[ci].min_p;
           p.seeds = seeds;
           char what[128];
-          snprintf(what, sizeof what, "B %d V %d %s: %s, list mode %s", (int)B, (int)V, sdname[di],
-                   cuts[ci].name, mode == 0 ? "off" : mode == 1 ? "on" : "on, no log-prob rows");
+          snprintf(what, sizeof what, "B %d V %d %s: %s, %s", (int)B, (int)V, sdname[di], cuts[ci].name,
+                   mode == 0   ? "list mode off"
+                   : mode == 1 ? "list mode on"
+                   : mode == 2 ? "list mode on, no log-prob rows"
+                               : "one launch where it fits");
           if (mode < 2) PARITY(&be, ms.m, ms.K, &p, 0, what);
           else PARITY_NO_LOGPROBS(&be, ms.m, ms.K, &p, what);
         }
@@ -469,15 +477,18 @@ void test_cuda_logits_cuts(void) {
   }
   if (keep) setenv("LMF_LOGITS_LIST", keep, 1);
   else unsetenv("LMF_LOGITS_LIST");
+  if (keep_coop) setenv("LMF_LOGITS_COOP", keep_coop, 1);
+  else unsetenv("LMF_LOGITS_COOP");
   free(keep);
+  free(keep_coop);
   backends_close(&be);
 }
 
 /* The call is graph-capturable (capture mode global: no call inside it may be unsafe to capture) and a
  * replayed graph gives the direct call's results, on each CUDA path the environment can select: the
- * separate kernels, list mode (its folded launches), the fused kernel (Hopper), and PDL. Replayed twice
- * where the call has no in-place state (the second replay must re-initialise the workspace), once with
- * GeDi (whose state each replay advances). */
+ * separate kernels, list mode (its folded launches), the fused kernel (Hopper), PDL, and the one-launch
+ * cooperative step. Replayed twice where the call has no in-place state (the second replay must
+ * re-initialise the workspace), once with GeDi (whose state each replay advances). */
 void test_cuda_logits_graph(void) {
   REQUIRE_CUDA();
   backends be;
@@ -485,17 +496,21 @@ void test_cuda_logits_graph(void) {
     backends_close(&be);
     return;
   }
-  static const char *const envs[3] = {"LMF_LOGITS_LIST", "LMF_LOGITS_FUSED", "LMF_LOGITS_PDL"};
-  char *saved[3];
-  for (int e = 0; e < 3; ++e) {
+  static const char *const envs[4] = {"LMF_LOGITS_LIST", "LMF_LOGITS_FUSED", "LMF_LOGITS_PDL", "LMF_LOGITS_COOP"};
+  char *saved[4];
+  for (int e = 0; e < 4; ++e) {
     const char *v = getenv(envs[e]);
     saved[e] = v ? strdup(v) : NULL;
   }
+  /* Each mode's values of envs (NULL: unset). */
   static const struct {
     const char *name;
-    int list, fused, pdl;
-  } modes[] = {{"separate kernels", 0, 0, 0}, {"list mode", 1, 0, 0}, {"list mode + PDL", 1, 0, 1},
-               {"fused kernel + list mode", 1, 1, 0}};
+    const char *env[4];
+  } modes[] = {{"separate kernels", {NULL, NULL, NULL, NULL}},
+               {"list mode", {"1", NULL, NULL, NULL}},
+               {"list mode + PDL", {"1", NULL, "1", NULL}},
+               {"fused kernel + list mode", {"1", "1", NULL, NULL}},
+               {"one launch where it fits", {NULL, NULL, NULL, "1"}}};
   static const struct {
     int32_t B, V;
   } shapes[] = {{1, 128256}, {8, 32000}, {300, 1000}};
@@ -520,9 +535,8 @@ void test_cuda_logits_graph(void) {
         Ln[b] = -1.75f * (float)n[b];
       }
       for (size_t mi = 0; mi < sizeof modes / sizeof modes[0]; ++mi) {
-        const int on[3] = {modes[mi].list, modes[mi].fused, modes[mi].pdl};
-        for (int e = 0; e < 3; ++e) {
-          if (on[e]) setenv(envs[e], "1", 1);
+        for (int e = 0; e < 4; ++e) {
+          if (modes[mi].env[e]) setenv(envs[e], modes[mi].env[e], 1);
           else unsetenv(envs[e]);
         }
         char what[160];
@@ -561,7 +575,7 @@ void test_cuda_logits_graph(void) {
     free(Ln);
     free(n);
   }
-  for (int e = 0; e < 3; ++e) {
+  for (int e = 0; e < 4; ++e) {
     if (saved[e]) setenv(envs[e], saved[e], 1);
     else unsetenv(envs[e]);
     free(saved[e]);

@@ -2,7 +2,10 @@
  * README.md). Each thread of a block is a fiber on one OS thread. A fiber runs until it reaches
  * __syncthreads, a warp intrinsic or its end; the last lane to reach a warp intrinsic completes its
  * group, and the scheduler releases the barrier. The blocks of a grid run one after another, so a
- * kernel whose blocks wait for each other (a grid barrier, a spin on another block's flag) hangs.
+ * kernel whose blocks wait for each other (a spin on another block's flag) hangs. A cooperative launch
+ * (cudaLaunchAttributeCooperative) has every block's threads at once: each block runs until all its
+ * threads wait at grid_sync or have exited, then the next block, and the scheduler releases the grid
+ * barrier when every thread of the grid waits there.
  *
  * Also the cudart calls the library and its tests make (memory, streams, capture into graphs,
  * attributes), as host memory and immediate execution: one device of LMF_EMU_SMS multiprocessors
@@ -20,6 +23,7 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -29,6 +33,7 @@
 /* AddressSanitizer follows the stack switches when told (the sanitizer build runs these tests too):
  * each switch announces the stack it goes to, and each resumed context finishes the switch. */
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define EMU_ASAN 1
 #else
@@ -84,8 +89,11 @@ namespace {
 
 constexpr size_t kStack = 256 * 1024; /* per thread; a guard page below each */
 constexpr int kMaxThreads = 1024;
+/* Each guard page splits the stacks' mapping in two, and a process has at most ~65530 mappings: a
+ * cooperative launch of more threads than this has its stacks unguarded. */
+constexpr size_t kGuardedStacks = 1024;
 
-enum State { READY, AT_BAR, AT_WARP, DONE };
+enum State { READY, AT_BAR, AT_WARP, AT_GRID, DONE };
 
 /* A stack to switch to: its saved pointer, its bounds and AddressSanitizer's fake stack for it. */
 struct Context {
@@ -106,16 +114,30 @@ struct Fiber {
   int arg, width;
 };
 
-struct Grid {
+/* A block_local variable: zeroed at its first use in the block, freed with the block. */
+struct Local {
+  const void *key;
+  size_t bytes;
+  std::unique_ptr<char[]> mem;
+};
+
+/* One block's threads. The block being run is the Grid itself; a cooperative launch parks its other
+ * blocks and swaps each in for its turn, so the scheduler's paths are the same for both launches. */
+struct Block {
+  uint3 bidx;
+  std::vector<Fiber> th;
+  std::vector<unsigned> ready, at_warp, at_grid, done; /* per warp: its lanes in each state */
+  std::vector<Local> locals;
+};
+
+struct Grid : Block {
   std::function<void()> body;
   const char *name;
   dim3 grid, block;
-  uint3 bidx;
-  std::vector<Fiber> th;
-  std::vector<unsigned> ready, at_warp, done; /* per warp: its lanes in each state */
   Fiber *cur = nullptr;
   Context sched; /* the launching thread's own stack */
   bool reverse = false; /* LMF_EMU_REVERSE: blocks and threads last first */
+  bool coop = false;    /* a cooperative launch: grid_sync allowed */
 };
 
 Grid *g_run;          /* the launch being executed */
@@ -144,6 +166,7 @@ void leave_ready(State s) {
   f.state = s;
   g.ready[i >> 5] &= ~(1u << (i & 31));
   if (s == AT_WARP) g.at_warp[i >> 5] |= 1u << (i & 31);
+  if (s == AT_GRID) g.at_grid[i >> 5] |= 1u << (i & 31);
   if (s == DONE) g.done[i >> 5] |= 1u << (i & 31);
 }
 
@@ -158,11 +181,32 @@ void fiber_main() {
   die("a finished fiber was resumed");
 }
 
-Context fresh_stack(int i) {
+/* n stacks of kStack bytes, each above a page that is a guard while there are few enough. */
+char *map_stacks(size_t n) {
+  const size_t bytes = n * (kStack + 4096);
+  void *m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) die("cannot map %zu fiber stacks", n);
+  char *s = static_cast<char *>(m);
+  if (n <= kGuardedStacks)
+    for (size_t i = 0; i < n; ++i) mprotect(s + i * (kStack + 4096), 4096, PROT_NONE);
+  return s;
+}
+
+void unmap_stacks(char *s, size_t n) {
+#if EMU_ASAN
+  /* The frames a fiber never returned from (its exit path) stay poisoned; a later mapping there must
+   * not inherit that. They lie at each stack's top. */
+  for (size_t i = 0; i < n; ++i) __asan_unpoison_memory_region(s + (i + 1) * (kStack + 4096) - 16384, 16384);
+#endif
+  munmap(s, n * (kStack + 4096));
+}
+
+/* Fiber i's stack in `stacks` (map_stacks), ready to enter fiber_main. */
+Context fresh_stack(char *stacks, size_t i) {
   Context c;
-  c.lo = g_stacks + (size_t)i * (kStack + 4096) + 4096;
+  c.lo = stacks + i * (kStack + 4096) + 4096;
   /* Staggered by 64-byte lines, so that the stacks' hot tops do not all fall into the same cache sets. */
-  char *top = g_stacks + (size_t)(i + 1) * (kStack + 4096) - (size_t)(i % 61) * 64;
+  char *top = stacks + (i + 1) * (kStack + 4096) - (i % 61) * 64;
   c.size = (size_t)(top - static_cast<const char *>(c.lo));
   void **sp = reinterpret_cast<void **>(top);
   *--sp = nullptr;                                   /* fiber_main's frame: (rsp + 8) % 16 == 0 on entry */
@@ -174,7 +218,11 @@ Context fresh_stack(int i) {
 
 
 const char *state_name(State s) {
-  return s == READY ? "ready" : s == AT_BAR ? "at __syncthreads" : s == AT_WARP ? "at a warp intrinsic" : "exited";
+  return s == READY     ? "ready"
+         : s == AT_BAR  ? "at __syncthreads"
+         : s == AT_WARP ? "at a warp intrinsic"
+         : s == AT_GRID ? "at grid_sync"
+                        : "exited";
 }
 
 [[noreturn]] void die_block(const char *why) {
@@ -326,23 +374,32 @@ bool release_barrier() {
   return true;
 }
 
-void run_block() {
-  Grid &g = *g_run;
-  const int n = (int)g.th.size(), nw = (n + 31) / 32;
-  g.ready.assign(nw, 0u);
-  g.at_warp.assign(nw, 0u);
-  g.done.assign(nw, 0u);
+/* Block b's threads (b.th sized to the block) all ready, on stacks first.. of `stacks`. */
+void init_block(Block &b, dim3 block, char *stacks, size_t first) {
+  const int nw = (int)(b.th.size() + 31) / 32;
+  b.ready.assign(nw, 0u);
+  b.at_warp.assign(nw, 0u);
+  b.at_grid.assign(nw, 0u);
+  b.done.assign(nw, 0u);
+  b.locals.clear();
   int i = 0;
-  for (uint32_t z = 0; z < g.block.z; ++z)
-    for (uint32_t y = 0; y < g.block.y; ++y)
-      for (uint32_t x = 0; x < g.block.x; ++x, ++i) {
-        Fiber &f = g.th[i];
+  for (uint32_t z = 0; z < block.z; ++z)
+    for (uint32_t y = 0; y < block.y; ++y)
+      for (uint32_t x = 0; x < block.x; ++x, ++i) {
+        Fiber &f = b.th[i];
         f = Fiber{};
         f.tid = make_uint3(x, y, z);
         f.state = READY;
-        f.ctx = fresh_stack(i);
-        g.ready[i >> 5] |= 1u << (i & 31);
+        f.ctx = fresh_stack(stacks, first + (size_t)i);
+        b.ready[i >> 5] |= 1u << (i & 31);
       }
+}
+
+/* Runs the block in the Grid until each of its threads has exited or (cooperative launch) waits at
+ * grid_sync. */
+void run_rounds() {
+  Grid &g = *g_run;
+  const int n = (int)g.th.size(), nw = (n + 31) / 32;
   for (;;) {
     const int first = next_ready(g, -1);
     if (first >= 0) { /* a round: warp by warp, each to where it waits (switch_on) */
@@ -352,14 +409,119 @@ void run_block() {
       continue;
     }
     if (release_barrier()) continue;
-    bool all_done = true;
-    for (int w = 0; w < nw; ++w) all_done &= g.done[w] == (w == nw - 1 && n % 32 ? (1u << (n % 32)) - 1u : ~0u);
-    if (all_done) return;
+    bool parked = true, at_grid = false;
+    for (int w = 0; w < nw; ++w) {
+      parked &= (g.done[w] | g.at_grid[w]) == (w == nw - 1 && n % 32 ? (1u << (n % 32)) - 1u : ~0u);
+      at_grid |= g.at_grid[w] != 0;
+    }
+    if (parked) return;
+    if (at_grid)
+      die_block("deadlock: threads of the block wait at grid_sync, others at __syncthreads or a warp intrinsic");
     die_block("deadlock: no barrier or warp group can complete");
   }
 }
 
+void run_block() {
+  init_block(*g_run, g_run->block, g_stacks, 0);
+  run_rounds();
+}
+
+void swap_in(Grid &g, Block &b) {
+  std::swap(static_cast<Block &>(g), b);
+  blockIdx = g.bidx;
+}
+
+/* Aborts naming block b (of the parked blocks of a cooperative launch). */
+[[noreturn]] void die_parked(Grid &g, Block &b, const char *why) {
+  swap_in(g, b);
+  die_block(why);
+}
+
+/* After a phase of a cooperative launch (each thread exited or waits at grid_sync): releases the grid
+ * barrier; false when every thread has exited. On a device the barrier is never released if a thread
+ * of the grid exited before it, or if threads wait at different grid_syncs. */
+bool release_grid(Grid &g, std::vector<Block> &blocks) {
+  const char *site = nullptr;
+  Block *waits = nullptr, *exited = nullptr;
+  char why[512];
+  for (Block &b : blocks)
+    for (const Fiber &f : b.th) {
+      if (f.state != AT_GRID) {
+        exited = exited ? exited : &b;
+        continue;
+      }
+      if (site && site != f.site && strcmp(site, f.site) != 0) {
+        snprintf(why, sizeof why, "threads of the grid wait at different grid_syncs (block (%u, %u, %u) at %s)",
+                 waits->bidx.x, waits->bidx.y, waits->bidx.z, site);
+        die_parked(g, b, why);
+      }
+      site = f.site;
+      waits = waits ? waits : &b;
+    }
+  if (!waits) return false;
+  if (exited) {
+    snprintf(why, sizeof why,
+             "deadlock: grid_sync is waited at (block (%u, %u, %u) at %s) after some threads of the grid exited",
+             waits->bidx.x, waits->bidx.y, waits->bidx.z, site);
+    die_parked(g, *exited, why);
+  }
+  for (Block &b : blocks) {
+    for (size_t t = 0; t < b.th.size(); ++t) {
+      b.th[t].state = READY;
+      b.ready[t >> 5] |= 1u << (t & 31);
+    }
+    b.at_grid.assign(b.at_grid.size(), 0u);
+  }
+  return true;
+}
+
+/* A cooperative launch: every block's threads at once, on stacks of their own. Each phase runs the
+ * blocks in turn (last first with LMF_EMU_REVERSE=1) to grid_sync or their end. */
+void run_cooperative(Grid &g, uint64_t nblocks) {
+  const size_t nt = g.th.size(), nstacks = (size_t)nblocks * nt;
+  char *stacks = map_stacks(nstacks);
+  std::vector<Block> blocks(nblocks);
+  for (uint64_t k = 0; k < nblocks; ++k) {
+    Block &b = blocks[k];
+    b.bidx = make_uint3((unsigned)(k % g.grid.x), (unsigned)(k / g.grid.x % g.grid.y),
+                        (unsigned)(k / g.grid.x / g.grid.y));
+    b.th.resize(nt);
+    init_block(b, g.block, stacks, (size_t)k * nt);
+  }
+  g.th.clear();
+  do {
+    for (uint64_t i = 0; i < nblocks; ++i) {
+      Block &b = blocks[g.reverse ? nblocks - 1 - i : i];
+      swap_in(g, b);
+      run_rounds();
+      std::swap(static_cast<Block &>(g), b);
+    }
+  } while (release_grid(g, blocks));
+  blocks.clear();
+  unmap_stacks(stacks, nstacks);
+}
+
 }  // namespace
+
+void grid_sync(const char *site) {
+  if (!g_run) die("grid_sync outside a kernel (%s)", site);
+  g_run->cur->site = site;
+  if (!g_run->coop) die_block("grid_sync in a launch that is not cooperative");
+  leave_ready(AT_GRID);
+  switch_on();
+}
+
+void *block_local(const void *key, size_t bytes) {
+  if (!g_run) die("block_local outside a kernel");
+  Grid &g = *g_run;
+  for (Local &l : g.locals)
+    if (l.key == key) {
+      if (l.bytes != bytes) die_block("block_local is asked for one key with two sizes");
+      return l.mem.get();
+    }
+  g.locals.push_back(Local{key, bytes, std::unique_ptr<char[]>(new char[bytes ? bytes : 1]())});
+  return g.locals.back().mem.get();
+}
 
 void syncthreads(const char *site) {
   g_run->cur->site = site;
@@ -460,22 +622,19 @@ bool known_device_range(const void *p, size_t bytes) {
 }  // namespace
 
 cudaError_t launch(const char *name, dim3 grid, dim3 block, size_t dynamic_smem, cudaStream_t stream,
-                   const std::function<void()> &body) {
+                   const std::function<void()> &body, bool cooperative) {
   std::lock_guard<std::recursive_mutex> hold(g_lock);
   const uint64_t nthreads = (uint64_t)block.x * block.y * block.z;
   if (nthreads == 0 || nthreads > (uint64_t)kMaxThreads || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
       grid.y > 65535 || grid.z > 65535)
     return fail(cudaErrorInvalidConfiguration);
   if (dynamic_smem > 0) return fail(cudaErrorNotSupported); /* no dynamic shared memory here */
+  const uint64_t nblocks = (uint64_t)grid.x * grid.y * grid.z;
+  /* A cooperative grid must be resident at once (cudaOccupancyMaxActiveBlocksPerMultiprocessor). */
+  if (cooperative && nblocks > (uint64_t)sms() * kCoopBlocksPerSm) return fail(cudaErrorCooperativeLaunchTooLarge);
   return enqueue(stream, [=] {
     std::lock_guard<std::recursive_mutex> hold2(g_lock);
-    if (!g_stacks) {
-      const size_t bytes = (size_t)kMaxThreads * (kStack + 4096);
-      void *m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-      if (m == MAP_FAILED) die("cannot map the fiber stacks");
-      g_stacks = static_cast<char *>(m);
-      for (int i = 0; i < kMaxThreads; ++i) mprotect(g_stacks + (size_t)i * (kStack + 4096), 4096, PROT_NONE);
-    }
+    if (!g_stacks) g_stacks = map_stacks(kMaxThreads);
     Grid g;
     pthread_attr_t at;
     if (pthread_getattr_np(pthread_self(), &at) == 0) {
@@ -491,6 +650,7 @@ cudaError_t launch(const char *name, dim3 grid, dim3 block, size_t dynamic_smem,
     g.grid = grid;
     g.block = block;
     g.th.resize(nthreads);
+    g.coop = cooperative;
     ++g_launches;
     Grid *outer = g_run;
     if (outer) die("a kernel launched from inside a kernel");
@@ -500,14 +660,15 @@ cudaError_t launch(const char *name, dim3 grid, dim3 block, size_t dynamic_smem,
     /* In order, or last block first (LMF_EMU_REVERSE=1): a protocol between blocks ("the last block
      * of a row to finish merges") must not depend on which block that is. The threads of a block then
      * run last first too (next_ready). */
-    const uint64_t nblocks = (uint64_t)grid.x * grid.y * grid.z;
     const bool reverse = g.reverse = reverse_order();
-    for (uint64_t b = 0; b < nblocks; ++b) {
-      const uint64_t k = reverse ? nblocks - 1 - b : b;
-      g.bidx = blockIdx = make_uint3((unsigned)(k % grid.x), (unsigned)(k / grid.x % grid.y),
-                                     (unsigned)(k / grid.x / grid.y));
-      run_block();
-    }
+    if (cooperative) run_cooperative(g, nblocks);
+    else
+      for (uint64_t b = 0; b < nblocks; ++b) {
+        const uint64_t k = reverse ? nblocks - 1 - b : b;
+        g.bidx = blockIdx = make_uint3((unsigned)(k % grid.x), (unsigned)(k / grid.x % grid.y),
+                                       (unsigned)(k / grid.x / grid.y));
+        run_block();
+      }
     g_run = nullptr;
   });
 }
@@ -545,6 +706,7 @@ const char *cudaGetErrorName(cudaError_t e) {
     case cudaErrorNotSupported: return "cudaErrorNotSupported";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorCooperativeLaunchTooLarge: return "cudaErrorCooperativeLaunchTooLarge";
     default: return "cudaErrorUnknown";
   }
 }
@@ -566,6 +728,7 @@ cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr a, int device) {
     case cudaDevAttrComputeCapabilityMajor: *v = 8; return cudaSuccess;
     case cudaDevAttrComputeCapabilityMinor: *v = 0; return cudaSuccess;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 0; return cudaSuccess;
+    case cudaDevAttrCooperativeLaunch: *v = 1; return cudaSuccess;
     default: return fail(cudaErrorInvalidValue);
   }
 }
@@ -580,6 +743,21 @@ cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes *a, const void *func
 cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, int value) {
   (void)func; (void)attr; (void)value;
   return fail(cudaErrorNotSupported);
+}
+/* Every kernel fits kCoopBlocksPerSm blocks of any size per multiprocessor (the emulator's bound on a
+ * cooperative grid); shared memory and registers are not modelled. */
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *n, const void *func, int block_size,
+                                                                   size_t dynamic_smem, unsigned flags) {
+  (void)dynamic_smem; (void)flags;
+  if (!func) return fail(cudaErrorInvalidDeviceFunction);
+  if (!n || block_size <= 0 || block_size > emu::kMaxThreads) return fail(cudaErrorInvalidValue);
+  *n = emu::kCoopBlocksPerSm;
+  return cudaSuccess;
+}
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *n, const void *func, int block_size,
+                                                          size_t dynamic_smem) {
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(n, func, block_size, dynamic_smem,
+                                                                cudaOccupancyDefault);
 }
 cudaError_t cudaOccupancyMaxActiveClusters(int *n, const void *func, const cudaLaunchConfig_t *cfg) {
   (void)func; (void)cfg;

@@ -4,8 +4,11 @@
  * a fiber, __syncthreads and the warp intrinsics are scheduling points with their CUDA rules checked
  * (a barrier some threads never reach, a warp intrinsic whose mask names a lane that does not take
  * part, ... abort with the kernel's name), blocks run one after another, "device" memory is host
- * memory. It checks the kernels' control flow, indexing, barriers and cross-block protocols, not
- * their memory ordering, timing or speed. tests/emu/README.md says what it does and does not cover.
+ * memory. A cooperative launch (cudaLaunchAttributeCooperative) has all its blocks at once and a grid
+ * barrier, emu::grid_sync; its blocks interleave at that barrier, so state that must outlive it goes in
+ * emu::block_local storage, not __shared__. It checks the kernels' control flow, indexing, barriers
+ * and cross-block protocols, not their memory ordering, timing or speed. tests/emu/README.md says what
+ * it does and does not cover.
  *
  * The runtime side (fibers, scheduling, the cudart calls the library makes) is tests/emu/cuda_emu.cc.
  * Device code sees __CUDA_ARCH__ undefined, so the kernels' shared headers take their host paths
@@ -44,7 +47,8 @@
 #define __maxnreg__(...)
 #define __grid_constant__
 /* One copy per kernel function: blocks run one after another on one OS thread, so a function-local
- * static is exactly the block's shared memory (zeroed once, not poisoned per block). */
+ * static is exactly the block's shared memory (zeroed once, not poisoned per block). Not across a
+ * cooperative launch's grid_sync, where the other blocks run: emu::block_local is per block. */
 #define __shared__ static
 #define __restrict__ __restrict
 
@@ -52,15 +56,35 @@ namespace emu {
 
 void syncthreads(const char *site);
 
+/* A cooperative launch's grid may have at most this many blocks per multiprocessor (LMF_EMU_SMS), of
+ * any size: cudaOccupancyMaxActiveBlocksPerMultiprocessor's answer. */
+constexpr int kCoopBlocksPerSm = 4;
+/* this_grid().sync(): blocks the thread until every thread of every block of the launch waits here
+ * (at the same site). Only in a cooperative launch. */
+void grid_sync(const char *site);
+/* Storage private to the current block of the current launch, one per key (a distinct address per
+ * variable): zeroed at its first use, the same pointer for every thread of the block for the whole
+ * launch (across grid_sync), freed when the launch ends (a plain launch: when the block ends). */
+void *block_local(const void *key, size_t bytes);
+
 enum WarpOp { W_SYNC, W_SHFL_IDX, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL, W_MATCH_ANY };
 /* Blocks the lane until every lane of `mask` has reached a warp intrinsic of the same kind and mask,
  * then returns this lane's result (a shuffled value, a ballot, ...). */
 uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, const char *site);
 
-/* Runs body on every thread of grid x block (blocks in order); aborts with `name` on a CUDA rule broken.
- * Returns the error a launch of this shape would give (cudaErrorInvalidConfiguration, ...). */
+/* Runs body on every thread of grid x block (blocks in order; cooperative: all at once, in phases
+ * between grid_syncs); aborts with `name` on a CUDA rule broken. Returns the error a launch of this
+ * shape would give (cudaErrorInvalidConfiguration, cudaErrorCooperativeLaunchTooLarge, ...). */
 cudaError_t launch(const char *name, dim3 grid, dim3 block, size_t dynamic_smem, cudaStream_t stream,
-                   const std::function<void()> &body);
+                   const std::function<void()> &body, bool cooperative = false);
+
+/* Whether cfg asks for a cooperative launch (its other attributes are ignored). */
+inline bool is_cooperative(const cudaLaunchConfig_t *cfg) {
+  bool on = false;
+  for (unsigned i = 0; i < cfg->numAttrs; ++i)
+    if (cfg->attrs[i].id == cudaLaunchAttributeCooperative) on = cfg->attrs[i].val.cooperative != 0;
+  return on;
+}
 
 template <class T>
 uint64_t bits_of(T v) {
@@ -82,7 +106,7 @@ template <class... P, class... A>
 cudaError_t launch_kernel_ex(const cudaLaunchConfig_t *cfg, void (*kernel)(P...), A &&...args) {
   std::tuple<std::decay_t<P>...> params(std::forward<A>(args)...);
   return launch("a kernel", cfg->gridDim, cfg->blockDim, cfg->dynamicSmemBytes, cfg->stream,
-                [kernel, params] { std::apply(kernel, params); });
+                [kernel, params] { std::apply(kernel, params); }, is_cooperative(cfg));
 }
 
 }  // namespace emu
@@ -93,7 +117,8 @@ cudaError_t launch_kernel_ex(const cudaLaunchConfig_t *cfg, void (*kernel)(P...)
 extern uint3 threadIdx, blockIdx;
 extern dim3 blockDim, gridDim;
 
-/* cuda_runtime.h declares these templates for nvcc only. */
+/* cuda_runtime.h declares these templates for nvcc only (its cudaOccupancyMaxActiveBlocksPerMultiprocessor
+ * template is for every compiler). */
 template <class T>
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *a, T *f) {
   return cudaFuncGetAttributes(a, reinterpret_cast<const void *>(f));

@@ -15,10 +15,15 @@ extern "C" unsigned long long lmf_emu_launches(void);
 
 namespace {
 
-/* Kernel launches of one lmf_logits_combine call (the copies around it launch none). */
-unsigned long long launches_per_step(bool list_mode, bool with_lse) {
-  if (list_mode) setenv("LMF_LOGITS_LIST", "1", 1);
+enum Path { SEPARATE, LIST, COOP };
+
+/* Kernel launches of one lmf_logits_combine call (the copies around it launch none) on a path: the
+ * separate kernels, list mode, or the one-launch step (LMF_LOGITS_COOP=1, where the grid fits). */
+unsigned long long launches_per_step(Path path, bool with_lse) {
+  if (path == LIST) setenv("LMF_LOGITS_LIST", "1", 1);
   else unsetenv("LMF_LOGITS_LIST");
+  if (path == COOP) setenv("LMF_LOGITS_COOP", "1", 1);
+  else unsetenv("LMF_LOGITS_COOP");
   const int32_t B = 1, V = 128256;
   lmf_context_t *ctx = lt_context(LMF_BACKEND_CUDA, 0);
   if (!ctx) {
@@ -52,6 +57,7 @@ unsigned long long launches_per_step(bool list_mode, bool with_lse) {
   lg_models_free(&ms);
   lmf_context_destroy(ctx);
   unsetenv("LMF_LOGITS_LIST");
+  unsetenv("LMF_LOGITS_COOP");
   return n;
 }
 
@@ -63,8 +69,8 @@ int sms() {
 /* Without list mode: init, combine, merge, 4 x (histogram, merge) and the tie pass and cut for
  * top-p, sample, outputs; the LSE adds its pass and merge. */
 TEST(LogitsCudaEmu, LaunchesPerStepSeparateKernels) {
-  EXPECT_EQ(launches_per_step(false, false), 15ull);
-  EXPECT_EQ(launches_per_step(false, true), 17ull);
+  EXPECT_EQ(launches_per_step(SEPARATE, false), 15ull);
+  EXPECT_EQ(launches_per_step(SEPARATE, true), 17ull);
 }
 
 /* List mode. At one chunk per block (132 SMs): init, combine (merge folded in), window (the last
@@ -73,8 +79,16 @@ TEST(LogitsCudaEmu, LaunchesPerStepSeparateKernels) {
  * the second combine pass of the rows it leaves (window classification), window, list cut. */
 TEST(LogitsCudaEmu, LaunchesPerStepListMode) {
   const unsigned long long want = sms() >= 32 ? 3ull : 7ull;
-  EXPECT_EQ(launches_per_step(true, false), want) << "LMF_EMU_SMS " << sms();
-  EXPECT_EQ(launches_per_step(true, true), want) << "LMF_EMU_SMS " << sms();
+  EXPECT_EQ(launches_per_step(LIST, false), want) << "LMF_EMU_SMS " << sms();
+  EXPECT_EQ(launches_per_step(LIST, true), want) << "LMF_EMU_SMS " << sms();
+}
+
+/* LMF_LOGITS_COOP=1: one cooperative launch (k_coop) where the row's 63 chunk blocks fit the device at
+ * once (the emulator holds 4 blocks per SM: from 16 SMs), else the separate kernels. */
+TEST(LogitsCudaEmu, LaunchesPerStepOneLaunch) {
+  const bool fits = 63 <= 4 * sms();
+  EXPECT_EQ(launches_per_step(COOP, false), fits ? 1ull : 15ull) << "LMF_EMU_SMS " << sms();
+  EXPECT_EQ(launches_per_step(COOP, true), fits ? 1ull : 17ull) << "LMF_EMU_SMS " << sms();
 }
 
 }  // namespace

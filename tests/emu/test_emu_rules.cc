@@ -10,18 +10,27 @@
 
 namespace {
 
-cudaError_t run(void (*k)(int *, int), unsigned blocks, unsigned threads, int *out, int arg) {
+/* coop: a cooperative launch (with programmatic stream serialization too, which the emulator ignores). */
+cudaError_t run(void (*k)(int *, int), unsigned blocks, unsigned threads, int *out, int arg, bool coop = false) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(blocks);
   cfg.blockDim = dim3(threads);
+  cudaLaunchAttribute attrs[2] = {};
+  attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attrs[0].val.programmaticStreamSerializationAllowed = 1;
+  attrs[1].id = cudaLaunchAttributeCooperative;
+  attrs[1].val.cooperative = 1;
+  cfg.attrs = attrs;
+  cfg.numAttrs = coop ? 2 : 0;
   return cudaLaunchKernelEx(&cfg, k, out, arg);
 }
 
-std::vector<int> device_run(void (*k)(int *, int), unsigned blocks, unsigned threads, size_t n, int arg = 0) {
+std::vector<int> device_run(void (*k)(int *, int), unsigned blocks, unsigned threads, size_t n, int arg = 0,
+                            bool coop = false) {
   int *d = nullptr;
   EXPECT_EQ(cudaMalloc(reinterpret_cast<void **>(&d), n * sizeof(int)), cudaSuccess);
   EXPECT_EQ(cudaMemset(d, 0, n * sizeof(int)), cudaSuccess);
-  EXPECT_EQ(run(k, blocks, threads, d, arg), cudaSuccess);
+  EXPECT_EQ(run(k, blocks, threads, d, arg, coop), cudaSuccess);
   std::vector<int> h(n);
   EXPECT_EQ(cudaMemcpy(h.data(), d, n * sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
   cudaFree(d);
@@ -123,6 +132,103 @@ __global__ void k_partial_masks(int *out, int) {
   const int lane = threadIdx.x & 31;
   const unsigned half = lane < 16 ? 0x0000ffffu : 0xffff0000u;
   out[threadIdx.x] = __shfl_xor_sync(half, lane, 1) + (int)__ballot_sync(half, lane & 1);
+}
+
+/* ---- Cooperative kernels (grid_sync, block_local: what this_grid().sync() and __shared__ state that
+ * outlives it become in the emulator) ----------------------------------------------------------------- */
+
+/* Each block writes its values, the grid syncs, then each thread sums every block's value of its
+ * neighbour thread: out[gridDim.x * 64 ..] holds the sums (blockDim.x == 64). */
+__global__ void k_coop_exchange(int *out, int) {
+  const int t = (int)threadIdx.x, b = (int)blockIdx.x, nb = (int)gridDim.x;
+  out[b * 64 + t] = b * 1000 + t;
+  ::emu::grid_sync(EMU_SITE);
+  int s = 0;
+  for (int k = 0; k < nb; ++k) s += out[k * 64 + (t + 1) % 64];
+  out[nb * 64 + b * 64 + t] = s;
+}
+
+/* block_local: zeroed, one per block, kept across grid_sync while the other blocks run. out[b * 64 + t]:
+ * what thread t found in its slot first (0), then its neighbour's slot after the grid sync. */
+__global__ void k_block_local(int *out, int) {
+  static int key;
+  int *mine = static_cast<int *>(::emu::block_local(&key, 64 * sizeof(int)));
+  const int t = (int)threadIdx.x, b = (int)blockIdx.x, nb = (int)gridDim.x;
+  out[b * 64 + t] = mine[t];
+  mine[t] = b * 100 + t;
+  ::emu::grid_sync(EMU_SITE);
+  out[b * 64 + t] += mine[(t + 1) % 64];
+  ::emu::grid_sync(EMU_SITE);
+  out[nb * 64 + b * 64 + t] = static_cast<int *>(::emu::block_local(&key, 64 * sizeof(int))) == mine;
+}
+
+/* Rounds of: a block sum (shuffles, __syncthreads) of the other blocks' last results, then grid_sync.
+ * out[0 .. 2 * gridDim.x): the results, double-buffered; out[2 * gridDim.x + b]: block b's running
+ * total, kept in block_local across the grid syncs. */
+__global__ void k_coop_rounds(int *out, int rounds) {
+  static int key_part, key_total;
+  int *part = static_cast<int *>(::emu::block_local(&key_part, 32 * sizeof(int)));
+  int *total = static_cast<int *>(::emu::block_local(&key_total, sizeof(int)));
+  const int nb = (int)gridDim.x, b = (int)blockIdx.x;
+  for (int r = 0; r < rounds; ++r) {
+    const int *in = out + (r & 1) * nb;
+    int v = in[(b + 1 + (int)threadIdx.x) % nb] + (int)threadIdx.x;
+    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int s = 0;
+      for (unsigned w = 0; w < blockDim.x / 32; ++w) s += part[w];
+      s %= 100003;
+      out[((r + 1) & 1) * nb + b] = s;
+      *total += s;
+    }
+    ::emu::grid_sync(EMU_SITE);
+  }
+  if (threadIdx.x == 0) out[2 * nb + b] = *total;
+}
+
+std::vector<int> coop_rounds_on_host(int nb, int nt, int rounds) {
+  std::vector<int> buf(2 * (size_t)nb + nb, 0);
+  for (int r = 0; r < rounds; ++r)
+    for (int b = 0; b < nb; ++b) {
+      int s = 0;
+      for (int t = 0; t < nt; ++t) s += buf[(size_t)(r & 1) * nb + (b + 1 + t) % nb] + t;
+      s %= 100003;
+      buf[(size_t)((r + 1) & 1) * nb + b] = s;
+      buf[2 * (size_t)nb + b] += s;
+    }
+  return buf;
+}
+
+__global__ void k_block_exits_before_grid_sync(int *out, int) {
+  if (blockIdx.x == 2) return;
+  ::emu::grid_sync(EMU_SITE);
+  out[blockIdx.x] = 1;
+}
+
+__global__ void k_threads_exit_before_grid_sync(int *out, int) {
+  if (threadIdx.x >= 32) return;
+  ::emu::grid_sync(EMU_SITE);
+  out[blockIdx.x] = 1;
+}
+
+__global__ void k_two_grid_syncs(int *out, int) {
+  if (blockIdx.x == 1) {
+    ::emu::grid_sync(EMU_SITE);
+  } else {
+    ::emu::grid_sync(EMU_SITE);
+  }
+  out[blockIdx.x] = 1;
+}
+
+__global__ void k_grid_sync_and_barrier(int *out, int) {
+  if (threadIdx.x < 32) {
+    __syncthreads();
+  } else {
+    ::emu::grid_sync(EMU_SITE);
+  }
+  out[threadIdx.x] = 1;
 }
 
 /* ---- Cases ---------------------------------------------------------------------------------------- */
@@ -233,6 +339,69 @@ TEST(CudaEmu, CopiesOutsideAnAllocationFail) {
   cudaFree(d);
 }
 
+TEST(CudaEmu, GridSyncSeesEveryBlocksWritesInEitherOrder) {
+  for (const char *rev : {"0", "1"}) {
+    setenv("LMF_EMU_REVERSE", rev, 1);
+    const std::vector<int> h = device_run(k_coop_exchange, 6, 64, 2 * 6 * 64, 0, true);
+    for (int b = 0; b < 6; ++b)
+      for (int t = 0; t < 64; ++t) EXPECT_EQ(h[6 * 64 + b * 64 + t], 15000 + 6 * ((t + 1) % 64)) << rev << b << t;
+  }
+  unsetenv("LMF_EMU_REVERSE");
+}
+
+TEST(CudaEmu, BlockLocalIsPerBlockAndOutlivesGridSync) {
+  for (const char *rev : {"0", "1"}) {
+    setenv("LMF_EMU_REVERSE", rev, 1);
+    const std::vector<int> h = device_run(k_block_local, 5, 64, 2 * 5 * 64, 0, true);
+    for (int b = 0; b < 5; ++b)
+      for (int t = 0; t < 64; ++t) {
+        EXPECT_EQ(h[b * 64 + t], b * 100 + (t + 1) % 64) << rev << b << t; /* zeroed, then its own block's */
+        EXPECT_EQ(h[5 * 64 + b * 64 + t], 1) << rev << b << t;             /* the same pointer each call */
+      }
+  }
+  unsetenv("LMF_EMU_REVERSE");
+  /* A plain launch has it per block too (blocks one after another). */
+  const std::vector<int> plain = device_run(k_block_sum, 2, 64, 2);
+  EXPECT_EQ(plain[1], 64 * 1000 + 63 * 64 / 2);
+}
+
+TEST(CudaEmu, BarriersAndShufflesBetweenGridSyncs) {
+  const std::vector<int> want = coop_rounds_on_host(6, 128, 5);
+  for (const char *rev : {"0", "1"}) {
+    setenv("LMF_EMU_REVERSE", rev, 1);
+    const std::vector<int> h = device_run(k_coop_rounds, 6, 128, want.size(), 5, true);
+    EXPECT_EQ(h, want) << rev;
+  }
+  unsetenv("LMF_EMU_REVERSE");
+}
+
+TEST(CudaEmu, CooperativeGridLimitAndOccupancy) {
+  int sms = 0, coop = 0, per_sm = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, 0), cudaSuccess);
+  EXPECT_EQ(coop, 1);
+  ASSERT_EQ(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_coop_exchange, 64, 0), cudaSuccess);
+  EXPECT_EQ(per_sm, 4);
+  EXPECT_EQ(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_coop_exchange, 0, 0), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_coop_exchange, 2048, 0), cudaErrorInvalidValue);
+  (void)cudaGetLastError();
+  const unsigned most = (unsigned)(sms * 4);
+  int *d = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void **>(&d), 2 * (most + 1) * 64 * sizeof(int)), cudaSuccess);
+  ASSERT_EQ(cudaMemset(d, 0, 2 * (most + 1) * 64 * sizeof(int)), cudaSuccess);
+  EXPECT_EQ(run(k_coop_exchange, most + 1, 64, d, 0, true), cudaErrorCooperativeLaunchTooLarge);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorCooperativeLaunchTooLarge);
+  int h = -1;
+  ASSERT_EQ(cudaMemcpy(&h, d, sizeof h, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(h, 0); /* nothing ran */
+  EXPECT_EQ(run(k_block_sum, most + 1, 64, d, 0), cudaSuccess) << "only a cooperative grid is bounded";
+  std::vector<int> all(2 * (size_t)most * 64);
+  EXPECT_EQ(run(k_coop_exchange, most, 64, d, 0, true), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(all.data(), d, all.size() * sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(all[most * 64 + 5], (int)(1000 * most * (most - 1) / 2 + most * 6));
+  cudaFree(d);
+}
+
 using CudaEmuDeathTest = ::testing::Test;
 
 TEST(CudaEmuDeathTest, BarrierNotReachedByTheBlock) {
@@ -253,6 +422,26 @@ TEST(CudaEmuDeathTest, ShuffleWithAbsentLanes) {
 
 TEST(CudaEmuDeathTest, MaskLeavingOutTheCaller) {
   EXPECT_DEATH(device_run(k_mask_leaves_caller, 1, 32, 32), "mask leaves it out");
+}
+
+TEST(CudaEmuDeathTest, GridSyncInALaunchThatIsNotCooperative) {
+  EXPECT_DEATH(device_run(k_coop_exchange, 2, 64, 4 * 64), "grid_sync in a launch that is not cooperative");
+}
+
+TEST(CudaEmuDeathTest, BlockExitsWhileOthersWaitAtGridSync) {
+  EXPECT_DEATH(device_run(k_block_exits_before_grid_sync, 4, 64, 4, 0, true), "after some threads of the grid exited");
+}
+
+TEST(CudaEmuDeathTest, ThreadsExitWhileTheirBlockWaitsAtGridSync) {
+  EXPECT_DEATH(device_run(k_threads_exit_before_grid_sync, 3, 64, 3, 0, true), "after some threads of the grid exited");
+}
+
+TEST(CudaEmuDeathTest, GridSyncsAtDifferentLines) {
+  EXPECT_DEATH(device_run(k_two_grid_syncs, 3, 64, 3, 0, true), "different grid_syncs");
+}
+
+TEST(CudaEmuDeathTest, BlockSplitBetweenBarrierAndGridSync) {
+  EXPECT_DEATH(device_run(k_grid_sync_and_barrier, 2, 64, 64, 0, true), "wait at grid_sync, others at __syncthreads");
 }
 
 #if defined(__SANITIZE_ADDRESS__)

@@ -1,0 +1,394 @@
+/* The one-launch step of small batches (KP::coop; included by logits.cu inside its anonymous namespace,
+ * after the separate kernels' bodies, which it reuses).
+ *
+ * Why. At B = 1 the separate kernels are a chain of 3 to 15 small launches whose cost is launch latency
+ * and one memory latency per pass, not bandwidth (V = 128,256 bf16: the row's 751.5 KiB take 0.2 us to
+ * read on an H100). k_coop does the step in one cooperative launch: one 256-thread block per chunk of
+ * 2048 tokens, every block of the grid resident at once, grid-wide barriers where the separate kernels
+ * have launch boundaries. Each thread keeps its 8 values of y in registers for the whole step: the
+ * logits are read once, Y is never written.
+ *
+ * Phases (each block: row = block / nchunks, chunk c = block % nchunks; barriers are grid-wide):
+ *   1  the row's state (init_row) into block-local shared memory, in every block (no barrier for it);
+ *      y = s / T of the block's 8 x 256 tokens; the chunk's partial (chunk_partial)       | barrier
+ *   2  every block merges the row's partials (cmerge_calc: the same bits in every block);
+ *      top-p: the mass (exact, 2^-80 units) and count of each bin of d2 = 2 (ymax - y), 1/8 wide
+ *      over [0, 32) plus one bin past 32, added to the row's histogram with atomics         | barrier
+ *   3  every block reads the histogram: the CPU's windows (d2 < 4, 8, 16, 32 are bins < 32, 64, 128,
+ *      256) give the target (search_target, the CPU's rule), and the bin where the cumulative mass
+ *      from the top reaches it is the crossing bin. Its tokens (at most kListCap) are appended to
+ *      the row's list                                                                        | barrier
+ *   4  every block copies the list into shared memory and finds the cut there (list_cut, after the
+ *      mass of the bins above); a crossing bin of more than kListCap tokens (flat rows) writes Y
+ *      and the row's first block runs the general search on it (block_search)   | barrier if any row did
+ *   5  survivors (the cut, min-p): their mass for the LSE and the Gumbel-max sample, one atomic each
+ *      per block                                                                             | barrier
+ *   6  every block writes its tokens' log-probs (where asked for); the row's first block the outputs.
+ * Rows with a failed status skip the work but take part in every barrier. The block-local state goes
+ * through COOP_BLOCK_LOCAL (the CPU emulator interleaves blocks at the barriers); other shared memory
+ * is scratch within a phase.
+ *
+ * Used (lmf_cuda_logits_run) for combine jobs without sparse models, plausibility, nucleus, GeDi or
+ * top-k, whose B x nchunks blocks fit the device at once (the occupancy query), with LMF_LOGITS_COOP=1
+ * in the environment: opt-in until a lent GPU measures it faster than the separate kernels. */
+
+constexpr int kCoopBins = 257;          /* d2 in [0, 32) by 1/8, then d2 >= 32 */
+constexpr int64_t kCoopMaxBlocks = 4096; /* a grid larger than any device holds at once: no scratch */
+
+/* Per row, in the workspace: the phase-2 histogram and the count of the crossing bin's list. */
+struct CoopRow {
+  unsigned cnt[kCoopBins];
+  unsigned ngather;
+  U128 mass[kCoopBins];
+};
+
+/* A barrier across the grid (the launch is cooperative); the CPU emulator's own where it runs. */
+#if LMF_CUDA_EMU
+#define COOP_SYNC() ::emu::grid_sync(EMU_SITE)
+#define COOP_BLOCK_LOCAL(T, name) \
+  static char name##_key_;        \
+  T &name = *static_cast<T *>(::emu::block_local(&name##_key_, sizeof(T)))
+#else
+#define COOP_SYNC() cooperative_groups::this_grid().sync()
+#define COOP_BLOCK_LOCAL(T, name) __shared__ T name
+#endif
+
+static_assert(kCoopBins - 1 == kThreads, "coop_hist maps one thread to one bin below d2 = 32");
+
+/* LMF_LOGITS_COOP_PROFILE=1 (KP::coop_profile): block 0's thread 0 stamps each phase's end and each
+ * barrier's release with its SM's clock and the global timer, and prints them once per launch: where
+ * the step's time goes, and the SM clock it ran at (cycles / ns). A device-only aid; no-op elsewhere. */
+struct CoopProf {
+  long long cyc[12];
+  unsigned long long ns[12];
+  int n;
+};
+__device__ __forceinline__ void coop_mark(CoopProf &pr, bool on) {
+#if defined(__CUDA_ARCH__)
+  if (!on || pr.n >= 12) return;
+  unsigned long long g;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g));
+  pr.cyc[pr.n] = clock64();
+  pr.ns[pr.n++] = g;
+#else
+  (void)pr, (void)on;
+#endif
+}
+__device__ void coop_print(const CoopProf &pr, bool on) {
+#if defined(__CUDA_ARCH__)
+  if (!on || pr.n < 2) return;
+  printf("k_coop profile (block 0): cycles since start at each mark: %lld %lld %lld %lld %lld %lld %lld %lld %lld %lld %lld;"
+         " %llu ns in all, %.0f MHz\n",
+         pr.cyc[1] - pr.cyc[0], pr.cyc[2] - pr.cyc[0], pr.cyc[3] - pr.cyc[0], pr.cyc[4] - pr.cyc[0],
+         pr.cyc[5] - pr.cyc[0], pr.cyc[6] - pr.cyc[0], pr.cyc[7] - pr.cyc[0], pr.cyc[8] - pr.cyc[0],
+         pr.cyc[9] - pr.cyc[0], pr.cyc[10] - pr.cyc[0], pr.cyc[pr.n - 1] - pr.cyc[0], pr.ns[pr.n - 1] - pr.ns[0],
+         pr.ns[pr.n - 1] > pr.ns[0] ? 1e3 * (double)(pr.cyc[pr.n - 1] - pr.cyc[0]) / (double)(pr.ns[pr.n - 1] - pr.ns[0])
+                                    : 0.0);
+#else
+  (void)pr, (void)on;
+#endif
+}
+
+/* Phase 2's histogram bin of a token in the search (w > 0). */
+__device__ __forceinline__ int coop_bin(float y, float ymax) {
+  const float d2 = LMF_FMUL(LMF_FSUB(ymax, y), 2.0f); /* the CPU's window measure (mass_windows) */
+  return d2 < 32.0f ? (int)LMF_FMUL(d2, 8.0f) : kCoopBins - 1;
+}
+
+/* Phase 2: this block's tokens into the row's histogram: the bins below d2 = 32 in shared memory
+ * first (warp_hist_add: a warp's lanes sharing a bin add once), the bin past 32 (most tokens of a
+ * wide row) in registers and one block sum. */
+__device__ void coop_hist(const KP &p, CoopRow &CR, float ymax, const float y[kPer], Red &red) {
+  constexpr int kIn = kCoopBins - 1;
+  __shared__ unsigned hc[kIn];
+  __shared__ unsigned long long hlo[kIn], hhi[kIn];
+  hc[threadIdx.x] = 0u;
+  hlo[threadIdx.x] = hhi[threadIdx.x] = 0ull;
+  __syncthreads();
+  U128 over = u128(0ull, 0ull);
+  long long nover = 0;
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) {
+    const float w = lmf_lg_is_ninf(y[q]) ? 0.0f : lmf_lg_exp_neg(LMF_FSUB(y[q], ymax));
+    const int b = w > 0.0f ? coop_bin(y[q], ymax) : -1;
+    const U128 fx = fx_of(w);
+    if (b == kIn) {
+      over = add(over, fx);
+      ++nover;
+    }
+    warp_hist_add(hlo, hhi, b >= 0 && b < kIn, (uint32_t)b, fx, hc);
+  }
+  over = block_sum_u128(over, red);
+  nover = block_reduce_ll<OP_SUM>(nover, red); /* its barriers also order the adds above */
+  const int i = threadIdx.x;
+  if (hc[i]) {
+    atomicAdd(&CR.cnt[i], hc[i]);
+    atomic_add_u128(&CR.mass[i], u128(hlo[i], hhi[i]));
+  }
+  if (i == 0 && nover) {
+    atomicAdd(&CR.cnt[kIn], (unsigned)nover);
+    atomic_add_u128(&CR.mass[kIn], over);
+  }
+}
+
+/* Phase 3: the windows and the target into R (block-local), then the crossing bin, the mass above it
+ * and its count. Block-uniform results. */
+struct CoopPick {
+  U128 tgt, flo;
+  int bin;
+  unsigned cnt;
+};
+__device__ CoopPick coop_pick(const KP &p, Row &R, const CoopRow &CR, Red &red) {
+  __shared__ unsigned long long s_wlo[4], s_whi[4];
+  __shared__ unsigned s_wc[4];
+  __shared__ CoopPick s_pick;
+  const int t = threadIdx.x;
+  const U128 m = u128(__ldcg(&CR.mass[t].lo), __ldcg(&CR.mass[t].hi));
+  const unsigned n = __ldcg(&CR.cnt[t]);
+  const U128 incl = block_incl_scan_u128(m, red);
+  const U128 cincl = block_incl_scan_u128(u128((unsigned long long)n, 0ull), red);
+  const int w = t == 31 ? 0 : t == 63 ? 1 : t == 127 ? 2 : t == 255 ? 3 : -1;
+  if (w >= 0) {
+    s_wlo[w] = incl.lo;
+    s_whi[w] = incl.hi;
+    s_wc[w] = (unsigned)cincl.lo;
+  }
+  const U128 over = u128(__ldcg(&CR.mass[kCoopBins - 1].lo), __ldcg(&CR.mass[kCoopBins - 1].hi));
+  __syncthreads();
+  const U128 tot = add(u128(s_wlo[3], s_whi[3]), over);
+  if (t == 0) {
+    for (int k = 0; k < 4; ++k) {
+      R.win_c[k] = s_wc[k];
+      R.win_m[k] = u128(s_wlo[k], s_whi[k]);
+    }
+  }
+  __syncthreads();
+  const U128 tgt = search_target(p, SK_TOPP, R, tot);
+  long long b = block_reduce_ll<OP_MIN>(ge(incl, tgt) ? t : kCoopBins - 1, red);
+  if (t == (int)b) { /* b < 256 */
+    s_pick.bin = (int)b;
+    s_pick.flo = sub(incl, m);
+    s_pick.cnt = n;
+  }
+  if (t == 0 && b == kCoopBins - 1) { /* the mass past d2 = 32 holds the target's end */
+    s_pick.bin = (int)b;
+    s_pick.flo = u128(s_wlo[3], s_whi[3]);
+    s_pick.cnt = __ldcg(&CR.cnt[kCoopBins - 1]);
+  }
+  if (t == 0) s_pick.tgt = tgt;
+  __syncthreads();
+  const CoopPick r = s_pick;
+  __syncthreads();
+  return r;
+}
+
+/* Phase 4: the cut among the crossing bin's tokens (the row's list), after the mass above them. */
+__device__ uint64_t coop_listcut(const uint2 *G, const CoopPick &pk, float ymax, Red &red) {
+  ListSmem &S = *static_cast<ListSmem *>(block_scratch());
+  const unsigned n = pk.cnt;
+  for (unsigned i = threadIdx.x; i < n; i += kThreads) {
+    const uint2 e = __ldcg(&G[i]);
+    S.cy[i] = __uint_as_float(e.x);
+    S.cid[i] = e.y;
+  }
+  if (threadIdx.x == 0) S.n = n;
+  __syncthreads();
+  const uint64_t cut = list_cut(S, ~0ull, false, ymax, sub(pk.tgt, pk.flo), red);
+  __syncthreads();
+  return cut;
+}
+
+/* The survivor test after the step's one cut (top-p, or none). */
+__device__ __forceinline__ Surv coop_surv(float ymax, bool topp, uint64_t cut) {
+  Surv S;
+  S.ymax = ymax;
+  S.topk_on = 0;
+  S.topk_cut = 0ull;
+  S.topp_on = topp;
+  S.topp_cut = cut;
+  return S;
+}
+
+__global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p) {
+  COOP_BLOCK_LOCAL(Row, R); /* this block's copy of the row's state (the row's first block also keeps
+                             * the global one, which the fallback search and the outputs read) */
+  __shared__ Red red;
+  const lmf_lg_job &j = p.job;
+  const int64_t nch = p.nchunks, V = j.vocab_out;
+  const int64_t row = (int64_t)blockIdx.x / nch, c = (int64_t)blockIdx.x % nch;
+  const bool lead = c == 0;
+  const int t = threadIdx.x;
+  CoopRow &CR = p.coop[row];
+  uint2 *const G = p.gath + row * (int64_t)kListCap;
+  Row &Rg = p.rows[row];
+  const int64_t v0 = c * kChunk + (int64_t)t * kPer; /* this thread's tokens v0 .. v0 + 7 */
+  const bool prof = p.coop_profile && blockIdx.x == 0 && t == 0;
+  CoopProf pr;
+  pr.n = 0;
+  coop_mark(pr, prof);
+
+  /* Phase 1. */
+  if (t == 0) init_row(p, row, R);
+  if (lead) {
+    if (t == 0) init_row(p, row, Rg);
+    for (int i = t; i < kBins; i += kThreads) p.hist[row * kBins + i] = u128(0ull, 0ull);
+    for (int i = t; i < kCoopBins; i += kThreads) {
+      CR.cnt[i] = 0u;
+      CR.mass[i] = u128(0ull, 0ull);
+    }
+    if (t == 0) CR.ngather = 0u;
+  }
+  if (blockIdx.x == 0 && t == 0) *p.coop_fallback = 0u;
+  __syncthreads();
+  bool live = R.status == LMF_ROW_OK;
+  float y[kPer];
+  if (live) {
+    const uint32_t comb = R.comb;
+    for (int k = 0; k < j.num_models && v0 < V; ++k) /* every model's line on its way first */
+      if ((comb >> k) & 1u) prefetch8(make_mv(p, R, k, row), v0, true);
+    int bad = 0;
+    int64_t id[kPer];
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      id[q] = v0 + q;
+      y[q] = ninf();
+    }
+    if (v0 < V) {
+      sum_models(p, R, row, v0, y, &bad);
+      bias_and_T(p, row, v0, R.fuse_T ? R.Teff : 1.0f, y, &bad);
+    }
+    chunk_partial(p, row, c, y, id, bad, R.want_sum != 0, red);
+  }
+  coop_mark(pr, prof); /* 1: phase 1 */
+  COOP_SYNC();
+  coop_mark(pr, prof);
+
+  /* Phase 2. */
+  if (live) {
+    if (warp_id() == 0) {
+      const CMerge m = cmerge_calc(p, row, R, false);
+      if (lane_id() == 0) {
+        cmerge_apply(j, R, m, false);
+        if (lead) cmerge_apply(j, Rg, m, false);
+      }
+    }
+    __syncthreads();
+    live = R.status == LMF_ROW_OK;
+  }
+  const bool search = live && R.search == SK_TOPP;
+  const float ymax = live ? R.ymax : 0.0f;
+  if (search) coop_hist(p, CR, ymax, y, red);
+  coop_mark(pr, prof); /* 3: phase 2 */
+  COOP_SYNC();
+  coop_mark(pr, prof);
+
+  /* Phase 3. */
+  CoopPick pk;
+  pk.cnt = 0u;
+  bool listed = false;
+  if (search) {
+    pk = coop_pick(p, R, CR, red);
+    listed = pk.cnt <= (unsigned)kListCap;
+    if (listed) {
+#pragma unroll
+      for (int q = 0; q < kPer; ++q) {
+        const bool in = !lmf_lg_is_ninf(y[q]) && lmf_lg_exp_neg(LMF_FSUB(y[q], ymax)) > 0.0f;
+        if (in && coop_bin(y[q], ymax) == pk.bin)
+          G[atomicAdd(&CR.ngather, 1u)] = make_uint2(__float_as_uint(y[q]), (uint32_t)(v0 + q));
+      }
+    } else {
+      if (v0 < V) store8_f32(p.Y + row * p.ystride + v0, y); /* the row's last group: Y is padded to 8 */
+      if (t == 0) atomicExch(p.coop_fallback, 1u);
+    }
+  }
+  coop_mark(pr, prof); /* 5: phase 3 */
+  COOP_SYNC();
+  coop_mark(pr, prof);
+
+  /* Phase 4. */
+  uint64_t cut = ~0ull;
+  if (search && listed) cut = coop_listcut(G, pk, ymax, red);
+  if (__ldcg(p.coop_fallback)) { /* the same in every block: written before the last barrier */
+    if (search && !listed && lead) {
+      block_search(p, row, SK_TOPP);
+      __syncthreads();
+    }
+    COOP_SYNC();
+    if (search && !listed) cut = __ldcg(&Rg.topp_cut);
+  }
+  coop_mark(pr, prof); /* 7: phase 4 */
+
+  /* Phase 5: the survivors' mass (the LSE) and the sample. */
+  bool fin = false, samp = false;
+  if (live) {
+    fin = search ? R.need_lse != 0 : R.do_final != 0;
+    samp = (search || fin) ? !R.greedy : R.do_sample != 0;
+  }
+  const Surv S = coop_surv(ymax, search, cut);
+  if (fin || samp) {
+    const bool minp = j.min_p > 0.0f;
+    const float lmp = j.log_min_p;
+    const uint64_t seed = R.seed, goff = R.goff;
+    U128 acc = u128(0ull, 0ull);
+    float bk = ninf(), by = 0.0f;
+    int64_t bid = -1;
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      const int64_t v = v0 + q;
+      if (v >= V || !survives(S, y[q], v, minp, lmp)) continue;
+      if (fin) acc = add(acc, fx_of(lmf_lg_exp_neg(LMF_FSUB(y[q], ymax))));
+      if (samp) {
+        const float key = lmf_lg_gumbel_key(y[q], lmf_lg_gumbel(seed, goff, (uint32_t)v));
+        if (bid < 0 || key > bk) { /* ids increase along q: ties keep the lower id */
+          bk = key;
+          by = y[q];
+          bid = v;
+        }
+      }
+    }
+    if (fin) {
+      acc = block_sum_u128(acc, red);
+      if (t == 0) atomic_add_u128(&Rg.acc, acc);
+    }
+    if (samp) {
+      const unsigned long long mine = bid >= 0 ? pack_best(bk, (uint32_t)bid) : 0ull;
+      const unsigned long long best = block_max_u64(mine, red);
+      if (best && mine == best) { /* one thread: (key, id) is unique */
+        p.cpart[row * nch + c].ybest = by;
+        atomicMax(&Rg.best, best);
+      }
+    }
+  }
+  coop_mark(pr, prof); /* 8: phase 5 */
+  COOP_SYNC();
+  coop_mark(pr, prof);
+
+  /* Phase 6: the log-prob row (every block its tokens), the outputs (the row's first block; b_outputs
+   * reads the global state). Every block computes the LSE from the same sum: the same bits. */
+  float lse = 0.0f;
+  if (live) lse = fin ? (float)((double)ymax + log(fx_to_double(u128(__ldcg(&Rg.acc.lo), __ldcg(&Rg.acc.hi)))))
+                      : R.lse;
+  if (j.logprobs) {
+    const bool minp = j.min_p > 0.0f;
+    float *o = j.logprobs + row * j.logprobs_row_stride;
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      const int64_t v = v0 + q;
+      if (v >= V) continue;
+      o[v] = !live ? __uint_as_float(kCanonNan)
+                   : survives(S, y[q], v, minp, j.log_min_p) ? LMF_FSUB(y[q], lse) : ninf();
+    }
+  }
+  if (lead && t == 0) {
+    if (live) {
+      Rg.lse = lse;
+      Rg.best = samp ? __ldcg(&Rg.best) : 0ull;
+      const int32_t tok = R.greedy ? R.yarg : sampled_token(Rg);
+      Rg.ymiss = 1; /* the token's y: its block's best, or the max at the argmax */
+      Rg.ytok = Rg.best ? __ldcg(&p.cpart[row * nch + tok / kChunk].ybest) : ymax;
+    }
+    b_outputs(p, row, row);
+  }
+  coop_mark(pr, prof); /* 10: phase 6 */
+  coop_print(pr, prof);
+}
