@@ -42,12 +42,14 @@ stage() {
 
 { nvidia-smi; nvcc --version; cmake --version; python3 -c 'import torch; print("torch", torch.__version__)'; } \
   > "$OUT/summary.txt" 2>&1
-log "$(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader)"
+log "$(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader)"
 
 gen=()
 command -v ninja > /dev/null && gen=(-G Ninja)
 t0=$(date +%s)
-cmake -S "$ROOT" -B "$B" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DLMF_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLMF_CUDA_EMU=OFF \
+# -lineinfo: compute-sanitizer then names the source line of a hazard (no effect on the code's speed).
+cmake -S "$ROOT" -B "$B" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DLMF_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+  -DCMAKE_CUDA_FLAGS=-lineinfo -DLMF_CUDA_EMU=OFF \
   -DCMAKE_PREFIX_PATH="$DEPS" > "$OUT/build.log" 2>&1 &&
   cmake --build "$B" -j16 --target lmfuse lmfuse_cuda_tests lmfuse-bench >> "$OUT/build.log" 2>&1
 rc=$?
@@ -110,6 +112,9 @@ if [ "$WHAT" != bench ] && command -v compute-sanitizer > /dev/null; then
     stage "$tool logits one launch" 60 "$S" env LMF_LOGITS_COOP=1 compute-sanitizer --tool $tool \
       --error-exitcode 9 "$cuda_bin" --gtest_filter="$lf"
   done
+  # The fused kernel's hazards (seen on an H200, 2026-11-26), now with source lines.
+  stage "racecheck fused + list" 45 "$S" env LMF_LOGITS_FUSED=1 LMF_LOGITS_LIST=1 compute-sanitizer \
+    --tool racecheck --error-exitcode 9 --print-limit 20 "$cuda_bin" --gtest_filter=LogitsCuda.SpecVectorsMatchCpu
 fi
 
 if [ "$WHAT" != test ] && command -v ncu > /dev/null; then
