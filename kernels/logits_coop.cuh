@@ -198,17 +198,6 @@ __device__ uint64_t coop_listcut(const uint2 *G, const CoopPick &pk, float ymax,
   return cut;
 }
 
-/* The survivor test after the step's one cut (top-p, or none). */
-__device__ __forceinline__ Surv coop_surv(float ymax, bool topp, uint64_t cut) {
-  Surv S;
-  S.ymax = ymax;
-  S.topk_on = 0;
-  S.topk_cut = 0ull;
-  S.topp_on = topp;
-  S.topp_cut = cut;
-  return S;
-}
-
 __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p) {
   COOP_BLOCK_LOCAL(Row, R); /* this block's copy of the row's state (the row's first block also keeps
                              * the global one, which the fallback search and the outputs read) */
@@ -324,7 +313,9 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
     fin = search ? R.need_lse != 0 : R.do_final != 0;
     samp = (search || fin) ? !R.greedy : R.do_sample != 0;
   }
-  const Surv S = coop_surv(ymax, search, cut);
+  Surv S = surv_of(R); /* the step's one cut: top-p, or none */
+  S.topp_on = search;
+  S.topp_cut = cut;
   if (fin || samp) {
     const bool minp = j.min_p > 0.0f;
     const float lmp = j.log_min_p;

@@ -64,17 +64,21 @@ __global__ void k_warp_ops(int *out, int) {
   out[t * 8 + 7] = (int)match;
 }
 
-__global__ void k_block_sum(int *out, int) {
-  __shared__ int part[8];
-  int v = (int)(blockIdx.x * 1000 + threadIdx.x);
+/* The block's sum of v (warp shuffles, then the warps' sums from part[]), in thread 0; 0 elsewhere. */
+__device__ int block_sum_at_0(int v, int *part) {
   for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int s = 0;
+  int s = 0;
+  if (threadIdx.x == 0)
     for (unsigned w = 0; w < blockDim.x / 32; ++w) s += part[w];
-    out[blockIdx.x] = s;
-  }
+  return s;
+}
+
+__global__ void k_block_sum(int *out, int) {
+  __shared__ int part[8];
+  const int s = block_sum_at_0((int)(blockIdx.x * 1000 + threadIdx.x), part);
+  if (threadIdx.x == 0) out[blockIdx.x] = s;
   __syncthreads(); /* part is reused by the next block only after every warp has read it */
 }
 
@@ -172,13 +176,8 @@ __global__ void k_coop_rounds(int *out, int rounds) {
   const int nb = (int)gridDim.x, b = (int)blockIdx.x;
   for (int r = 0; r < rounds; ++r) {
     const int *in = out + (r & 1) * nb;
-    int v = in[(b + 1 + (int)threadIdx.x) % nb] + (int)threadIdx.x;
-    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
-    __syncthreads();
+    int s = block_sum_at_0(in[(b + 1 + (int)threadIdx.x) % nb] + (int)threadIdx.x, part);
     if (threadIdx.x == 0) {
-      int s = 0;
-      for (unsigned w = 0; w < blockDim.x / 32; ++w) s += part[w];
       s %= 100003;
       out[((r + 1) & 1) * nb + b] = s;
       *total += s;
