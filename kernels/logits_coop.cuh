@@ -378,7 +378,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
       Rg.ymiss = 1; /* the token's y: its block's best, or the max at the argmax */
       Rg.ytok = Rg.best ? __ldcg(&p.cpart[row * nch + tok / kChunk].ybest) : ymax;
     }
-    b_outputs(p, row, row);
+    b_outputs(p, row);
   }
   coop_mark(pr, prof); /* 10: phase 6 */
   coop_print(pr, prof);

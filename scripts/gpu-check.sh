@@ -112,18 +112,22 @@ if [ "$WHAT" != bench ] && command -v compute-sanitizer > /dev/null; then
     stage "$tool logits one launch" 60 "$S" env LMF_LOGITS_COOP=1 compute-sanitizer --tool $tool \
       --error-exitcode 9 "$cuda_bin" --gtest_filter="$lf"
   done
-  # The fused kernel's hazards (seen on an H200, 2026-11-26), now with source lines.
-  stage "racecheck fused + list" 45 "$S" env LMF_LOGITS_FUSED=1 LMF_LOGITS_LIST=1 compute-sanitizer \
-    --tool racecheck --error-exitcode 9 --print-limit 20 "$cuda_bin" --gtest_filter=LogitsCuda.SpecVectorsMatchCpu
 fi
 
 if [ "$WHAT" != test ] && command -v ncu > /dev/null; then
-  # Where a B = 1 logits step spends its time (--clock-control none: the card as is).
+  # Where a logits step spends its time (--clock-control none: the card as is), with the SM clock each
+  # kernel ran at (sm__cycles_elapsed.avg.per_second), the instructions it issued and the warps it
+  # kept resident: B = 1 on the one-launch step, then B = 256 on the separate kernels (its first
+  # case's warm-up steps, ~15 kernels each), where the bar asks for 70% of the bandwidth floor.
   PR="$OUT/profile.csv"
   metrics=gpu__time_duration.sum,dram__bytes.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed
+  metrics=$metrics,sm__cycles_elapsed.avg.per_second,smsp__inst_executed.sum
+  metrics=$metrics,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed
   stage "ncu logits B=1 one launch" 45 "$PR" env LMF_LOGITS_COOP=1 ncu --clock-control none --csv --page raw \
     --metrics "$metrics" -k regex:k_coop --launch-count 12 "$bench" logits --batch 1 --vocab 128256 --no-peer \
     --repeats 3
+  stage "ncu logits B=256 separate kernels" 60 "$PR" ncu --clock-control none --csv --page raw \
+    --metrics "$metrics" --launch-count 40 "$bench" logits --batch 256 --vocab 128256 --no-peer --repeats 3
 fi
 
 if [ "$WHAT" != bench ]; then
@@ -146,8 +150,6 @@ if [ "$WHAT" != test ]; then
   stage "bench logits" 120 "$BL" "$bench" logits --quick --repeats 50
   stage "bench logits, list + pdl" 45 "$BL" env LMF_LOGITS_LIST=1 LMF_LOGITS_PDL=1 "$bench" logits --quick \
     --no-peer --repeats 50
-  stage "bench logits, fused kernel" 45 "$BL" env LMF_LOGITS_FUSED=1 "$bench" logits --quick --no-peer \
-    --repeats 50
 fi
 
 # The families measured less often (their issues are resolved), if time is left.

@@ -486,8 +486,7 @@ void test_cuda_logits_cuts(void) {
 
 /* The call is graph-capturable (capture mode global: no call inside it may be unsafe to capture) and a
  * replayed graph gives the direct call's results, on each CUDA path the environment can select: the
- * separate kernels, list mode (its folded launches), the fused kernel (Hopper), PDL, and the one-launch
- * cooperative step. Replayed twice where the call has no in-place state (the second replay must
+ * separate kernels, list mode (its folded launches), PDL, and the one-launch cooperative step. Replayed twice where the call has no in-place state (the second replay must
  * re-initialise the workspace), once with GeDi (whose state each replay advances). */
 void test_cuda_logits_graph(void) {
   REQUIRE_CUDA();
@@ -496,21 +495,20 @@ void test_cuda_logits_graph(void) {
     backends_close(&be);
     return;
   }
-  static const char *const envs[4] = {"LMF_LOGITS_LIST", "LMF_LOGITS_FUSED", "LMF_LOGITS_PDL", "LMF_LOGITS_COOP"};
-  char *saved[4];
-  for (int e = 0; e < 4; ++e) {
+  static const char *const envs[3] = {"LMF_LOGITS_LIST", "LMF_LOGITS_PDL", "LMF_LOGITS_COOP"};
+  char *saved[3];
+  for (int e = 0; e < 3; ++e) {
     const char *v = getenv(envs[e]);
     saved[e] = v ? strdup(v) : NULL;
   }
   /* Each mode's values of envs (NULL: unset). */
   static const struct {
     const char *name;
-    const char *env[4];
-  } modes[] = {{"separate kernels", {NULL, NULL, NULL, NULL}},
-               {"list mode", {"1", NULL, NULL, NULL}},
-               {"list mode + PDL", {"1", NULL, "1", NULL}},
-               {"fused kernel + list mode", {"1", "1", NULL, NULL}},
-               {"one launch where it fits", {NULL, NULL, NULL, "1"}}};
+    const char *env[3];
+  } modes[] = {{"separate kernels", {NULL, NULL, NULL}},
+               {"list mode", {"1", NULL, NULL}},
+               {"list mode + PDL", {"1", "1", NULL}},
+               {"one launch where it fits", {NULL, NULL, "1"}}};
   static const struct {
     int32_t B, V;
   } shapes[] = {{1, 128256}, {8, 32000}, {300, 1000}};
@@ -535,7 +533,7 @@ void test_cuda_logits_graph(void) {
         Ln[b] = -1.75f * (float)n[b];
       }
       for (size_t mi = 0; mi < sizeof modes / sizeof modes[0]; ++mi) {
-        for (int e = 0; e < 4; ++e) {
+        for (int e = 0; e < 3; ++e) {
           if (modes[mi].env[e]) setenv(envs[e], modes[mi].env[e], 1);
           else unsetenv(envs[e]);
         }
@@ -575,7 +573,7 @@ void test_cuda_logits_graph(void) {
     free(Ln);
     free(n);
   }
-  for (int e = 0; e < 4; ++e) {
+  for (int e = 0; e < 3; ++e) {
     if (saved[e]) setenv(envs[e], saved[e], 1);
     else unsetenv(envs[e]);
     free(saved[e]);

@@ -735,7 +735,7 @@ cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr a, int device) {
 cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes *a, const void *func) {
   if (!func) return fail(cudaErrorInvalidDeviceFunction);
   memset(a, 0, sizeof *a);
-  a->binaryVersion = 80; /* no sm_90 paths: clusters and PDL are not emulated */
+  a->binaryVersion = 80; /* no sm_90 paths: PDL is not emulated */
   a->ptxVersion = 80;
   a->maxThreadsPerBlock = emu::kMaxThreads;
   return cudaSuccess;
@@ -758,11 +758,6 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *n, const void *fu
                                                           size_t dynamic_smem) {
   return cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(n, func, block_size, dynamic_smem,
                                                                 cudaOccupancyDefault);
-}
-cudaError_t cudaOccupancyMaxActiveClusters(int *n, const void *func, const cudaLaunchConfig_t *cfg) {
-  (void)func; (void)cfg;
-  *n = 0;
-  return fail(cudaErrorNotSupported);
 }
 
 cudaError_t cudaMalloc(void **p, size_t bytes) {

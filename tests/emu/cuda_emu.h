@@ -12,7 +12,7 @@
  *
  * The runtime side (fibers, scheduling, the cudart calls the library makes) is tests/emu/cuda_emu.cc.
  * Device code sees __CUDA_ARCH__ undefined, so the kernels' shared headers take their host paths
- * (the CPU backend's arithmetic) and sm_90-only bodies (clusters, griddepcontrol) compile away. */
+ * (the CPU backend's arithmetic) and sm_90-only bodies (griddepcontrol) compile away. */
 #ifndef LMF_TESTS_EMU_CUDA_EMU_H
 #define LMF_TESTS_EMU_CUDA_EMU_H
 

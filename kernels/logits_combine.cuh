@@ -1,0 +1,562 @@
+/* The combine pass (the models' weighted sum, bias, temperature, per-chunk partials) and list mode's
+ * candidate lists it can fill.
+ *
+ * Part of kernels/logits.cu's translation unit: included inside its anonymous namespace, in
+ * order (each part uses the ones before it); logits.cu's opening comment describes the design. */
+
+/* ---- List mode's candidate lists --------------------------------------------------------------- */
+
+/* The list class of a token with d = 2 (ymax - y) (kClasses: none; -inf or NaN d's too). */
+__device__ __forceinline__ int class_of(float d) {
+  return d < 4.0f    ? 0
+         : d < 8.0f  ? 1
+         : d < 16.0f ? 2
+         : d < 20.0f ? 3
+         : d < 24.0f ? 4
+         : d < 32.0f ? 5
+                     : kClasses;
+}
+/* The class that ends each of the CPU's windows d < 4, 8, 16, 32. */
+__device__ __forceinline__ int cpu_window_class(int w) { return w < 3 ? w : kClasses - 1; }
+
+/* Entries a class list keeps (its stride in the workspace is lcap; counts go on past the cap, and a
+ * class whose count passes it is not used). Every list is written where HBM traffic counts, so each
+ * keeps no more than a cut can use: the window pass's, kListCap (a list cut's window holds at most
+ * that many tokens in all); the combine pass's (SUP), lcap for classes 0 .. 2 (their counts are
+ * loose: a block's running max is below the row's) but kWinCap past 8 nats, where only the CPU's
+ * 16-nat window of at most kWinCap tokens can use them. */
+template <bool SUP>
+__device__ __forceinline__ unsigned list_cap(int cls, unsigned lcap) {
+  /* SUP needs no min with lcap: the combine fills lists only where a block walks kSupChunks chunks,
+   * so V > 3 kChunk and lcap = min(V, kSupCap) > kWinCap (and a min there costs the CM_SUP combine a
+   * spill on sm_80). */
+  if (SUP) return cls < 3 ? lcap : (unsigned)kWinCap;
+  return lcap < (unsigned)kListCap ? lcap : (unsigned)kListCap;
+}
+
+/* Appends (y, v) to the list of class cls (0 .. kClasses - 1; kClasses: none) of the row: one atomic
+ * per class present in the warp. Every lane of the warp calls it. Counts go past the cap; entries
+ * not. */
+template <bool SUP>
+__device__ __forceinline__ void list_append(Row *R, uint2 *L, unsigned lcap, int cls, float y, int64_t v) {
+  const int lane = lane_id();
+#pragma unroll
+  for (int k = 0; k < kClasses; ++k) {
+    const unsigned m = __ballot_sync(kFull, cls == k);
+    if (!m) continue;
+    const int leader = __ffs((int)m) - 1;
+    unsigned base = 0u;
+    if (lane == leader) base = atomicAdd(&R->cls_c[k], (unsigned)__popc(m));
+    base = __shfl_sync(kFull, base, leader);
+    if (cls == k) {
+      const unsigned slot = base + (unsigned)__popc(m & ((1u << lane) - 1u));
+      if (slot < list_cap<SUP>(k, lcap)) L[k * lcap + slot] = make_uint2(__float_as_uint(y), (uint32_t)v);
+    }
+  }
+}
+
+/* The combine pass's part of list mode (KP::lstream): this thread's tokens v .. v + 7 of a chunk go to
+ * the lists by their class with respect to the block's running max (the max so far of its chunks,
+ * this one included). That max is at most the row's, so a token's class here is at most its true
+ * class, and the lists of classes 0 .. k hold a superset of window k's tokens, which the row's first
+ * cut filters (sup_items). */
+__device__ __forceinline__ void list_append_chunk(const KP &p, int64_t row, float runmax, const float y[kPer],
+                                                  int64_t v) {
+  Row *R = &p.rows[row];
+  uint2 *L = p.cand + row * (int64_t)kClasses * p.lcap;
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) {
+    const float d = LMF_FMUL(LMF_FSUB(runmax, y[q]), 2.0f); /* -inf y: +inf (or NaN): no class */
+    const int cls = class_of(d);
+    if (__any_sync(kFull, cls < kClasses)) list_append<true>(R, L, (unsigned)p.lcap, cls, y[q], v + q);
+  }
+}
+
+/* The row's values a search reads, in registers. */
+struct SRow {
+  float smax_nuc, ymax;
+  int topk_on;
+  uint64_t topk_cut;
+};
+
+__device__ __forceinline__ SRow srow_of(const Row &R) {
+  SRow s;
+  s.smax_nuc = R.smax[ST_NUC];
+  s.ymax = R.ymax;
+  s.topk_on = R.topk_on;
+  s.topk_cut = R.topk_cut;
+  return s;
+}
+
+/* Token v in the search's order: its 32-bit order key, its mass (fixed point) and whether it takes
+ * part (mass > 0 in fp32; top-k: finite). */
+__device__ __forceinline__ bool search_item_v(int kind, const SRow &s, float yval, float dval, int64_t v,
+                                              uint32_t *key, U128 *fx, float *yv) {
+  switch (kind) {
+    case SK_NUC: {
+      const float x = dval;
+      const float w = lmf_lg_exp_neg(LMF_FSUB(x, s.smax_nuc));
+      *key = ~lmf_lg_fkey(x);
+      *fx = fx_of(w);
+      *yv = x;
+      return w > 0.0f;
+    }
+    case SK_GF: {
+      const float d = dval, y = yval;
+      const float w = lmf_lg_exp_neg(LMF_FSUB(y, s.ymax));
+      *key = lmf_lg_fkey(d);
+      *fx = fx_of(w);
+      *yv = y;
+      return w > 0.0f;
+    }
+    case SK_TOPK: {
+      const float y = yval;
+      *key = ~lmf_lg_fkey(y);
+      *fx = u128(1ull, 0ull);
+      *yv = y;
+      return !lmf_lg_is_ninf(y);
+    }
+    default: {
+      const float y = yval;
+      const bool in = !lmf_lg_is_ninf(y) && (!s.topk_on || desc_le(y, (uint32_t)v, s.topk_cut));
+      const float w = in ? lmf_lg_exp_neg(LMF_FSUB(y, s.ymax)) : 0.0f;
+      *key = ~lmf_lg_fkey(y);
+      *fx = fx_of(w);
+      *yv = y;
+      return w > 0.0f;
+    }
+  }
+}
+
+/* The window pass's step for one token of each lane (list mode; every lane of the warp calls it): its
+ * class by d = 2 (y_max - y) if it takes part in the search, its mass added to its class's and to the
+ * total, and the token appended to its class's list. */
+__device__ __forceinline__ void window_item(int kind, const SRow &s, Row *R, uint2 *L, unsigned lcap, float yval,
+                                            float dval, int64_t v, int64_t V, U128 cm[kClasses], U128 &tot) {
+  uint32_t key = 0;
+  U128 fx = u128(0ull, 0ull);
+  float y = 0.0f;
+  int cls = kClasses;
+  const float d = LMF_FMUL(LMF_FSUB(s.ymax, yval), 2.0f); /* -inf y: +inf */
+  if (v < V && search_item_v(kind, s, yval, dval, v, &key, &fx, &y)) {
+    tot = add(tot, fx);
+    cls = class_of(d);
+#pragma unroll
+    for (int k = 0; k < kClasses; ++k)
+      if (cls == k) cm[k] = add(cm[k], fx);
+  }
+  if (__any_sync(kFull, cls < kClasses)) list_append<false>(R, L, lcap, cls, y, v);
+}
+
+/* The end of a window pass's block: its class masses and total added to the row's (atomics). */
+__device__ __forceinline__ void window_flush(Row *R, U128 cm[kClasses], U128 tot) {
+#pragma unroll
+  for (int k = 0; k < kClasses; ++k) {
+    const U128 m = warp_sum_u128(cm[k]);
+    if (lane_id() == 0) atomic_add_u128(&R->cls_m[k], m);
+  }
+  tot = warp_sum_u128(tot);
+  if (lane_id() == 0) atomic_add_u128(&R->ltot, tot);
+}
+
+/* ---- The combine pass ----------------------------------------------------------------------------- */
+
+/* The max of a (max key, packed argmax, count | flag) triple over the block, in one round (one pair
+ * of barriers); every thread gets the result. */
+__device__ void block_reduce3(int32_t *mk, unsigned long long *pk, long long *cb, Red &r) {
+  int32_t m = *mk;
+  unsigned long long q = *pk;
+  long long s = *cb;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const int32_t m2 = __shfl_xor_sync(kFull, m, o);
+    const unsigned long long q2 = __shfl_xor_sync(kFull, q, o);
+    m = m2 > m ? m2 : m;
+    q = q2 > q ? q2 : q;
+    s += __shfl_xor_sync(kFull, s, o);
+  }
+  if (lane_id() == 0) {
+    r.a[warp_id()] = (unsigned long long)(uint32_t)m;
+    r.b[warp_id()] = q;
+    r.c[warp_id()] = (unsigned long long)s;
+  }
+  __syncthreads();
+  m = (int32_t)(uint32_t)r.a[0];
+  q = r.b[0];
+  s = (long long)r.c[0];
+#pragma unroll
+  for (int i = 1; i < kWarps; ++i) {
+    const int32_t m2 = (int32_t)(uint32_t)r.a[i];
+    m = m2 > m ? m2 : m;
+    q = r.b[i] > q ? r.b[i] : q;
+    s += (long long)r.c[i];
+  }
+  __syncthreads();
+  *mk = m;
+  *pk = q;
+  *cb = s;
+}
+
+/* Writes the chunk's partial (max, first argmax, finite count, NaN / +inf flag, sum e^(y - max)). The
+ * first four come from one block reduction: the max key (the CPU's max_block order); the argmax as
+ * the largest (value with -0 folded into +0, lowest id), i.e. the first token equal (==) to the max,
+ * as the CPU's first_index; count and flag as one sum. The sum, which needs the max, takes a second.
+ * Returns the chunk's max. */
+__device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t c, const float y[kPer],
+                                               const int64_t id[kPer], int bad, bool want_sum, Red &red) {
+  int32_t mk = key_s(ninf());
+  unsigned long long pk = 0ull;
+  long long cb = bad ? (1ll << 32) : 0ll;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    mk = key_s(y[j]) > mk ? key_s(y[j]) : mk;
+    const uint32_t fk = (uint32_t)key_s(LMF_FADD(y[j], 0.0f)) ^ 0x80000000u; /* -0 + 0 = +0 */
+    const unsigned long long e = ((unsigned long long)fk << 32) | (0xffffffffu - (uint32_t)id[j]);
+    pk = e > pk ? e : pk;
+    cb += !lmf_lg_is_ninf(y[j]);
+  }
+  block_reduce3(&mk, &pk, &cb, red);
+  const float mx = key_s_inv(mk);
+  double osum = 0.0;
+  if (want_sum && !lmf_lg_is_ninf(mx)) {
+    U128 s = u128(0ull, 0ull);
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) s = add(s, fx_of(lmf_lg_exp_neg(LMF_FSUB(y[j], mx))));
+    osum = fx_to_double(block_sum_u128(s, red));
+  }
+  if (threadIdx.x == 0) {
+    CPart &P = p.cpart[row * p.nchunks + c];
+    P.max = mx;
+    P.arg = (int32_t)(0xffffffffu - (uint32_t)pk);
+    P.cnt = (int32_t)(cb & 0xffffffffll);
+    P.bad = (cb >> 32) != 0;
+    P.osum = osum;
+  }
+  return mx;
+}
+
+__device__ void b_cmerge(const KP &p, int64_t row, int level);
+
+/* KP::cfold, at the end of a combine block: the row's last block to finish merges the row's partials
+ * (each block's partials are written, and fenced, before it counts itself), so the step needs no merge
+ * kernel. Block-uniform. */
+__device__ void combine_done(const KP &p, int64_t row) {
+  __shared__ int s_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) s_last = atomicAdd(&p.rows[row].cdone, 1u) == (unsigned)p.gx - 1u;
+  __syncthreads();
+  if (s_last && warp_id() == 0) {
+    __threadfence();
+    b_cmerge(p, row, 0);
+  }
+}
+
+/* s(v .. v + 7) of the models combined in this row (Row::comb), in model order: the coefficient
+ * fold; bad |= a NaN / +inf among them. 0 when no model is combined. */
+__device__ __forceinline__ void sum_models(const KP &p, const Row &R, int64_t row, int64_t v, float y[kPer],
+                                           int *bad) {
+  const uint32_t comb = R.comb;
+  bool first = true;
+  for (int k = 0; k < p.job.num_models; ++k) {
+    if (!((comb >> k) & 1u)) continue;
+    const MV mv = make_mv(p, R, k, row);
+    const float wk = R.w[k];
+    float x[kPer];
+    load8(mv, v, x);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      *bad |= lmf_lg_is_bad(x[q]);
+      y[q] = lmf_lg_term(first ? 0.0f : y[q], wk, x[q]);
+    }
+    first = false;
+  }
+  if (first) {
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) y[q] = 0.0f;
+  }
+}
+
+/* The last steps of y(v .. v + 7) after the masks: the bias row, / T, -inf past the row; bad |= a NaN /
+ * +inf in the bias or in the result. */
+__device__ __forceinline__ void bias_and_T(const KP &p, int64_t row, int64_t v, float Tdiv, float y[kPer],
+                                           int *bad) {
+  const int64_t V = p.job.vocab_out;
+  if (p.job.bias) {
+    const MV mb = bias_mv(p, row);
+    float b[kPer];
+    load8(mb, v, b);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      *bad |= lmf_lg_is_bad(b[q]);
+      y[q] = lmf_lg_term(y[q], 1.0f, b[q]);
+    }
+  }
+  if (Tdiv != 1.0f) {
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) y[q] = LMF_FDIV(y[q], Tdiv);
+  }
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) {
+    if (v + q >= V) y[q] = ninf(); /* past the row */
+    *bad |= lmf_lg_is_bad(y[q]);
+  }
+}
+
+/* What a combine pass does besides s(v): CM_SUP also fills list mode's candidate lists (KP::lstream;
+ * the separate kernels only) and leaves Y unwritten where Row::ymiss. For the rows whose combine lists
+ * could not decide their cut (Row::ymiss 2), the same arithmetic once more: CM_RECWIN does the window
+ * pass's work on the values it computes (window_item) and writes no Y; CM_RECOMP only writes Y, for
+ * a row the general search then needs (in the list cut's block). */
+enum { CM_PLAIN = 0, CM_SUP = 1, CM_RECOMP = 2, CM_RECWIN = 3 };
+
+/* GEDI: the GeDi terms are compiled in (its divisions need more registers: 3 blocks per SM). */
+template <bool GEDI, int MODE>
+__device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
+  __shared__ Red red;
+  const int64_t row = w.row;
+  const Row &R = p.rows[row];
+  if (R.status != LMF_ROW_OK) return;
+  if ((MODE == CM_RECOMP || MODE == CM_RECWIN) && !(R.ymiss == 2 && R.search == p.kind)) return;
+  const lmf_lg_job &j = p.job;
+  const int64_t V = j.vocab_out;
+  const int K = j.num_models;
+  const uint32_t comb = R.comb;
+  const bool plaus = j.plaus_model >= 0, nuc = j.nucleus_model >= 0;
+  const bool nuc_on = R.nuc_on != 0;
+  const uint64_t nuc_cut = R.nuc_cut;
+  const float plaus_thr = R.plaus_thr;
+  const float Tdiv = R.fuse_T ? R.Teff : 1.0f;
+  const bool want_sum = R.want_sum != 0;
+  float *Yr = p.Y + w.row * p.ystride;
+  float *Dr = p.D ? p.D + row * p.ystride : nullptr;
+  /* CM_RECWIN: the window pass's sums and lists (b_window). */
+  const SRow srow = srow_of(R);
+  uint2 *const Lw = MODE == CM_RECWIN ? p.cand + row * (int64_t)kClasses * p.lcap : nullptr;
+  U128 cm[kClasses], wtot = u128(0ull, 0ull);
+#pragma unroll
+  for (int k = 0; k < kClasses; ++k) cm[k] = u128(0ull, 0ull);
+  /* List mode: the row's first cut takes its candidates from here (see list_append_chunk). */
+  const bool sup = MODE == CM_SUP && p.lstream && R.sup;
+  float runmax = ninf();
+  /* A block with few chunks (small batches: B = 1 spreads a row over the SMs) asks L2 for all of them
+   * first, so its later chunks wait on L2 rather than on memory; with many, the next one at a time
+   * (below), which keeps the batch's lines from evicting each other. */
+  if ((p.nchunks - w.first + w.step - 1) / w.step <= kPrefetchChunks) {
+    for (int64_t c = w.first + 2 * w.step; c < p.nchunks; c += w.step) {
+      const int64_t v = c * kChunk + (int64_t)threadIdx.x * kPer;
+      for (int k = 0; k < K && v < V; ++k)
+        if ((comb >> k) & 1u) prefetch8(make_mv(p, R, k, row), v, false);
+    }
+  }
+  for (int64_t c = w.first; c < p.nchunks; c += w.step) {
+    const int64_t v = c * kChunk + (int64_t)threadIdx.x * kPer;
+    float y[kPer];
+    int64_t id[kPer];
+    int bad = 0;
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      id[q] = v + q;
+      y[q] = 0.0f;
+    }
+    if (v < V) {
+      const int64_t vn = v + w.step * kChunk; /* this thread's group in the block's next chunk */
+      for (int k = 0; k < K; ++k) {
+        if (!((comb >> k) & 1u)) continue;
+        const MV mv = make_mv(p, R, k, row);
+        prefetch8(mv, v, true);
+        if (vn < V) prefetch8(mv, vn, false);
+      }
+      /* The nucleus mask (D holds the nucleus model's x until GeDi's logP replaces it), then GeDi's
+       * logP(desired | v) (it does not depend on s; computing it first keeps fewer values live across
+       * its divisions). Both are applied to s below, at their places in the CPU's order. */
+      uint32_t nkeep = 0xffu;
+      if (nuc) {
+        float x[kPer];
+        load8_f32(Dr + v, x);
+#pragma unroll
+        for (int q = 0; q < kPer; ++q) {
+          const bool keep = !lmf_lg_is_ninf(x[q]) && (!nuc_on || desc_le(x[q], (uint32_t)id[q], nuc_cut));
+          if (!keep) nkeep &= ~(1u << q);
+        }
+      }
+      float d[kPer];
+      if constexpr (GEDI) {
+        const MV mp = make_mv(p, R, j.gedi_pos_model, row), mn = make_mv(p, R, j.gedi_neg_model, row);
+        float xp[kPer], xn[kPer];
+        load8(mp, v, xp);
+        load8(mn, v, xn);
+#pragma unroll
+        for (int q = 0; q < kPer; ++q)
+          d[q] = lmf_lg_gedi_logp(lmf_lg_scale_x(xp[q], mp.tau), lmf_lg_scale_x(xn[q], mn.tau),
+                                  R.slse[ST_GPOS], R.slse[ST_GNEG], R.gL_pos, R.gL_neg, R.gt,
+                                  j.gedi_logit_scale, j.gedi_bias_pos, j.gedi_bias_neg);
+        store8_f32(Dr + v, d);
+      } else {
+#pragma unroll
+        for (int q = 0; q < kPer; ++q) d[q] = 0.0f;
+      }
+      sum_models(p, R, row, v, y, &bad);
+      if (plaus) {
+        const MV mv = make_mv(p, R, j.plaus_model, row);
+        float x[kPer];
+        load8(mv, v, x);
+#pragma unroll
+        for (int q = 0; q < kPer; ++q) {
+          const float xs = lmf_lg_scale_x(x[q], mv.tau);
+          if (!(xs >= plaus_thr && !lmf_lg_is_ninf(xs))) y[q] = ninf();
+        }
+      }
+      if (nuc) {
+#pragma unroll
+        for (int q = 0; q < kPer; ++q)
+          if (!((nkeep >> q) & 1u)) y[q] = ninf();
+      }
+      if (GEDI && j.gedi_omega != 0.0f) {
+#pragma unroll
+        for (int q = 0; q < kPer; ++q) y[q] = lmf_lg_term(y[q], j.gedi_omega, d[q]);
+      }
+      bias_and_T(p, row, v, Tdiv, y, &bad);
+      if (p.need_y && MODE != CM_RECWIN && !(MODE == CM_SUP && R.ymiss)) store8_f32(Yr + v, y);
+    } else {
+#pragma unroll
+      for (int q = 0; q < kPer; ++q) y[q] = ninf();
+    }
+    if (MODE == CM_RECWIN) {
+#pragma unroll
+      for (int q = 0; q < kPer; ++q)
+        window_item(p.kind, srow, &p.rows[row], Lw, (unsigned)p.lcap, y[q], 0.0f, id[q], V, cm, wtot);
+    }
+    if (MODE == CM_RECOMP || MODE == CM_RECWIN) continue; /* the partials are the first pass's */
+    const float mx = chunk_partial(p, row, c, y, id, bad, want_sum, red);
+    if (sup) {
+      runmax = mx > runmax ? mx : runmax;
+      list_append_chunk(p, row, runmax, y, v); /* this thread's tokens are v .. v + 7 */
+    }
+  }
+  if (MODE == CM_RECWIN) window_flush(&p.rows[row], cm, wtot);
+}
+
+/* GeDi's class filter, then y / T (the combine pass left s in Y). */
+__device__ void b_temp(const KP &p, const Part &w) {
+  __shared__ Red red;
+  const int64_t row = w.row;
+  const Row &R = p.rows[row];
+  if (R.status != LMF_ROW_OK) return;
+  const int64_t V = p.job.vocab_out;
+  const bool gf_on = R.gf_on != 0;
+  const uint32_t ck = (uint32_t)(R.gf_cut >> 32), ci = (uint32_t)R.gf_cut;
+  const float lt = p.job.gedi_log_target, T = R.Teff;
+  float *Yr = p.Y + w.row * p.ystride;
+  const float *Dr = p.D + row * p.ystride;
+  for (int64_t c = w.first; c < p.nchunks; c += w.step) {
+    float y[kPer], yv[kPer], dv[kPer];
+    int64_t id[kPer];
+    int bad = 0;
+    load_strided(Yr + c * kChunk, c, V, yv); /* the separate kernels only: Y in global */
+    load_strided(Dr + c * kChunk, c, V, dv);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
+      id[q] = v;
+      y[q] = ninf();
+      if (v < V) {
+        float x = yv[q];
+        if (gf_on) {
+          const float d = dv[q];
+          const uint32_t kk = lmf_lg_fkey(d);
+          const bool before = kk < ck || (kk == ck && (uint32_t)v < ci);
+          if (before && d < lt) x = ninf();
+        }
+        if (T != 1.0f) x = LMF_FDIV(x, T);
+        Yr[v] = x;
+        bad |= lmf_lg_is_bad(x);
+        y[q] = x;
+      }
+    }
+    chunk_partial(p, row, c, y, id, bad, false, red);
+  }
+}
+
+/* One warp per row: merges the combine (level 0) or temperature (level 1) partials in chunk order as
+ * the CPU's max_merge; statuses; the row's next step. */
+/* A combine (or GeDi temperature) merge's result: the row's status, max, argmax, finite count and
+ * (combine, want_sum) total. */
+struct CMerge {
+  int32_t st, yarg;
+  float ymax;
+  long long cnt;
+  double total;
+};
+
+/* Merges the row's chunk partials in chunk order with online (max, sum) rescaling, as the CPU's
+ * merge_step; one warp, every lane gets the result (the same bits in every warp that calls it). */
+__device__ CMerge cmerge_calc(const KP &p, int64_t row, const Row &R, bool temp) {
+  const CPart *P = p.cpart + row * p.nchunks;
+  int64_t c0, c1;
+  lane_range(p.nchunks, &c0, &c1);
+  int bad = 0;
+  long long cnt = 0;
+  float M = ninf();
+  int32_t arg = 0;
+  /* __ldcg: from L2, where KP::cfold's last combine block finds the other blocks' partials. */
+  for (int64_t c = c0; c < c1; ++c) {
+    bad |= __ldcg(&P[c].bad);
+    cnt += __ldcg(&P[c].cnt);
+    const float m = __ldcg(&P[c].max);
+    if (m > M) {
+      M = m;
+      arg = __ldcg(&P[c].arg);
+    }
+  }
+  bad = (int)warp_reduce_ll<OP_MAX>(bad);
+  cnt = warp_reduce_ll<OP_SUM>(cnt);
+  CMerge r;
+  r.ymax = ninf();
+  r.yarg = 0;
+  for (int i = 0; i < 32; ++i) {
+    const float o = __shfl_sync(kFull, M, i);
+    const int32_t a = __shfl_sync(kFull, arg, i);
+    if (o > r.ymax) {
+      r.ymax = o;
+      r.yarg = a;
+    }
+  }
+  r.cnt = cnt;
+  r.st = LMF_ROW_OK;
+  if (bad) r.st = LMF_ROW_NONFINITE;
+  else if (cnt == 0) r.st = LMF_ROW_ALL_MASKED;
+  else if ((temp || R.fuse_T) && !lmf_isfinite_f32(r.ymax)) r.st = LMF_ROW_NONFINITE;
+  r.total = 0.0;
+  if (r.st == LMF_ROW_OK && !temp && R.want_sum) {
+    double S = 0.0;
+    for (int64_t c = c0; c < c1; ++c) {
+      const float m = __ldcg(&P[c].max);
+      if (!lmf_lg_is_ninf(m)) S += __ldcg(&P[c].osum) * exp((double)m - (double)r.ymax);
+    }
+    for (int i = 0; i < 32; ++i) r.total += __shfl_sync(kFull, S, i);
+  }
+  return r;
+}
+
+/* The merge's result into the row's state and its next step (one thread). */
+__device__ void cmerge_apply(const lmf_lg_job &j, Row &R, const CMerge &m, bool temp) {
+  if (m.st != LMF_ROW_OK) {
+    R.status = m.st;
+    return;
+  }
+  R.ymax = m.ymax;
+  R.yarg = m.yarg;
+  R.nfin = m.cnt;
+  if (!temp) R.total = m.total;
+  if (!temp && j.gedi_pos_model >= 0 && j.gedi_filter_p > 0.0f) R.search = SK_GF;
+  else after_temp(j, R);
+}
+
+__device__ void b_cmerge(const KP &p, int64_t row, int level) {
+  Row &R = p.rows[row];
+  if (R.status != LMF_ROW_OK) return;
+  const bool temp = level != 0;
+  const CMerge m = cmerge_calc(p, row, R, temp);
+  if (lane_id() == 0) cmerge_apply(p.job, R, m, temp);
+}

@@ -1,0 +1,373 @@
+/* List mode's cuts: a cut from at most kListCap candidates in shared memory.
+ *
+ * Part of kernels/logits.cu's translation unit: included inside its anonymous namespace, in
+ * order (each part uses the ones before it); logits.cu's opening comment describes the design. */
+
+/* ---- List mode: a cut from at most kListCap candidates (KP::list) ------------------------------- */
+
+/* The CPU's list mode. Every token a top-k / top-p cut can keep lies in a window near the maximum; one
+ * pass (b_window) counts the tokens of each class of 2 (ymax - y) (class_of; the CPU's windows are
+ * unions of the first classes), sums their masses and the total mass, and appends each class's tokens
+ * to its list. The largest window (classes 0 .. k) holding at most kListCap tokens is then
+ * complete in the lists; if it reaches the cut's target (the same target the general search uses,
+ * search_target), one block per row (b_listcut) finds the cut among its tokens, then top-p on the top-k
+ * survivors, min-p, the LSE and the sample: no further pass over the row. Otherwise the row stays in
+ * the general search. The window is a prefix of the cut's order, so the cut found is the same token. */
+
+/* The window pass of a top-k (unit masses) or top-p cut (masses e^(y - ymax); after a top-k cut, its
+ * survivors only): per class count, mass and tokens; the total mass (the CPU's target for top-p when
+ * its window cannot take the combine pass's total: search_target). */
+__device__ void b_window(const KP &p, const Part &w, int kind) {
+  const int64_t row = w.row;
+  Row *R = &p.rows[row];
+  /* sup: the combine's lists; ymiss 2: k_combine<CM_RECWIN> did this pass's work */
+  if (R->status != LMF_ROW_OK || R->search != kind || R->sup || R->ymiss == 2) return;
+  const SRow s = srow_of(*R);
+  const int64_t V = p.job.vocab_out;
+  const float *Yr = p.Y + w.row * p.ystride;
+  uint2 *L = p.cand + row * (int64_t)kClasses * p.lcap;
+  U128 cm[kClasses], tot = u128(0ull, 0ull);
+#pragma unroll
+  for (int k = 0; k < kClasses; ++k) cm[k] = u128(0ull, 0ull);
+  for (int64_t c = w.first; c < p.nchunks; c += w.step) {
+    float yv[kPer], dv[kPer];
+    load_search(kind, w, Yr, nullptr, c, V, yv, dv);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q)
+      window_item(kind, s, R, L, (unsigned)p.lcap, yv[q], dv[q], c * kChunk + (int64_t)q * kThreads + threadIdx.x,
+                  V, cm, tot);
+  }
+  window_flush(R, cm, tot);
+}
+
+/* One thread: the windows from the classes (win_c / win_m, as the general search's first histogram
+ * pass leaves them), the target (search_target: the CPU's rule, its windows of at most kWinCap tokens
+ * included), and the largest window with at most kListCap tokens if it holds the target (-1: the
+ * general search). Clears the class sums; cnt gets the classes' counts. */
+__device__ int list_window(const KP &p, int kind, Row *R, unsigned cnt[kClasses]) {
+  unsigned cc = 0u, kc = 0u; /* windows 0 .. k: count and mass; kc, km: window kw's */
+  U128 cmass = u128(0ull, 0ull), km = u128(0ull, 0ull);
+  int kw = -1;
+  for (int k = 0; k < kClasses; ++k) {
+    /* Read and cleared by atomics: the other window blocks' sums, seen from the last one's SM. */
+    cnt[k] = atomicExch(&R->cls_c[k], 0u);
+    cc += cnt[k];
+    cmass = add(cmass, u128(atomicExch(&R->cls_m[k].lo, 0ull), atomicExch(&R->cls_m[k].hi, 0ull)));
+    for (int w = 0; w < 4; ++w) /* the CPU's windows, as the general search's first pass sums them */
+      if (cpu_window_class(w) == k) {
+        R->win_c[w] = cc;
+        R->win_m[w] = cmass;
+      }
+    if (cc <= (unsigned)kListCap) {
+      kw = k;
+      kc = cc;
+      km = cmass;
+    }
+  }
+  const U128 tot = u128(atomicExch(&R->ltot.lo, 0ull), atomicExch(&R->ltot.hi, 0ull));
+  if (kw < 0) return -1;
+  const U128 tgt = search_target(p, kind, *R, tot);
+  const bool holds = kind == SK_TOPK ? (unsigned long long)kc >= tgt.lo : ge(km, tgt);
+  if (!holds) return -1;
+  R->target = tgt;
+  return kw;
+}
+
+/* An item's mass in a list cut: 1 (top-k) or e^(y - ymax) (fixed point); 0 for an item not taking part. */
+__device__ __forceinline__ U128 item_fx(bool in, bool unit, float y, float ymax) {
+  if (!in) return u128(0ull, 0ull);
+  return unit ? u128(1ull, 0ull) : fx_of(lmf_lg_exp_neg(LMF_FSUB(y, ymax)));
+}
+
+/* The smallest order ord (lmf_lg_ord_desc: value descending, then id) at which the cumulative mass of
+ * the list's items with ord <= lim (item_fx) reaches tgt (at most their total): a radix select over the
+ * 64-bit order, 8-bit digits from the top, exact 128-bit sums; it stops when one item is left. */
+__device__ uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, float ymax, U128 tgt, Red &red) {
+  const int t = threadIdx.x;
+  const unsigned n = S.n;
+  const int jn = (int)((n + kThreads - 1) / kThreads); /* the same for every thread */
+  U128 flo = u128(0ull, 0ull);
+  uint64_t prefix = 0ull;
+  for (int level = 0; level < 8; ++level) {
+    const int sh = 56 - 8 * level;
+    S.hlo[t] = 0ull;
+    S.hhi[t] = 0ull;
+    __syncthreads();
+    for (int jj = 0; jj < jn; ++jj) {
+      const unsigned i = (unsigned)(jj * kThreads + t);
+      bool e = false;
+      uint32_t bin = 0u;
+      U128 fx = u128(0ull, 0ull);
+      if (i < n) {
+        const float yv = S.cy[i];
+        const uint64_t o = lmf_lg_ord_desc(yv, S.cid[i]);
+        e = o <= lim && (level == 0 || (o >> (sh + 8)) == prefix);
+        bin = (uint32_t)(o >> sh) & 0xffu;
+        fx = item_fx(e, unit, yv, ymax);
+      }
+      warp_hist_add(S.hlo, S.hhi, e, bin, fx);
+    }
+    __syncthreads();
+    const U128 h = u128(S.hlo[t], S.hhi[t]);
+    const U128 incl = block_incl_scan_u128(h, red);
+    long long b = block_reduce_ll<OP_MIN>(ge(add(flo, incl), tgt) ? t : kBins, red);
+    if (b == kBins) b = kBins - 1; /* unreachable: the items hold the target */
+    if (t == (int)b) S.flo = add(flo, sub(incl, h));
+    __syncthreads();
+    flo = S.flo;
+    prefix = (prefix << 8) | (uint64_t)b;
+    long long cnt = 0;
+    unsigned long long mine = ~0ull;
+    for (unsigned i = (unsigned)t; i < n; i += kThreads) {
+      const uint64_t o = lmf_lg_ord_desc(S.cy[i], S.cid[i]);
+      if (o <= lim && (o >> sh) == prefix) {
+        ++cnt;
+        mine = o < mine ? o : mine;
+      }
+    }
+    cnt = block_reduce_ll<OP_SUM>(cnt, red);
+    if (cnt == 1) return ~block_max_u64(~mine, red); /* the one item of the crossing digit is the cut */
+  }
+  return prefix;
+}
+
+/* Entry i of the lists of classes 0, 1, ... (counts cnt) in order. */
+__device__ __forceinline__ uint2 list_entry(const uint2 *L, int lcap, const unsigned cnt[kClasses],
+                                            unsigned i) {
+  int k = 0;
+  while (k < kClasses - 1 && i >= cnt[k]) i -= cnt[k++];
+  return __ldcg(&L[k * lcap + i]); /* from L2: other blocks wrote them (window_done) */
+}
+
+/* The window lists' tokens (b_window, exact classes): classes 0 .. S.kw into the list cut's items. */
+__device__ void window_items(const KP &p, int64_t row, ListSmem &S) {
+  const uint2 *L = p.cand + row * (int64_t)kClasses * p.lcap;
+  unsigned n = 0u;
+  for (int k = 0; k <= S.kw; ++k) n += S.cnt[k];
+  for (unsigned i = threadIdx.x; i < n; i += kThreads) {
+    const uint2 e = list_entry(L, p.lcap, S.cnt, i);
+    S.cy[i] = __uint_as_float(e.x);
+    S.cid[i] = e.y;
+  }
+  if (threadIdx.x == 0) S.n = n;
+  __syncthreads();
+}
+
+/* The combine pass's lists (list_append_chunk: a superset of each window, classes 0 .. k holding every
+ * token of window k). Their entries, filtered with the row's max, give the exact counts of the windows
+ * whose classes were all kept. The target can only be the CPU's first choice, top-p's from the combine
+ * pass's total (its other needs every token's mass): it stands if the largest of those windows with at
+ * most kWinCap tokens holds it (then the CPU's window, no smaller, does too). That window is compacted
+ * into the list cut's items. Top-k: k. false: not decided here (block-uniform). */
+__device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &red, U128 *tgt) {
+  const Row *R = &p.rows[row];
+  const uint2 *L = p.cand + row * (int64_t)kClasses * p.lcap;
+  const float ymax = R->ymax;
+  if (kind == SK_TOPP && !R->wfree) return false;
+  int ksup = -1;
+  unsigned m = 0u;
+  for (int k = 0; k < kClasses && S.cnt[k] <= list_cap<true>(k, (unsigned)p.lcap); ++k) {
+    ksup = k;
+    m += S.cnt[k];
+  }
+  if (ksup < 0) return false;
+  /* The CPU's windows d < 4, 8, 16, 32 only (a window this rule takes must lie inside the CPU's),
+   * their counts 16 bits each (m <= 3 kSupCap + 3 kWinCap < 2^16: list_cap). */
+  long long wc = 0;
+  for (unsigned i = threadIdx.x; i < m; i += kThreads) {
+    const float d = LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(list_entry(L, p.lcap, S.cnt, i).x)), 2.0f);
+#pragma unroll
+    for (int w = 0; w < 4; ++w) wc += (long long)(d < (float)(4 << w)) << (16 * w);
+  }
+  wc = block_reduce_ll<OP_SUM>(wc, red);
+  int kw = -1;
+  for (int w = 0; w < 4 && cpu_window_class(w) <= ksup; ++w)
+    if (((wc >> (16 * w)) & 0xffff) <= kWinCap) kw = w;
+  if (kw < 0) return false;
+  const unsigned n = (unsigned)((wc >> (16 * kw)) & 0xffff);
+  const float lim = (float)(4 << kw);
+  unsigned mine = 0u;
+  for (unsigned i = threadIdx.x; i < m; i += kThreads)
+    mine += LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(list_entry(L, p.lcap, S.cnt, i).x)), 2.0f) < lim;
+  unsigned pos = (unsigned)block_incl_scan_u128(u128(mine, 0ull), red).lo - mine;
+  for (unsigned i = threadIdx.x; i < m; i += kThreads) {
+    const uint2 e = list_entry(L, p.lcap, S.cnt, i);
+    if (LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(e.x)), 2.0f) < lim) {
+      S.cy[pos] = __uint_as_float(e.x);
+      S.cid[pos] = e.y;
+      ++pos;
+    }
+  }
+  if (threadIdx.x == 0) S.n = n;
+  __syncthreads();
+  if (kind == SK_TOPK) {
+    *tgt = u128((unsigned long long)p.job.top_k, 0ull);
+    return n >= (unsigned)p.job.top_k;
+  }
+  U128 sum = u128(0ull, 0ull);
+  for (unsigned i = threadIdx.x; i < n; i += kThreads) sum = add(sum, item_fx(true, false, S.cy[i], ymax));
+  sum = block_sum_u128(sum, red);
+  U128 t = ceil_fx((double)p.job.top_p * R->total);
+  if (is_zero(t)) t = u128(1ull, 0ull);
+  *tgt = t;
+  return ge(sum, t);
+}
+
+/* What a list cut did with a row. */
+enum { LC_DONE = 0, LC_SUP_MISS = 1, LC_MISS = 2 };
+
+/* One block per row in a top-k / top-p cut (list mode): the candidates (with p.level 1, the combine
+ * pass's lists, for the rows that have them; else the window pass's), and if they hold the target, the
+ * cut among them; after top-k, top-p on its survivors (the general search's target: top_p times their
+ * mass); min-p, the LSE where an output needs it, the Gumbel-max sample. The row then skips the general
+ * search, the LSE pass and the sample pass. SUP: the combine pass's lists may be pending (the separate
+ * kernels). Returns LC_DONE (finished, or not this call's row), LC_SUP_MISS (the window pass next) or
+ * LC_MISS (the general search next); block-uniform. */
+template <bool SUP>
+__device__ int b_listcut(const KP &p, int64_t row, int kind) {
+  __shared__ Red red;
+  ListSmem &S = *static_cast<ListSmem *>(block_scratch());
+  Row *R = &p.rows[row];
+  if (R->status != LMF_ROW_OK || R->search != kind) return LC_DONE;
+  const bool sup_call = SUP && p.level == 1;
+  if (threadIdx.x == 0) { /* one thread reads and updates the row's list state; the block follows S */
+    S.sup = sup_call ? (R->sup ? 1 : -1) : 0; /* -1: no pending lists, not this call's row */
+    if (S.sup > 0) { /* the combine's lists serve this cut only */
+      for (int k = 0; k < kClasses; ++k) {
+        S.cnt[k] = atomicExch(&R->cls_c[k], 0u);
+      }
+      R->sup = 0;
+    } else if (S.sup == 0) {
+      S.kw = list_window(p, kind, R, S.cnt);
+    }
+  }
+  __syncthreads();
+  if (S.sup < 0) return LC_DONE;
+  const lmf_lg_job &j = p.job;
+  const float ymax = R->ymax;
+  U128 tgt;
+  if (S.sup > 0) {
+    if (!sup_items(p, kind, row, S, red, &tgt)) {
+      if (threadIdx.x == 0 && R->ymiss == 1) R->ymiss = 2; /* Y unwritten: k_combine<CM_RECWIN> next */
+      return LC_SUP_MISS;
+    }
+  } else {
+    if (S.kw < 0) return LC_MISS;
+    window_items(p, row, S);
+    tgt = R->target;
+  }
+  const unsigned n = S.n;
+  const bool topk = kind == SK_TOPK;
+  const uint64_t cut = list_cut(S, ~0ull, topk, ymax, tgt, red);
+  uint64_t pcut = cut;
+  const bool then_p = topk && j.top_p < 1.0f;
+  if (then_p) { /* top-p on the top-k survivors, as the general search (search_target, no window) */
+    U128 sum = u128(0ull, 0ull);
+    for (unsigned i = threadIdx.x; i < n; i += kThreads)
+      sum = add(sum, item_fx(lmf_lg_ord_desc(S.cy[i], S.cid[i]) <= cut, false, S.cy[i], ymax));
+    const U128 tot = block_sum_u128(sum, red);
+    U128 t2 = ceil_fx((double)j.top_p * fx_to_double(tot));
+    if (!ge(tot, t2)) t2 = tot;
+    if (is_zero(t2)) t2 = u128(1ull, 0ull);
+    pcut = list_cut(S, cut, false, ymax, t2, red);
+  }
+  const bool minp = j.min_p > 0.0f;
+  const float lmp = j.log_min_p;
+  /* The survivors: within both cuts (pcut <= cut) and min-p. */
+  const auto alive = [&](unsigned i) {
+    return lmf_lg_ord_desc(S.cy[i], S.cid[i]) <= pcut && (!minp || LMF_FSUB(S.cy[i], ymax) >= lmp);
+  };
+  float lse = R->lse;
+  if (R->need_lse) {
+    U128 sum = u128(0ull, 0ull);
+    for (unsigned i = threadIdx.x; i < n; i += kThreads)
+      sum = add(sum, item_fx(alive(i), false, S.cy[i], ymax));
+    lse = (float)((double)ymax + log(fx_to_double(block_sum_u128(sum, red))));
+  }
+  unsigned long long best = 0ull;
+  if (!R->greedy) {
+    const uint64_t seed = R->seed, goff = R->goff;
+    unsigned long long mine = 0ull;
+    for (unsigned i = threadIdx.x; i < n; i += kThreads)
+      if (alive(i)) {
+        const float key = lmf_lg_gumbel_key(S.cy[i], lmf_lg_gumbel(seed, goff, S.cid[i]));
+        const unsigned long long pk = pack_best(key, S.cid[i]);
+        mine = pk > mine ? pk : mine;
+      }
+    best = block_max_u64(mine, red);
+  }
+  const int32_t token = R->greedy ? R->yarg : unpack_id(best);
+  /* The token's y, for token_logprob where Y is unwritten. */
+  for (unsigned i = threadIdx.x; i < n; i += kThreads)
+    if ((int32_t)S.cid[i] == token) R->ytok = S.cy[i];
+  if (threadIdx.x == 0) {
+    if (topk) {
+      R->topk_on = 1;
+      R->topk_cut = cut;
+    }
+    if (!topk || then_p) {
+      R->topp_on = 1;
+      R->topp_cut = pcut;
+    }
+    R->lse = lse;
+    R->best = best;
+    R->do_final = 0;
+    R->do_sample = 0;
+    R->search = SK_NONE;
+  }
+  return LC_DONE;
+}
+
+/* One block over a whole row (all chunks, Y row = row): the list cut's kernel. */
+__device__ __forceinline__ Part row_part(int64_t row) {
+  Part w;
+  w.row = row;
+  w.first = 0;
+  w.step = 1;
+  return w;
+}
+
+/* The general search of one row by one block, in the list cut's kernel (list mode, separate kernels:
+ * with a block per row anyway, the rows the lists could not decide need not cost every row ten more
+ * launches; such a row pays one SM's walks over its Y instead): the separate kernels' bodies in their
+ * order. */
+__device__ void block_search(const KP &p, int64_t row, int kind) {
+  __syncthreads(); /* the list cut's shared memory is the histogram pass's */
+  const Part w = row_part(row);
+  for (int level = 0; level < 4; ++level) {
+    b_hist(p, w, kind, level);
+    __syncthreads();
+    b_smerge(p, row, kind, level);
+    __syncthreads();
+  }
+  b_tie(p, w, kind);
+  __syncthreads();
+  b_tiecut(p, row, kind);
+}
+
+/* After a window block (every block of the row calls it, whatever its row's state): true in the last
+ * of the row's blocks to finish, which then sees every block's lists and sums (each fenced before it
+ * counts itself; list_window and list_entry read them from L2). Resets the count for the row's next
+ * cut. Block-uniform. */
+__device__ bool window_done(const KP &p, int64_t row) {
+  __shared__ int s_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    s_last = atomicAdd(&p.rows[row].wdone, 1u) == (unsigned)p.gx - 1u;
+    if (s_last) p.rows[row].wdone = 0u;
+  }
+  __syncthreads();
+  if (s_last) __threadfence();
+  return s_last != 0;
+}
+
+/* Before a row's general search in the list cut's block: where Y was never written (Row::ymiss 2), the
+ * block computes it, reading the row's logits once more. Block-uniform. */
+__device__ void recompute_y(const KP &p, int64_t row) {
+  __syncthreads(); /* the list cut's reads of the row state are done */
+  if (p.rows[row].ymiss != 2) return;
+  b_combine<false, CM_RECOMP>(p, row_part(row));
+  __syncthreads();
+  if (threadIdx.x == 0) p.rows[row].ymiss = 0;
+}

@@ -1,0 +1,489 @@
+/* Reading the models' rows, the per-row state (init, sparse rows) and the statistics of the mask,
+ * GeDi and draft models.
+ *
+ * Part of kernels/logits.cu's translation unit: included inside its anonymous namespace, in
+ * order (each part uses the ones before it); logits.cu's opening comment describes the design. */
+
+/* ---- Reading the models ------------------------------------------------------------------------- */
+
+/* One model's row as seen by one output row: z(v) for v < lim, -inf beyond. */
+struct MV {
+  const void *base; /* dense: element 0 of the input row; sparse: the dense fp32 row in the workspace */
+  int64_t lim;
+  int32_t dtype;
+  int32_t sparse;
+  int32_t vec; /* 16-byte aligned base: 8-token groups load as 16-byte vectors */
+  float fill;
+  float tau;
+};
+
+__device__ __forceinline__ MV make_mv(const KP &p, const Row &R, int k, int64_t row) {
+  const lmf_lg_model &m = p.job.models[k];
+  MV v;
+  v.lim = m.vocab < p.job.vocab_out ? (int64_t)m.vocab : (int64_t)p.job.vocab_out;
+  v.tau = m.temperature;
+  v.fill = m.sparse_fill;
+  if (m.sparse_index) {
+    v.sparse = 1;
+    v.dtype = LMF_DTYPE_F32;
+    v.base = p.sp[k] + row * p.ystride;
+    v.vec = 1;
+  } else {
+    v.sparse = 0;
+    v.dtype = m.dtype;
+    const int64_t es = m.dtype == LMF_DTYPE_F32 ? 4 : 2;
+    v.base = static_cast<const char *>(m.logits) + R.in_row[k] * m.row_stride * es;
+    v.vec = (reinterpret_cast<uintptr_t>(v.base) & 15u) == 0u;
+  }
+  return v;
+}
+
+/* The bias row as an fp32 "model" of width V_out. */
+__device__ __forceinline__ MV bias_mv(const KP &p, int64_t row) {
+  MV v;
+  v.base = p.job.bias + row * p.job.bias_row_stride;
+  v.lim = p.job.vocab_out;
+  v.dtype = LMF_DTYPE_F32;
+  v.sparse = 0;
+  v.vec = (reinterpret_cast<uintptr_t>(v.base) & 15u) == 0u;
+  v.fill = 0.0f;
+  v.tau = 1.0f;
+  return v;
+}
+
+__device__ __forceinline__ float elem(const void *base, int32_t dtype, int64_t i) {
+  if (dtype == LMF_DTYPE_F32) return static_cast<const float *>(base)[i];
+  const uint16_t h = static_cast<const uint16_t *>(base)[i];
+  return dtype == LMF_DTYPE_BF16 ? lmf_bf16_to_f32(h) : lmf_f16_to_f32(h);
+}
+
+__device__ __forceinline__ float sparse_value(const MV &m, float x) {
+  return __float_as_uint(x) == kSentinel ? m.fill : x;
+}
+
+/* z(v), -inf for v >= lim. */
+__device__ __forceinline__ float load1(const MV &m, int64_t v) {
+  if (v >= m.lim) return ninf();
+  const float x = elem(m.base, m.dtype, v);
+  return m.sparse ? sparse_value(m, x) : x;
+}
+
+/* z(v .. v + 7) (v a multiple of 8), -inf at and beyond lim. */
+__device__ __forceinline__ void load8(const MV &m, int64_t v, float x[kPer]) {
+  if (m.vec && v + kPer <= m.lim) {
+    if (m.dtype == LMF_DTYPE_F32) {
+      const float4 *q = reinterpret_cast<const float4 *>(static_cast<const float *>(m.base) + v);
+      const float4 a = q[0], b = q[1];
+      x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w;
+      x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+    } else {
+      const uint4 u = *reinterpret_cast<const uint4 *>(static_cast<const uint16_t *>(m.base) + v);
+      const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+      const bool bf = m.dtype == LMF_DTYPE_BF16;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const uint16_t lo = (uint16_t)(w[q] & 0xffffu), hi = (uint16_t)(w[q] >> 16);
+        x[2 * q] = bf ? lmf_bf16_to_f32(lo) : lmf_f16_to_f32(lo);
+        x[2 * q + 1] = bf ? lmf_bf16_to_f32(hi) : lmf_f16_to_f32(hi);
+      }
+    }
+    if (m.sparse) {
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) x[j] = sparse_value(m, x[j]);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) x[j] = load1(m, v + j);
+  }
+}
+
+/* Asks for z(v .. v + 7) ahead of its load: into L1 for the chunk at hand, into L2 for the block's next
+ * one. The combine pass loads the models one after another; with every model's line already on its
+ * way, a chunk waits about one memory latency instead of one per model. A hint: nothing is read. */
+__device__ __forceinline__ void prefetch8(const MV &m, int64_t v, bool l1) {
+  if (v >= m.lim) return;
+  const char *a = static_cast<const char *>(m.base) + v * (m.dtype == LMF_DTYPE_F32 ? 4 : 2);
+#if defined(__CUDA_ARCH__)
+  if (l1) asm volatile("prefetch.global.L1 [%0];" ::"l"(a));
+  else asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+#else
+  (void)a, (void)l1; /* the CPU emulator (tests/emu) */
+#endif
+}
+
+__device__ __forceinline__ void load8_f32(const float *p, float x[kPer]) {
+  const float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
+  x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w;
+  x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+}
+
+__device__ __forceinline__ void store8_f32(float *p, const float x[kPer]) {
+  reinterpret_cast<float4 *>(p)[0] = make_float4(x[0], x[1], x[2], x[3]);
+  reinterpret_cast<float4 *>(p)[1] = make_float4(x[4], x[5], x[6], x[7]);
+}
+
+/* ---- Row bookkeeping ---------------------------------------------------------------------------- */
+
+__device__ __forceinline__ int32_t resolve_flags(uint32_t f) {
+  return (f & RF_BAD_INDEX) ? (int32_t)LMF_ROW_BAD_INDEX : (f & RF_BAD) ? (int32_t)LMF_ROW_NONFINITE
+                                                                        : (int32_t)LMF_ROW_OK;
+}
+
+/* What the survivor test reads of a row, in registers. */
+struct Surv {
+  float ymax;
+  int32_t topk_on, topp_on;
+  uint64_t topk_cut, topp_cut;
+};
+
+__device__ __forceinline__ Surv surv_of(const Row &R) {
+  Surv s;
+  s.ymax = R.ymax;
+  s.topk_on = R.topk_on;
+  s.topp_on = R.topp_on;
+  s.topk_cut = R.topk_cut;
+  s.topp_cut = R.topp_cut;
+  return s;
+}
+
+/* The survivors of the filters after the masks: top-k and top-p cuts (descending order), min-p. */
+__device__ __forceinline__ bool survives(const Surv &S, float y, int64_t v, bool minp, float log_min_p) {
+  if (lmf_lg_is_ninf(y)) return false;
+  if (S.topk_on && !desc_le(y, (uint32_t)v, S.topk_cut)) return false;
+  if (S.topp_on && !desc_le(y, (uint32_t)v, S.topp_cut)) return false;
+  if (minp && !(LMF_FSUB(y, S.ymax) >= log_min_p)) return false;
+  return true;
+}
+
+/* After the cuts: the LSE pass only where an output needs the LSE (the sample needs only the cuts). */
+__device__ __forceinline__ void lse_or_sample(Row &R) {
+  if (R.need_lse) R.do_final = 1;
+  else R.do_sample = !R.greedy;
+}
+
+/* The CPU's after_temp: the step after the combine (or GeDi temperature) merge. One thread. */
+__device__ void after_temp(const lmf_lg_job &j, Row &R) {
+  if (!R.need_dist) return; /* greedy, no distribution outputs: the token is the argmax */
+  if (j.top_k > 0 && R.nfin > (int64_t)j.top_k) {
+    R.search = SK_TOPK;
+  } else if (j.top_p < 1.0f) {
+    R.search = SK_TOPP;
+    R.wfree = R.want_sum;
+  } else if (!R.need_lse) {
+    R.do_sample = 1; /* sampling needs no LSE (min-p reads only the max) */
+  } else if (R.want_sum && j.min_p <= 0.0f) {
+    R.lse = (float)((double)R.ymax + log(R.total)); /* every finite token survives */
+    R.do_sample = !R.greedy;
+  } else {
+    R.do_final = 1;
+  }
+}
+
+__device__ __forceinline__ int32_t sampled_token(const Row &R) {
+  return R.best ? unpack_id(R.best) : R.yarg;
+}
+
+/* Where a chunk body runs: its row, its chunks (first, first + step, ...) and the row of Y it uses.
+ * The separate kernels map block -> (row, first chunk) with Y row = row. */
+struct Part {
+  int64_t row, first, step;
+};
+__device__ __forceinline__ Part grid_part(const KP &p) {
+  Part w;
+  w.row = (int64_t)blockIdx.x / p.gx;
+  w.first = (int64_t)blockIdx.x % p.gx;
+  w.step = p.gx;
+  return w;
+}
+
+
+/* This thread's tokens of chunk c (token c kChunk + q kThreads + threadIdx.x), every load issued before
+ * any value is used: one memory latency per chunk, not eight. 0 past V (callers skip those tokens). */
+__device__ __forceinline__ void load_strided(const float *chunk, int64_t c, int64_t V, float x[kPer]) {
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) {
+    const int64_t off = (int64_t)q * kThreads + threadIdx.x;
+    x[q] = c * kChunk + off < V ? chunk[off] : 0.0f;
+  }
+}
+
+/* ---- Init ----------------------------------------------------------------------------------------- */
+
+/* The row's scalars and first status into R, its accumulators zeroed (one thread). */
+__device__ void init_row(const KP &p, int64_t row, Row &R) {
+  const lmf_lg_job &j = p.job;
+  const bool verify = j.mode == LMF_LG_MODE_VERIFY;
+  uint32_t flags = 0;
+  const float T = j.temperature_rows ? j.temperature_rows[row] : j.temperature;
+  if (!lmf_isfinite_f32(T) || T < 0.0f) flags |= RF_BAD;
+  const int greedy = T == 0.0f;
+  R.T = T;
+  R.greedy = greedy;
+  R.Teff = greedy ? 1.0f : T;
+  const int gf = j.gedi_pos_model >= 0 && j.gedi_filter_p > 0.0f;
+  R.fuse_T = !gf;
+  const int64_t L1 = (int64_t)j.draft_len + 1;
+  const int64_t sidx = verify ? row / L1 : row;
+  const uint64_t pos = verify ? (uint64_t)(row % L1) : 0ull;
+  uint64_t seed = 0, off = 0;
+  if (!greedy) {
+    seed = j.seeds ? j.seeds[sidx] : 0ull;
+    off = j.offsets ? j.offsets[sidx] : 0ull;
+  }
+  R.seed = seed;
+  R.goff = off + pos;
+  const int need_lse = verify || j.token_logprob || j.lse || j.logprobs;
+  const int need_dist = !greedy || (!verify && need_lse);
+  R.need_lse = need_lse;
+  R.need_dist = need_dist;
+  R.want_sum = !gf && need_dist && j.top_k == 0 && (j.top_p < 1.0f || (need_lse && j.min_p <= 0.0f));
+  uint32_t comb = 0, rd = 0;
+  for (int k = 0; k < j.num_models; ++k) {
+    const lmf_lg_model &m = j.models[k];
+    R.w[k] = 0.0f;
+    R.in_row[k] = 0;
+    if (!m.roles) continue;
+    int c_on = 0;
+    if (m.roles & LMF_LG_ROLE_COMBINE) {
+      const float c = m.coeff_rows ? m.coeff_rows[row] : m.coeff;
+      if (!lmf_isfinite_f32(c)) {
+        flags |= RF_BAD;
+      } else if (c != 0.0f) {
+        c_on = 1;
+        R.w[k] = lmf_lg_weight(c, m.temperature);
+      }
+    }
+    const int use = c_on || (m.roles & ~(uint32_t)LMF_LG_ROLE_COMBINE) != 0u;
+    if (!use) continue;
+    const int64_t r = m.row_index ? (int64_t)m.row_index[row] : row;
+    if (r < 0) {
+      flags |= RF_BAD_INDEX;
+      continue;
+    }
+    R.in_row[k] = r;
+    rd |= 1u << k;
+    if (c_on) comb |= 1u << k;
+  }
+  R.comb = comb;
+  R.rd = rd;
+  R.gL_pos = 0.0f;
+  R.gL_neg = 0.0f;
+  R.gt = 1.0f;
+  if (j.gedi_pos_model >= 0) {
+    const float Lp = j.gedi_L_pos[row], Ln = j.gedi_L_neg[row];
+    const int32_t n = j.gedi_n[row];
+    if (!lmf_isfinite_f32(Lp) || !lmf_isfinite_f32(Ln) || n < 0) flags |= RF_BAD;
+    R.gL_pos = Lp;
+    R.gL_neg = Ln;
+    R.gt = (float)((int64_t)n + 1);
+  }
+  R.flags = flags;
+  R.status = resolve_flags(flags);
+  R.search = SK_NONE;
+  R.wfree = 0;
+  R.prefix = 0;
+  R.nuc_on = R.gf_on = R.topk_on = R.topp_on = 0;
+  R.do_final = R.do_sample = 0;
+  R.yarg = 0;
+  R.plaus_thr = 0.0f;
+  R.ymax = ninf();
+  R.lse = 0.0f;
+  for (int s = 0; s < kNst; ++s) {
+    R.smax[s] = ninf();
+    R.slse[s] = ninf();
+  }
+  for (int k = 0; k < 4; ++k) {
+    R.win_c[k] = 0u;
+    R.win_m[k] = u128(0ull, 0ull);
+  }
+  for (int k = 0; k < kClasses; ++k) {
+    R.cls_c[k] = 0u;
+    R.cls_m[k] = u128(0ull, 0ull);
+  }
+  R.ltot = u128(0ull, 0ull);
+  R.sup = p.lstream && need_dist;
+  R.ymiss = p.ylazy && R.sup;
+  R.ytok = 0.0f;
+  R.cdone = 0u;
+  R.wdone = 0u;
+  R.nfin = 0;
+  R.nuc_cut = R.gf_cut = R.topk_cut = R.topp_cut = 0ull;
+  R.total = 0.0;
+  R.flo = R.target = R.acc = u128(0ull, 0ull);
+  R.best = 0ull;
+}
+
+/* One warp per row: the row's state (init_row) and its histogram zeroed. */
+__device__ void b_init(const KP &p, int64_t row) {
+  const int lane = lane_id();
+  U128 *h = p.hist + row * kBins;
+  for (int i = lane; i < kBins; i += 32) h[i] = u128(0ull, 0ull);
+  if (lane == 0) init_row(p, row, p.rows[row]);
+}
+
+/* ---- Sparse rows ---------------------------------------------------------------------------------- */
+
+/* The dense row of sparse model p.model for each output row reading it: the sentinel on [0, lim). */
+__global__ void __launch_bounds__(kThreads) k_sp_fill(const __grid_constant__ KP p) {
+  pdl_enter();
+  const int k = p.model;
+  const lmf_lg_model &m = p.job.models[k];
+  const int64_t lim = m.vocab < p.job.vocab_out ? (int64_t)m.vocab : (int64_t)p.job.vocab_out;
+  const int64_t total = p.nrows * lim;
+  uint32_t *buf = reinterpret_cast<uint32_t *>(p.sp[k]);
+  for (int64_t i = (int64_t)blockIdx.x * kThreads + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * kThreads) {
+    const int64_t b = i / lim, v = i - b * lim;
+    if ((p.rows[b].rd >> k) & 1u) buf[b * p.ystride + v] = kSentinel;
+  }
+}
+
+/* Scatters the listed values; an id outside [0, lim) or listed twice: BAD_INDEX; NaN / +inf: BAD. */
+__global__ void __launch_bounds__(kThreads) k_sp_scatter(const __grid_constant__ KP p) {
+  pdl_enter();
+  const int k = p.model;
+  const lmf_lg_model &m = p.job.models[k];
+  const int64_t lim = m.vocab < p.job.vocab_out ? (int64_t)m.vocab : (int64_t)p.job.vocab_out;
+  const int64_t sk = m.sparse_k;
+  const int64_t total = p.nrows * sk;
+  uint32_t *buf = reinterpret_cast<uint32_t *>(p.sp[k]);
+  for (int64_t i = (int64_t)blockIdx.x * kThreads + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * kThreads) {
+    const int64_t b = i / sk, jj = i - b * sk;
+    Row &R = p.rows[b];
+    if (!((R.rd >> k) & 1u)) continue;
+    const int64_t e = R.in_row[k] * m.row_stride + jj;
+    const int32_t id = m.sparse_index[e];
+    const float z = elem(m.logits, m.dtype, e);
+    uint32_t f = lmf_lg_is_bad(z) ? (uint32_t)RF_BAD : 0u;
+    if (id < 0 || (int64_t)id >= lim) {
+      f |= RF_BAD_INDEX;
+    } else {
+      const uint32_t zb = __float_as_uint(z);
+      const uint32_t bits = (zb & 0x7fffffffu) > 0x7f800000u ? kCanonNan : zb;
+      const uint32_t old = atomicExch(buf + b * p.ystride + id, bits);
+      if (old != kSentinel) f |= RF_BAD_INDEX;
+    }
+    if (f) atomicOr(&R.flags, f);
+  }
+}
+
+/* The statuses once the sparse rows are checked. */
+__global__ void __launch_bounds__(kThreads) k_status(const __grid_constant__ KP p) {
+  pdl_enter();
+  const int64_t row = (int64_t)blockIdx.x * kThreads + threadIdx.x;
+  if (row >= p.nrows) return;
+  Row &R = p.rows[row];
+  R.status = resolve_flags(R.flags);
+}
+
+/* ---- Statistics of the mask, GeDi and draft models -------------------------------------------- */
+
+__device__ void b_stats(const KP &p, const Part &w) {
+  __shared__ Red red;
+  const int64_t row = w.row;
+  const Row &R = p.rows[row];
+  if (R.status != LMF_ROW_OK) return;
+  const int64_t V = p.job.vocab_out;
+  const int nuc_s = p.role_stat[ST_NUC];
+  for (int64_t c = w.first; c < p.nchunks; c += w.step) {
+    const int64_t v = c * kChunk + (int64_t)threadIdx.x * kPer;
+    const bool inr = v < V;
+    int bad_all = 0;
+    for (int s = 0; s < p.nstat; ++s) {
+      const MV mv = make_mv(p, R, p.stat_model[s], row);
+      float x[kPer];
+      int bad = 0;
+      if (inr) {
+        load8(mv, v, x);
+#pragma unroll
+        for (int j = 0; j < kPer; ++j) {
+          bad |= lmf_lg_is_bad(x[j]);
+          x[j] = lmf_lg_scale_x(x[j], mv.tau);
+        }
+        if (s == nuc_s) store8_f32(p.D + row * p.ystride + v, x);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kPer; ++j) x[j] = ninf();
+      }
+      int32_t mk = key_s(ninf());
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) mk = key_s(x[j]) > mk ? key_s(x[j]) : mk;
+      const float mx = key_s_inv((int32_t)block_reduce_ll<OP_MAX>(mk, red));
+      U128 sum = u128(0ull, 0ull);
+      if (!lmf_lg_is_ninf(mx)) {
+#pragma unroll
+        for (int j = 0; j < kPer; ++j) sum = add(sum, fx_of(lmf_lg_exp_neg(LMF_FSUB(x[j], mx))));
+      }
+      sum = block_sum_u128(sum, red);
+      bad = (int)block_reduce_ll<OP_MAX>(bad, red);
+      bad_all |= bad;
+      if (threadIdx.x == 0) {
+        SPart &P = p.spart[row * p.nchunks + c];
+        P.smax[s] = mx;
+        P.ssum[s] = lmf_lg_is_ninf(mx) ? 0.0 : fx_to_double(sum);
+      }
+    }
+    if (threadIdx.x == 0) p.spart[row * p.nchunks + c].bad = bad_all;
+  }
+}
+
+/* Contiguous chunk ranges per lane of a warp-per-row merge (merged in lane order = chunk order). */
+__device__ __forceinline__ void lane_range(int64_t n, int64_t *b, int64_t *e) {
+  const int64_t per = (n + 31) / 32;
+  *b = per * lane_id();
+  *e = *b + per < n ? *b + per : n;
+  if (*b > n) *b = n;
+}
+
+/* One warp per row: max and LSE per statistics model, merged over chunks in order (the CPU's
+ * formula: M = max, S = sum of ssum e^(smax - M) in double); statuses; the nucleus search. */
+__global__ void __launch_bounds__(kThreads) k_stats_merge(const __grid_constant__ KP p) {
+  pdl_enter();
+  const int64_t row = (int64_t)blockIdx.x * kWarps + warp_id();
+  if (row >= p.nrows) return;
+  Row &R = p.rows[row];
+  if (R.status != LMF_ROW_OK) return;
+  const lmf_lg_job &j = p.job;
+  const SPart *P = p.spart + row * p.nchunks;
+  int64_t c0, c1;
+  lane_range(p.nchunks, &c0, &c1);
+  int bad = 0;
+  for (int64_t c = c0; c < c1; ++c) bad |= P[c].bad;
+  bad = (int)warp_reduce_ll<OP_MAX>(bad);
+  for (int s = 0; s < p.nstat; ++s) {
+    float M = ninf();
+    for (int64_t c = c0; c < c1; ++c)
+      if (P[c].smax[s] > M) M = P[c].smax[s];
+    float Mall = ninf();
+    for (int i = 0; i < 32; ++i) {
+      const float o = __shfl_sync(kFull, M, i);
+      if (o > Mall) Mall = o;
+    }
+    double S = 0.0;
+    if (!lmf_lg_is_ninf(Mall))
+      for (int64_t c = c0; c < c1; ++c)
+        if (!lmf_lg_is_ninf(P[c].smax[s])) S += P[c].ssum[s] * exp((double)P[c].smax[s] - (double)Mall);
+    double Sall = 0.0;
+    for (int i = 0; i < 32; ++i) Sall += __shfl_sync(kFull, S, i);
+    const float lse = lmf_lg_is_ninf(Mall) ? Mall : (float)((double)Mall + log(Sall));
+    if (lane_id() == 0)
+      for (int r = 0; r < kNst; ++r)
+        if (p.role_stat[r] == s) {
+          R.smax[r] = Mall;
+          R.slse[r] = lse;
+        }
+  }
+  if (lane_id() != 0) return;
+  if (bad) {
+    R.status = LMF_ROW_NONFINITE;
+    return;
+  }
+  for (int r = ST_PLAUS; r <= ST_GNEG; ++r)
+    if (p.role_stat[r] >= 0 && lmf_lg_is_ninf(R.smax[r])) {
+      R.status = LMF_ROW_ALL_MASKED;
+      return;
+    }
+  if (p.role_stat[ST_PLAUS] >= 0) R.plaus_thr = LMF_FADD(R.smax[ST_PLAUS], j.plaus_log_alpha);
+  if (p.role_stat[ST_NUC] >= 0 && j.nucleus_p < 1.0f) R.search = SK_NUC;
+}
