@@ -22,8 +22,9 @@
  *      mass of the bins above); a crossing bin of more than kListCap tokens (flat rows) writes Y
  *      and the row's first block runs the general search on it (block_search)   | barrier if any row did
  *   5  survivors (the cut, min-p): their mass for the LSE and the Gumbel-max sample, one atomic each
- *      per block                                                                             | barrier
- *   6  every block writes its tokens' log-probs (where asked for); the row's first block the outputs.
+ *      per block                                                        | barrier, with log-prob rows
+ *   6  with log-prob rows every block writes its tokens' and the row's first block the outputs;
+ *      without, no barrier: each block takes a ticket and the row's last one writes the outputs.
  * Rows with a failed status skip the work but take part in every barrier. The block-local state goes
  * through COOP_BLOCK_LOCAL (the CPU emulator interleaves blocks at the barriers); other shared memory
  * is scratch within a phase.
@@ -39,6 +40,7 @@ constexpr int64_t kCoopMaxBlocks = 4096; /* a grid larger than any device holds 
 struct CoopRow {
   unsigned cnt[kCoopBins];
   unsigned ngather;
+  unsigned done; /* blocks of the row past phase 5 (the outputs' ticket without log-prob rows) */
   U128 mass[kCoopBins];
 };
 
@@ -57,15 +59,18 @@ static_assert(kCoopBins - 1 == kThreads, "coop_hist maps one thread to one bin b
 
 /* LMF_LOGITS_COOP_PROFILE=1 (KP::coop_profile): block 0's thread 0 stamps each phase's end and each
  * barrier's release with its SM's clock and the global timer, and prints them once per launch: where
- * the step's time goes, and the SM clock it ran at (cycles / ns). A device-only aid; no-op elsewhere. */
+ * the step's time goes, and the SM clock it ran at (cycles / ns). A device-only aid; no-op elsewhere.
+ * The marks, in order: phase 1 | barrier | phase 2 | barrier | phase 3 | barrier | phase 4 (its
+ * fallback barrier included) | phase 5 | barrier (only with log-prob rows) | phase 6. */
+constexpr int kCoopMarks = 12;
 struct CoopProf {
-  long long cyc[12];
-  unsigned long long ns[12];
+  long long cyc[kCoopMarks];
+  unsigned long long ns[kCoopMarks];
   int n;
 };
 __device__ __forceinline__ void coop_mark(CoopProf &pr, bool on) {
 #if defined(__CUDA_ARCH__)
-  if (!on || pr.n >= 12) return;
+  if (!on || pr.n >= kCoopMarks) return;
   unsigned long long g;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g));
   pr.cyc[pr.n] = clock64();
@@ -77,13 +82,12 @@ __device__ __forceinline__ void coop_mark(CoopProf &pr, bool on) {
 __device__ void coop_print(const CoopProf &pr, bool on) {
 #if defined(__CUDA_ARCH__)
   if (!on || pr.n < 2) return;
-  printf("k_coop profile (block 0): cycles since start at each mark: %lld %lld %lld %lld %lld %lld %lld %lld %lld %lld %lld;"
-         " %llu ns in all, %.0f MHz\n",
-         pr.cyc[1] - pr.cyc[0], pr.cyc[2] - pr.cyc[0], pr.cyc[3] - pr.cyc[0], pr.cyc[4] - pr.cyc[0],
-         pr.cyc[5] - pr.cyc[0], pr.cyc[6] - pr.cyc[0], pr.cyc[7] - pr.cyc[0], pr.cyc[8] - pr.cyc[0],
-         pr.cyc[9] - pr.cyc[0], pr.cyc[10] - pr.cyc[0], pr.cyc[pr.n - 1] - pr.cyc[0], pr.ns[pr.n - 1] - pr.ns[0],
-         pr.ns[pr.n - 1] > pr.ns[0] ? 1e3 * (double)(pr.cyc[pr.n - 1] - pr.cyc[0]) / (double)(pr.ns[pr.n - 1] - pr.ns[0])
-                                    : 0.0);
+  const long long cyc = pr.cyc[pr.n - 1] - pr.cyc[0];
+  const unsigned long long ns = pr.ns[pr.n - 1] - pr.ns[0];
+  printf("k_coop profile (block 0): %llu ns in all, %.0f MHz; cycles since start at each mark:", ns,
+         ns ? 1e3 * (double)cyc / (double)ns : 0.0);
+  for (int i = 1; i < pr.n; ++i) printf(" %lld", pr.cyc[i] - pr.cyc[0]);
+  printf("\n");
 #else
   (void)pr, (void)on;
 #endif
@@ -225,7 +229,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
       CR.cnt[i] = 0u;
       CR.mass[i] = u128(0ull, 0ull);
     }
-    if (t == 0) CR.ngather = 0u;
+    if (t == 0) CR.ngather = CR.done = 0u;
   }
   if (blockIdx.x == 0 && t == 0) *p.coop_fallback = 0u;
   __syncthreads();
@@ -248,7 +252,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
     }
     chunk_partial(p, row, c, y, id, bad, R.want_sum != 0, red);
   }
-  coop_mark(pr, prof); /* 1: phase 1 */
+  coop_mark(pr, prof); /* phase 1 */
   COOP_SYNC();
   coop_mark(pr, prof);
 
@@ -267,7 +271,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   const bool search = live && R.search == SK_TOPP;
   const float ymax = live ? R.ymax : 0.0f;
   if (search) coop_hist(p, CR, ymax, y, red);
-  coop_mark(pr, prof); /* 3: phase 2 */
+  coop_mark(pr, prof); /* phase 2 */
   COOP_SYNC();
   coop_mark(pr, prof);
 
@@ -290,7 +294,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
       if (t == 0) atomicExch(p.coop_fallback, 1u);
     }
   }
-  coop_mark(pr, prof); /* 5: phase 3 */
+  coop_mark(pr, prof); /* phase 3 */
   COOP_SYNC();
   coop_mark(pr, prof);
 
@@ -305,7 +309,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
     COOP_SYNC();
     if (search && !listed) cut = __ldcg(&Rg.topp_cut);
   }
-  coop_mark(pr, prof); /* 7: phase 4 */
+  coop_mark(pr, prof); /* phase 4 */
 
   /* Phase 5: the survivors' mass (the LSE) and the sample. */
   bool fin = false, samp = false;
@@ -350,15 +354,28 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
       }
     }
   }
-  coop_mark(pr, prof); /* 8: phase 5 */
-  COOP_SYNC();
-  coop_mark(pr, prof);
+  coop_mark(pr, prof); /* phase 5 */
 
-  /* Phase 6: the log-prob row (every block its tokens), the outputs (the row's first block; b_outputs
-   * reads the global state). Every block computes the LSE from the same sum: the same bits. */
+  /* Phase 6. Without log-prob rows only the outputs need the row's sums: the last of its blocks to
+   * finish phase 5 writes them (its fence and ticket order every block's sums before its reads), and
+   * the step spends no grid barrier on it. j.logprobs is the same in every block. */
+  bool out = lead;
+  if (!j.logprobs) {
+    __threadfence(); /* this thread's sums and ybest, before the ticket */
+    __syncthreads();
+    __shared__ bool s_last;
+    if (t == 0) s_last = atomicAdd(&CR.done, 1u) == (unsigned)(nch - 1);
+    __syncthreads();
+    out = s_last;
+    if (out) __threadfence();
+  } else {
+    COOP_SYNC();
+    coop_mark(pr, prof);
+  }
+  /* Every block that reads the LSE computes it from the same sum: the same bits. */
   float lse = 0.0f;
-  if (live) lse = fin ? (float)((double)ymax + log(fx_to_double(u128(__ldcg(&Rg.acc.lo), __ldcg(&Rg.acc.hi)))))
-                      : R.lse;
+  if (live && (out || j.logprobs))
+    lse = fin ? (float)((double)ymax + log(fx_to_double(u128(__ldcg(&Rg.acc.lo), __ldcg(&Rg.acc.hi))))) : R.lse;
   if (j.logprobs) {
     const bool minp = j.min_p > 0.0f;
     float *o = j.logprobs + row * j.logprobs_row_stride;
@@ -370,7 +387,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
                    : survives(S, y[q], v, minp, j.log_min_p) ? LMF_FSUB(y[q], lse) : ninf();
     }
   }
-  if (lead && t == 0) {
+  if (out && t == 0) {
     if (live) {
       Rg.lse = lse;
       Rg.best = samp ? __ldcg(&Rg.best) : 0ull;
@@ -380,6 +397,6 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
     }
     b_outputs(p, row);
   }
-  coop_mark(pr, prof); /* 10: phase 6 */
+  coop_mark(pr, prof); /* phase 6 */
   coop_print(pr, prof);
 }
