@@ -3,7 +3,8 @@
 #   1. the default build (the CUDA backend too when nvcc is found; its GPU cases skip without a GPU),
 #   2. a CPU-only build (LMF_CUDA=OFF),
 #   3. the CPU suite under AddressSanitizer + UndefinedBehaviorSanitizer, with the CUDA logits kernels
-#      on the CPU emulator of CUDA (tests/emu, label cuda-emu; also in 1) under them too.
+#      on the CPU emulator of CUDA (tests/emu, label cuda-emu; also in 1) under them too,
+#   4. the emulated kernels under ThreadSanitizer (races between the warps of a block), at 4 SMs.
 # The Python bindings' pytest suite runs inside 1 and 2 (CTest label `python`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,3 +30,13 @@ run cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run ctest --test-dir build-asan --output-on-failure -j"$jobs" -L 'cpu|cuda-emu' -LE python \
   -E 'reverse|GraphReplayMatchesCpu\.sms4'
+
+# Races between the warps of a block (tests/emu/README.md, "Races"): the emulator's rules tests and the
+# logits cases at 4 SMs. OpenMP on one thread: TSan cannot see its synchronisation.
+if [ "$emu" = ON ]; then
+  run cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLMF_CUDA=OFF -DLMF_CUDA_EMU=ON \
+    -DLMF_EMU_TSAN=ON -DLMF_BUILD_BENCH=OFF
+  run cmake --build build-tsan -j"$jobs" --target lmfuse_emu_tests lmfuse_emu_rules
+  OMP_NUM_THREADS=1 run ctest --test-dir build-tsan --output-on-failure -j"$jobs" -L cuda-emu \
+    -R '^CudaEmu|\.sms4$'
+fi

@@ -40,6 +40,17 @@
 #define EMU_ASAN 0
 #endif
 
+/* ThreadSanitizer (LMF_EMU_TSAN builds, where the kernels are compiled with -fsanitize=thread and this
+ * file is not): see "Races" below. */
+#if defined(LMF_EMU_TSAN)
+#include <sanitizer/tsan_interface.h>
+#define EMU_TSAN 1
+extern "C" void AnnotateIgnoreWritesBegin(const char *file, int line);
+extern "C" void AnnotateIgnoreWritesEnd(const char *file, int line);
+#else
+#define EMU_TSAN 0
+#endif
+
 /* ---- Fibers ---------------------------------------------------------------------------------------
  * emu_switch(save, to): pushes the callee-saved registers on the current stack, stores its pointer in
  * *save, and resumes the stack `to` (System V x86-64). The fibers share the OS thread's floating-point
@@ -99,6 +110,7 @@ enum State { READY, AT_BAR, AT_WARP, AT_GRID, DONE };
 struct Context {
   void *sp = nullptr;
   void *fake = nullptr;
+  void *tsan = nullptr; /* ThreadSanitizer's fiber for it (LMF_EMU_TSAN) */
   const void *lo = nullptr;
   size_t size = 0;
 };
@@ -112,6 +124,8 @@ struct Fiber {
   unsigned mask;
   uint64_t value, result;
   int arg, width;
+  uint64_t turn; /* LMF_EMU_TSAN: the last turn (Races) it entered */
+  uint32_t gen;  /* LMF_EMU_TSAN: the generation of the __syncthreads it waits at */
 };
 
 /* A block_local variable: zeroed at its first use in the block, freed with the block. */
@@ -128,6 +142,7 @@ struct Block {
   std::vector<Fiber> th;
   std::vector<unsigned> ready, at_warp, at_grid, done; /* per warp: its lanes in each state */
   std::vector<Local> locals;
+  uint32_t bar_gen = 0; /* __syncthreads released so far (LMF_EMU_TSAN) */
 };
 
 struct Grid : Block {
@@ -146,16 +161,82 @@ std::recursive_mutex g_lock; /* one launch at a time (the library may be called 
 
 void switch_on();
 
+/* ---- Races (LMF_EMU_TSAN) -------------------------------------------------------------------------
+ * Each warp of a block is a ThreadSanitizer fiber, switched to without synchronisation, so TSan sees
+ * the warps of a block as running at once except where CUDA orders them:
+ * - __syncthreads: each thread releases a sync object as it arrives and acquires it as it leaves; one
+ *   object per barrier generation (two, alternating), so a warp that leaves late does not also
+ *   acquire what the others did after the barrier;
+ * - the order of blocks and grid_sync: a "turn" is one block's run (in a cooperative launch, one
+ *   block's part of a phase). The scheduler (the launching thread) releases the hub before each turn,
+ *   and each thread acquires it at its first run in the turn; threads release the park as they exit
+ *   or wait at grid_sync, and the scheduler acquires it after the turn. So every turn happens after
+ *   the turns before it and after the host's work before the launch, and the host after the launch
+ *   happens after every turn. (On a device the blocks have separate shared memory; here one static.)
+ * - atomics: cuda_emu.h makes them real (relaxed) atomics in these builds.
+ * So a race TSan reports is two warps of a block touching one address with no __syncthreads between
+ * them, at least one a write, not both atomics: compute-sanitizer racecheck's hazard between warps,
+ * for global memory too. The lanes of a warp are one TSan thread, so a race inside a warp is not
+ * seen (a fiber per thread also would see warp-synchronous code, and cost TSan's vector clocks 32
+ * times the width at every synchronisation). */
+#if EMU_TSAN
+char g_hub, g_park, g_bar_sync[2];
+uint64_t g_turn;
+std::vector<void *> g_tsan_fibers;
+
+/* ThreadSanitizer's fiber i (created once, reused by every launch): warp i of the launch's threads. */
+void *tsan_fiber(size_t i) {
+  while (g_tsan_fibers.size() <= i) g_tsan_fibers.push_back(__tsan_create_fiber(0));
+  return g_tsan_fibers[i];
+}
+#endif
+
+/* The scheduler, before a turn and after it. */
+void turn_begin() {
+#if EMU_TSAN
+  ++g_turn;
+  __tsan_release(&g_hub);
+#endif
+}
+void turn_end() {
+#if EMU_TSAN
+  __tsan_acquire(&g_park);
+#endif
+}
+
+/* The current thread: at each resumption (its first in a turn acquires the hub), and as it parks
+ * (exits or waits at grid_sync). */
+void tsan_resumed(Fiber *f) {
+#if EMU_TSAN
+  if (f && f->turn != g_turn) {
+    f->turn = g_turn;
+    __tsan_acquire(&g_hub);
+  }
+#else
+  (void)f;
+#endif
+}
+void tsan_park() {
+#if EMU_TSAN
+  __tsan_release(&g_park);
+#endif
+}
+
 /* Leaves `from` (nullptr: a fiber that has exited, never resumed) for `to`; returns when `from` is
- * resumed. */
+ * resumed (then Grid::cur is it, or nullptr for the scheduler). */
 void transfer(Context *from, Context *to, void **save_sp) {
 #if EMU_ASAN
   __sanitizer_start_switch_fiber(from ? &from->fake : nullptr, to->lo, to->size);
+#endif
+#if EMU_TSAN
+  __tsan_switch_to_fiber(to->tsan, __tsan_switch_to_fiber_no_sync);
 #endif
   emu_switch(save_sp, to->sp);
 #if EMU_ASAN
   __sanitizer_finish_switch_fiber(from ? from->fake : nullptr, nullptr, nullptr);
 #endif
+  if (from != nullptr && g_run != nullptr && g_run->cur != nullptr && &g_run->cur->ctx == from)
+    tsan_resumed(g_run->cur);
 }
 
 /* Moves the current fiber out of READY (it blocks or exits). */
@@ -175,7 +256,9 @@ void fiber_main() {
   __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
 #endif
   Grid &g = *g_run;
+  tsan_resumed(g.cur);
   g.body();
+  tsan_park();
   leave_ready(DONE);
   switch_on();
   die("a finished fiber was resumed");
@@ -367,6 +450,7 @@ bool release_barrier() {
   }
   if (at == 0 || at + done != (int)g.th.size()) return false;
   if (done) die_block("__syncthreads is waited at after some threads of the block exited");
+  ++g.bar_gen;
   for (size_t t = 0; t < g.th.size(); ++t) {
     g.th[t].state = READY;
     g.ready[t >> 5] |= 1u << (t & 31);
@@ -382,6 +466,7 @@ void init_block(Block &b, dim3 block, char *stacks, size_t first) {
   b.at_grid.assign(nw, 0u);
   b.done.assign(nw, 0u);
   b.locals.clear();
+  b.bar_gen = 0;
   int i = 0;
   for (uint32_t z = 0; z < block.z; ++z)
     for (uint32_t y = 0; y < block.y; ++y)
@@ -391,6 +476,9 @@ void init_block(Block &b, dim3 block, char *stacks, size_t first) {
         f.tid = make_uint3(x, y, z);
         f.state = READY;
         f.ctx = fresh_stack(stacks, first + (size_t)i);
+#if EMU_TSAN
+        f.ctx.tsan = tsan_fiber(first / b.th.size() * (size_t)nw + (size_t)(i >> 5)); /* one per warp */
+#endif
         b.ready[i >> 5] |= 1u << (i & 31);
       }
 }
@@ -423,7 +511,9 @@ void run_rounds() {
 
 void run_block() {
   init_block(*g_run, g_run->block, g_stacks, 0);
+  turn_begin();
   run_rounds();
+  turn_end();
 }
 
 void swap_in(Grid &g, Block &b) {
@@ -493,7 +583,9 @@ void run_cooperative(Grid &g, uint64_t nblocks) {
     for (uint64_t i = 0; i < nblocks; ++i) {
       Block &b = blocks[g.reverse ? nblocks - 1 - i : i];
       swap_in(g, b);
+      turn_begin();
       run_rounds();
+      turn_end();
       std::swap(static_cast<Block &>(g), b);
     }
   } while (release_grid(g, blocks));
@@ -507,6 +599,7 @@ void grid_sync(const char *site) {
   if (!g_run) die("grid_sync outside a kernel (%s)", site);
   g_run->cur->site = site;
   if (!g_run->coop) die_block("grid_sync in a launch that is not cooperative");
+  tsan_park();
   leave_ready(AT_GRID);
   switch_on();
 }
@@ -519,14 +612,29 @@ void *block_local(const void *key, size_t bytes) {
       if (l.bytes != bytes) die_block("block_local is asked for one key with two sizes");
       return l.mem.get();
     }
+#if EMU_TSAN
+  /* Zeroed storage, as a fresh block's would be: not a write of the thread that happens to ask first. */
+  AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+#endif
   g.locals.push_back(Local{key, bytes, std::unique_ptr<char[]>(new char[bytes ? bytes : 1]())});
+#if EMU_TSAN
+  AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+#endif
   return g.locals.back().mem.get();
 }
 
 void syncthreads(const char *site) {
-  g_run->cur->site = site;
+  Fiber &f = *g_run->cur;
+  f.site = site;
+#if EMU_TSAN
+  f.gen = g_run->bar_gen;
+  __tsan_release(&g_bar_sync[f.gen & 1u]);
+#endif
   leave_ready(AT_BAR);
   switch_on();
+#if EMU_TSAN
+  __tsan_acquire(&g_bar_sync[f.gen & 1u]);
+#endif
 }
 
 uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, const char *site) {
@@ -645,6 +753,9 @@ cudaError_t launch(const char *name, dim3 grid, dim3 block, size_t dynamic_smem,
       g.sched.size = size;
       pthread_attr_destroy(&at);
     }
+#if EMU_TSAN
+    g.sched.tsan = __tsan_get_current_fiber();
+#endif
     g.body = body;
     g.name = name;
     g.grid = grid;

@@ -150,8 +150,24 @@ static inline T emu_shfl(::emu::WarpOp op, unsigned mask, T v, const char *site,
 #define __all_sync(m, p) ((int)::emu::warp_op(::emu::W_ALL, (m), (p) ? 1u : 0u, 0, 32, EMU_SITE))
 #define __match_any_sync(m, v) ((unsigned)::emu::warp_op(::emu::W_MATCH_ANY, (m), ::emu::bits_of(v), 0, 32, EMU_SITE))
 
-/* Memory: one OS thread runs every fiber, so plain reads and writes are the atomics and the fences. */
+/* Memory: one OS thread runs every fiber, so plain reads and writes are the atomics and the fences,
+ * except under ThreadSanitizer (LMF_EMU_TSAN), which must see the atomics as atomic: there they are
+ * relaxed compare-and-swap loops (ordering nothing, like a device's). */
 /* atomicX(p, v): *p becomes NEW (of old and v, v converted to *p's type); returns old. */
+#if defined(__SANITIZE_THREAD__)
+#define EMU_ATOMIC(name, NEW)                                                                    \
+  template <class T, class U>                                                                    \
+  static inline T name(T *p, U v_) {                                                             \
+    const T v = (T)v_;                                                                           \
+    T old;                                                                                       \
+    __atomic_load(p, &old, __ATOMIC_RELAXED);                                                    \
+    for (;;) {                                                                                   \
+      T nw = (T)(NEW);                                                                           \
+      if (__atomic_compare_exchange(p, &old, &nw, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) \
+        return old;                                                                              \
+    }                                                                                            \
+  }
+#else
 #define EMU_ATOMIC(name, NEW)                \
   template <class T, class U>                \
   static inline T name(T *p, U v_) {         \
@@ -159,6 +175,7 @@ static inline T emu_shfl(::emu::WarpOp op, unsigned mask, T v, const char *site,
     *p = (T)(NEW);                           \
     return old;                              \
   }
+#endif
 EMU_ATOMIC(atomicAdd, old + v)
 EMU_ATOMIC(atomicSub, old - v)
 EMU_ATOMIC(atomicExch, v)
@@ -169,9 +186,15 @@ EMU_ATOMIC(atomicAnd, old & v)
 #undef EMU_ATOMIC
 template <class T, class U, class W>
 static inline T atomicCAS(T *p, U cmp, W v) {
+#if defined(__SANITIZE_THREAD__)
+  T old = (T)cmp, nw = (T)v;
+  __atomic_compare_exchange(p, &old, &nw, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+  return old;
+#else
   const T old = *p;
   if (old == (T)cmp) *p = (T)v;
   return old;
+#endif
 }
 static inline void __threadfence() {}
 static inline void __threadfence_block() {}

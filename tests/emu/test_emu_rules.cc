@@ -273,6 +273,9 @@ TEST(CudaEmu, LastBlockProtocolInEitherOrder) {
 }
 
 TEST(CudaEmu, ReverseOrderFlipsAMissingBarrier) {
+#if defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "a planted race: under ThreadSanitizer, CudaEmuTsanDeathTest.MissingBarrierIsARace";
+#endif
   const std::vector<int> fwd = device_run(k_missing_barrier, 1, 64, 64);
   setenv("LMF_EMU_REVERSE", "1", 1);
   const std::vector<int> rev = device_run(k_missing_barrier, 1, 64, 64);
@@ -402,6 +405,40 @@ TEST(CudaEmu, CooperativeGridLimitAndOccupancy) {
 }
 
 using CudaEmuDeathTest = ::testing::Test;
+
+#if defined(__SANITIZE_THREAD__)
+/* LMF_EMU_TSAN: a race is reported and ends the program (so every other case here is also race-free). */
+extern "C" const char *__tsan_default_options() { return "halt_on_error=1"; }
+
+/* The missing barrier of ReverseOrderFlipsAMissingBarrier, in either order: thread 0's write of flag
+ * and the other threads' reads have no barrier between them. */
+TEST(CudaEmuTsanDeathTest, MissingBarrierIsARace) {
+  EXPECT_DEATH(device_run(k_missing_barrier, 1, 64, 64), "data race");
+  setenv("LMF_EMU_REVERSE", "1", 1);
+  EXPECT_DEATH(device_run(k_missing_barrier, 1, 64, 64), "data race");
+  unsetenv("LMF_EMU_REVERSE");
+}
+
+/* Two warps' writes to one shared word, ordered only by warp intrinsics (which order a warp's own
+ * lanes, not another warp's). */
+__global__ void k_cross_warp_race(int *out, int) {
+  __shared__ int word;
+  if ((threadIdx.x & 31) == 0) word = (int)threadIdx.x;
+  out[threadIdx.x] = __shfl_sync(0xffffffffu, (int)threadIdx.x, 0);
+  __syncthreads();
+  if (threadIdx.x == 0) out[0] = word;
+}
+
+TEST(CudaEmuTsanDeathTest, WarpIntrinsicsDoNotOrderOtherWarps) {
+  EXPECT_DEATH(device_run(k_cross_warp_race, 1, 64, 64), "data race");
+}
+
+/* A block's shared memory is its own: the next block's writes to the same word are no race. */
+TEST(CudaEmuTsan, BlocksAndBarriersOrderAccesses) {
+  const std::vector<int> h = device_run(k_block_sum, 3, 256, 3);
+  EXPECT_EQ(h[2], 256 * 1000 * 2 + 255 * 256 / 2);
+}
+#endif
 
 TEST(CudaEmuDeathTest, BarrierNotReachedByTheBlock) {
   EXPECT_DEATH(device_run(k_half_barrier, 1, 64, 64), "some threads of the block exited");
