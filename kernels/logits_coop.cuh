@@ -17,14 +17,19 @@
  *   3  every block reads the histogram: the CPU's windows (d2 < 4, 8, 16, 32 are bins < 32, 64, 128,
  *      256) give the target (search_target, the CPU's rule), and the bin where the cumulative mass
  *      from the top reaches it is the crossing bin. Its tokens (at most kListCap) are appended to
- *      the row's list                                                                        | barrier
+ *      the row's list; a crossing bin of more than kListCap tokens (flat rows) writes Y instead.
+ *   Without log-prob rows (the ticket path: the bar's case and the bench, which only sample):
+ *      each block adds its certain survivors (min-p; for top-p the bins above the crossing one) to
+ *      the row's LSE mass and Gumbel-max, fences, and takes a ticket. The row's last block cuts the
+ *      crossing bin (list_cut over the list, or the general search, block_search, over Y), adds that
+ *      bin's survivors and writes the outputs. Two grid barriers in all.
+ *   With log-prob rows every block needs the cut and the LSE:                              | barrier
  *   4  every block copies the list into shared memory and finds the cut there (list_cut, after the
- *      mass of the bins above); a crossing bin of more than kListCap tokens (flat rows) writes Y
- *      and the row's first block runs the general search on it (block_search)   | barrier if any row did
+ *      mass of the bins above); for a crossing bin past kListCap the row's first block runs the
+ *      general search over Y (block_search)                            | barrier if any row did
  *   5  survivors (the cut, min-p): their mass for the LSE and the Gumbel-max sample, one atomic each
- *      per block                                                        | barrier, with log-prob rows
- *   6  with log-prob rows every block writes its tokens' and the row's first block the outputs;
- *      without, no barrier: each block takes a ticket and the row's last one writes the outputs.
+ *      per block                                                                             | barrier
+ *   6  every block writes its tokens' log-probs and the row's first block the outputs.
  * Rows with a failed status skip the work but take part in every barrier. The block-local state goes
  * through COOP_BLOCK_LOCAL (the CPU emulator interleaves blocks at the barriers); other shared memory
  * is scratch within a phase.
@@ -57,11 +62,13 @@ struct CoopRow {
 
 static_assert(kCoopBins - 1 == kThreads, "coop_hist maps one thread to one bin below d2 = 32");
 
-/* LMF_LOGITS_COOP_PROFILE=1 (KP::coop_profile): block 0's thread 0 stamps each phase's end and each
- * barrier's release with its SM's clock and the global timer, and prints them once per launch: where
+/* LMF_LOGITS_COOP_PROFILE=1 (KP::coop_profile): thread 0 of row 0's blocks stamps each phase's end and
+ * each barrier's release with its SM's clock and the global timer; the block that ends the row (the
+ * ticket's last one, or with log-prob rows the row's first) prints its marks once per launch: where
  * the step's time goes, and the SM clock it ran at (cycles / ns). A device-only aid; no-op elsewhere.
- * The marks, in order: phase 1 | barrier | phase 2 | barrier | phase 3 | barrier | phase 4 (its
- * fallback barrier included) | phase 5 | barrier (only with log-prob rows) | phase 6. */
+ * The marks, in order: phase 1 | barrier | phase 2 | barrier | phase 3, then either | the ticket |
+ * the last block's cut and outputs, or | barrier | phase 4 (its fallback barrier included) | phase 5 |
+ * barrier | phase 6. */
 constexpr int kCoopMarks = 12;
 struct CoopProf {
   long long cyc[kCoopMarks];
@@ -202,6 +209,146 @@ __device__ uint64_t coop_listcut(const uint2 *G, const CoopPick &pk, float ymax,
   return cut;
 }
 
+/* Whether a token lies in phase 2's bin b (a token of no bin, -inf or of zero mass, in none). */
+__device__ __forceinline__ bool coop_in_bin(float y, float ymax, int b) {
+  if (lmf_lg_is_ninf(y) || !(lmf_lg_exp_neg(LMF_FSUB(y, ymax)) > 0.0f)) return false;
+  return coop_bin(y, ymax) == b;
+}
+/* Whether a token lies in a bin above b (a larger y than every token of bin b). */
+__device__ __forceinline__ bool coop_above_bin(float y, float ymax, int b) {
+  if (lmf_lg_is_ninf(y) || !(lmf_lg_exp_neg(LMF_FSUB(y, ymax)) > 0.0f)) return false;
+  return coop_bin(y, ymax) < b;
+}
+
+/* A thread's place: its row, its block's chunk, its first token, the row's max. */
+struct CoopTok {
+  int64_t row, c, v0;
+  float ymax;
+};
+
+/* Adds this block's tokens that survive S (and, for maxbin >= 0, lie in a bin above maxbin: the top-p
+ * cut's certain survivors) to the row's sums, order-free: their mass (fin) to Rg.acc, their best
+ * Gumbel-max (key, id) (samp) to Rg.best, with its y in the chunk's partial. Block-uniform. */
+__device__ void coop_survivors(const KP &p, const Row &R, Row &Rg, const Surv &S, int maxbin,
+                               const float y[kPer], const CoopTok &me, bool fin, bool samp, Red &red) {
+  const lmf_lg_job &j = p.job;
+  const bool minp = j.min_p > 0.0f;
+  const uint64_t seed = R.seed, goff = R.goff;
+  U128 acc = u128(0ull, 0ull);
+  float bk = ninf(), by = 0.0f;
+  int64_t bid = -1;
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) {
+    const int64_t v = me.v0 + q;
+    if (v >= j.vocab_out || !survives(S, y[q], v, minp, j.log_min_p)) continue;
+    if (maxbin >= 0 && !coop_above_bin(y[q], me.ymax, maxbin)) continue;
+    if (fin) acc = add(acc, fx_of(lmf_lg_exp_neg(LMF_FSUB(y[q], me.ymax))));
+    if (samp) {
+      const float key = lmf_lg_gumbel_key(y[q], lmf_lg_gumbel(seed, goff, (uint32_t)v));
+      if (bid < 0 || key > bk) { /* ids increase along q: ties keep the lower id */
+        bk = key;
+        by = y[q];
+        bid = v;
+      }
+    }
+  }
+  if (fin) {
+    acc = block_sum_u128(acc, red);
+    if (threadIdx.x == 0 && !is_zero(acc)) atomic_add_u128(&Rg.acc, acc);
+  }
+  if (samp) {
+    const unsigned long long mine = bid >= 0 ? pack_best(bk, (uint32_t)bid) : 0ull;
+    const unsigned long long best = block_max_u64(mine, red);
+    if (best && mine == best) { /* one thread: (key, id) is unique */
+      p.cpart[me.row * p.nchunks + me.c].ybest = by;
+      atomicMax(&Rg.best, best);
+    }
+  }
+}
+
+/* The row's LSE after its cuts, from the survivors' summed mass (plus `more`). */
+__device__ __forceinline__ float coop_lse(const Row &Rg, float ymax, U128 more) {
+  const U128 acc = add(u128(__ldcg(&Rg.acc.lo), __ldcg(&Rg.acc.hi)), more);
+  return (float)((double)ymax + log(fx_to_double(acc)));
+}
+
+/* What b_outputs reads of a row whose step k_coop did: the LSE, the packed best (0: greedy, or no
+ * sample) and the token's y (Y is not written). One thread. */
+__device__ __forceinline__ void coop_set_token(Row &Rg, float lse, unsigned long long best, float ytok) {
+  Rg.lse = lse;
+  Rg.best = best;
+  Rg.ymiss = 1;
+  Rg.ytok = ytok;
+}
+
+/* The ticket path's end, in the row's last block (every other block's sums, list entries and Y are
+ * visible): the top-p cut in the crossing bin, from the row's list (or, past kListCap tokens, by the
+ * general search over Y, which every block wrote), that bin's survivors added to the row's sums, then
+ * the outputs. Block-uniform. */
+__device__ void coop_last(const KP &p, const Row &R, Row &Rg, const uint2 *G, const CoopPick &pk, Surv S,
+                          bool live, bool search, bool listed, bool fin, bool samp, const CoopTok &me,
+                          Red &red) {
+  const lmf_lg_job &j = p.job;
+  const int t = threadIdx.x;
+  __shared__ float s_ly;
+  if (live) {
+    U128 acc = u128(0ull, 0ull);
+    unsigned long long mine = 0ull, lbest = 0ull;
+    float my = 0.0f;
+    if (search) {
+      const bool minp = j.min_p > 0.0f;
+      const uint64_t seed = R.seed, goff = R.goff;
+      S.topp_on = 1;
+      /* One token of the crossing bin: into the sums if it survives the cut. */
+      auto item = [&](float y, uint32_t id) {
+        if (!survives(S, y, id, minp, j.log_min_p)) return;
+        if (fin) acc = add(acc, fx_of(lmf_lg_exp_neg(LMF_FSUB(y, me.ymax))));
+        if (samp) {
+          const unsigned long long b =
+              pack_best(lmf_lg_gumbel_key(y, lmf_lg_gumbel(seed, goff, id)), id);
+          if (b > mine) {
+            mine = b;
+            my = y;
+          }
+        }
+      };
+      if (listed) {
+        S.topp_cut = coop_listcut(G, pk, me.ymax, red);
+        const ListSmem &L = *static_cast<const ListSmem *>(block_scratch()); /* the list, still there */
+        for (unsigned i = (unsigned)t; i < pk.cnt; i += kThreads) item(L.cy[i], L.cid[i]);
+      } else {
+        block_search(p, me.row, SK_TOPP);
+        __syncthreads();
+        S.topp_cut = __ldcg(&Rg.topp_cut);
+        const float *Yr = p.Y + me.row * p.ystride;
+        for (int64_t v = t; v < j.vocab_out; v += kThreads) {
+          const float y = __ldcg(&Yr[v]);
+          if (coop_in_bin(y, me.ymax, pk.bin)) item(y, (uint32_t)v);
+        }
+      }
+      if (fin) acc = block_sum_u128(acc, red);
+      if (samp) {
+        lbest = block_max_u64(mine, red);
+        if (lbest && mine == lbest) s_ly = my;
+      }
+      __syncthreads();
+    }
+    if (t == 0) {
+      const float lse = fin ? coop_lse(Rg, me.ymax, acc) : R.lse;
+      unsigned long long best = 0ull;
+      float ytok = me.ymax;
+      if (samp) {
+        const unsigned long long others = __ldcg(&Rg.best);
+        best = lbest > others ? lbest : others;
+        if (best && best == lbest) ytok = s_ly;
+        else if (best) ytok = __ldcg(&p.cpart[me.row * p.nchunks + unpack_id(best) / kChunk].ybest);
+      }
+      coop_set_token(Rg, lse, best, ytok);
+    }
+  }
+  if (t == 0) b_outputs(p, me.row);
+}
+
 __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p) {
   COOP_BLOCK_LOCAL(Row, R); /* this block's copy of the row's state (the row's first block also keeps
                              * the global one, which the fallback search and the outputs read) */
@@ -215,7 +362,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   uint2 *const G = p.gath + row * (int64_t)kListCap;
   Row &Rg = p.rows[row];
   const int64_t v0 = c * kChunk + (int64_t)t * kPer; /* this thread's tokens v0 .. v0 + 7 */
-  const bool prof = p.coop_profile && blockIdx.x == 0 && t == 0;
+  const bool prof = p.coop_profile && row == 0 && t == 0; /* printed by the block that ends row 0 */
   CoopProf pr;
   pr.n = 0;
   coop_mark(pr, prof);
@@ -278,22 +425,53 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   /* Phase 3. */
   CoopPick pk;
   pk.cnt = 0u;
+  pk.bin = -1;
   bool listed = false;
   if (search) {
     pk = coop_pick(p, R, CR, red);
     listed = pk.cnt <= (unsigned)kListCap;
     if (listed) {
 #pragma unroll
-      for (int q = 0; q < kPer; ++q) {
-        const bool in = !lmf_lg_is_ninf(y[q]) && lmf_lg_exp_neg(LMF_FSUB(y[q], ymax)) > 0.0f;
-        if (in && coop_bin(y[q], ymax) == pk.bin)
+      for (int q = 0; q < kPer; ++q)
+        if (coop_in_bin(y[q], ymax, pk.bin))
           G[atomicAdd(&CR.ngather, 1u)] = make_uint2(__float_as_uint(y[q]), (uint32_t)(v0 + q));
-      }
     } else {
       if (v0 < V) store8_f32(p.Y + row * p.ystride + v0, y); /* the row's last group: Y is padded to 8 */
-      if (t == 0) atomicExch(p.coop_fallback, 1u);
+      if (t == 0 && j.logprobs) atomicExch(p.coop_fallback, 1u);
     }
   }
+  bool fin = false, samp = false;
+  if (live) {
+    fin = search ? R.need_lse != 0 : R.do_final != 0;
+    samp = (search || fin) ? !R.greedy : R.do_sample != 0;
+  }
+  Surv S = surv_of(R); /* the step's one cut: top-p, or none */
+  S.topp_on = 0;
+  const CoopTok me{row, c, v0, ymax};
+
+  if (!j.logprobs) {
+    /* Without log-prob rows no block but one needs the cut. Each block adds its certain survivors
+     * (min-p, and for top-p the bins above the crossing one) to the row's sums; the last of the row's
+     * blocks to finish (its fence and ticket order every block's sums, list entries and Y before its
+     * reads) cuts the crossing bin, adds its survivors and writes the outputs. Two grid barriers in
+     * all. j.logprobs is the same in every block. */
+    if (fin || samp) coop_survivors(p, R, Rg, S, search ? pk.bin : -1, y, me, fin, samp, red);
+    coop_mark(pr, prof); /* phase 3 */
+    __threadfence();
+    __syncthreads();
+    __shared__ bool s_last;
+    if (t == 0) s_last = atomicAdd(&CR.done, 1u) == (unsigned)(nch - 1);
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    coop_mark(pr, prof); /* the ticket */
+    coop_last(p, R, Rg, G, pk, S, live, search, listed, fin, samp, me, red);
+    coop_mark(pr, prof); /* the outputs */
+    coop_print(pr, prof);
+    return;
+  }
+
+  /* With log-prob rows every block writes its tokens' log-probs: each needs the cut and the LSE. */
   coop_mark(pr, prof); /* phase 3 */
   COOP_SYNC();
   coop_mark(pr, prof);
@@ -312,91 +490,32 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   coop_mark(pr, prof); /* phase 4 */
 
   /* Phase 5: the survivors' mass (the LSE) and the sample. */
-  bool fin = false, samp = false;
-  if (live) {
-    fin = search ? R.need_lse != 0 : R.do_final != 0;
-    samp = (search || fin) ? !R.greedy : R.do_sample != 0;
-  }
-  Surv S = surv_of(R); /* the step's one cut: top-p, or none */
   S.topp_on = search;
   S.topp_cut = cut;
-  if (fin || samp) {
-    const bool minp = j.min_p > 0.0f;
-    const float lmp = j.log_min_p;
-    const uint64_t seed = R.seed, goff = R.goff;
-    U128 acc = u128(0ull, 0ull);
-    float bk = ninf(), by = 0.0f;
-    int64_t bid = -1;
-#pragma unroll
-    for (int q = 0; q < kPer; ++q) {
-      const int64_t v = v0 + q;
-      if (v >= V || !survives(S, y[q], v, minp, lmp)) continue;
-      if (fin) acc = add(acc, fx_of(lmf_lg_exp_neg(LMF_FSUB(y[q], ymax))));
-      if (samp) {
-        const float key = lmf_lg_gumbel_key(y[q], lmf_lg_gumbel(seed, goff, (uint32_t)v));
-        if (bid < 0 || key > bk) { /* ids increase along q: ties keep the lower id */
-          bk = key;
-          by = y[q];
-          bid = v;
-        }
-      }
-    }
-    if (fin) {
-      acc = block_sum_u128(acc, red);
-      if (t == 0) atomic_add_u128(&Rg.acc, acc);
-    }
-    if (samp) {
-      const unsigned long long mine = bid >= 0 ? pack_best(bk, (uint32_t)bid) : 0ull;
-      const unsigned long long best = block_max_u64(mine, red);
-      if (best && mine == best) { /* one thread: (key, id) is unique */
-        p.cpart[row * nch + c].ybest = by;
-        atomicMax(&Rg.best, best);
-      }
-    }
-  }
+  if (fin || samp) coop_survivors(p, R, Rg, S, -1, y, me, fin, samp, red);
   coop_mark(pr, prof); /* phase 5 */
+  COOP_SYNC();
+  coop_mark(pr, prof);
 
-  /* Phase 6. Without log-prob rows only the outputs need the row's sums: the last of its blocks to
-   * finish phase 5 writes them (its fence and ticket order every block's sums before its reads), and
-   * the step spends no grid barrier on it. j.logprobs is the same in every block. */
-  bool out = lead;
-  if (!j.logprobs) {
-    __threadfence(); /* this thread's sums and ybest, before the ticket */
-    __syncthreads();
-    __shared__ bool s_last;
-    if (t == 0) s_last = atomicAdd(&CR.done, 1u) == (unsigned)(nch - 1);
-    __syncthreads();
-    out = s_last;
-    if (out) __threadfence();
-  } else {
-    COOP_SYNC();
-    coop_mark(pr, prof);
-  }
-  /* Every block that reads the LSE computes it from the same sum: the same bits. */
+  /* Phase 6: every block writes its tokens' log-probs, the row's first block the outputs. Every block
+   * computes the LSE from the same sum: the same bits. */
   float lse = 0.0f;
-  if (live && (out || j.logprobs))
-    lse = fin ? (float)((double)ymax + log(fx_to_double(u128(__ldcg(&Rg.acc.lo), __ldcg(&Rg.acc.hi))))) : R.lse;
-  if (j.logprobs) {
-    const bool minp = j.min_p > 0.0f;
-    float *o = j.logprobs + row * j.logprobs_row_stride;
+  if (live) lse = fin ? coop_lse(Rg, ymax, u128(0ull, 0ull)) : R.lse;
+  const bool minp = j.min_p > 0.0f;
+  float *o = j.logprobs + row * j.logprobs_row_stride;
 #pragma unroll
-    for (int q = 0; q < kPer; ++q) {
-      const int64_t v = v0 + q;
-      if (v >= V) continue;
-      o[v] = !live ? __uint_as_float(kCanonNan)
-                   : survives(S, y[q], v, minp, j.log_min_p) ? LMF_FSUB(y[q], lse) : ninf();
-    }
+  for (int q = 0; q < kPer; ++q) {
+    const int64_t v = v0 + q;
+    if (v >= V) continue;
+    o[v] = !live ? __uint_as_float(kCanonNan) : survives(S, y[q], v, minp, j.log_min_p) ? LMF_FSUB(y[q], lse) : ninf();
   }
-  if (out && t == 0) {
+  if (lead && t == 0) {
     if (live) {
-      Rg.lse = lse;
-      Rg.best = samp ? __ldcg(&Rg.best) : 0ull;
-      const int32_t tok = R.greedy ? R.yarg : sampled_token(Rg);
-      Rg.ymiss = 1; /* the token's y: its block's best, or the max at the argmax */
-      Rg.ytok = Rg.best ? __ldcg(&p.cpart[row * nch + tok / kChunk].ybest) : ymax;
+      const unsigned long long best = samp ? __ldcg(&Rg.best) : 0ull;
+      coop_set_token(Rg, lse, best, best ? __ldcg(&p.cpart[row * nch + unpack_id(best) / kChunk].ybest) : ymax);
     }
     b_outputs(p, row);
   }
   coop_mark(pr, prof); /* phase 6 */
-  coop_print(pr, prof);
+  coop_print(pr, prof && lead);
 }
