@@ -10,7 +10,8 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: lmfuse-bench [mezo|logits|dyntok|hypernet|all] [options]\n"
+          "usage: lmfuse-bench [mezo|logits|dyntok|hypernet|all|latency] [options]\n"
+          "  (latency: a GPU's launch, barrier and load-latency floors; CUDA builds, not in all)\n"
           "  --backend auto|cpu|cuda   default auto: the GPU if present, else the CPU\n"
           "  --numel N                 MeZO parameters (default 1e8)\n"
           "  --tensors T               tensors they are split into (default 100)\n"
@@ -81,7 +82,7 @@ int main(int argc, char **argv) {
   int rc = 0;
   int all = !strcmp(family, "all");
   int known = all || !strcmp(family, "mezo") || !strcmp(family, "logits") ||
-              !strcmp(family, "dyntok") || !strcmp(family, "hypernet");
+              !strcmp(family, "dyntok") || !strcmp(family, "hypernet") || !strcmp(family, "latency");
   if (!known) {
     fprintf(stderr, "lmfuse-bench: unknown family '%s'\n", family);
     usage(stderr);
@@ -91,6 +92,14 @@ int main(int argc, char **argv) {
   if (all || !strcmp(family, "logits")) rc |= bench_logits(&o);
   if (all || !strcmp(family, "dyntok")) rc |= bench_dyntok(&o);
   if (all || !strcmp(family, "hypernet")) rc |= bench_hypernet(&o);
+  if (!strcmp(family, "latency")) {
+#if defined(LMF_HAVE_CUDA)
+    rc |= bench_latency(&o);
+#else
+    fprintf(stderr, "lmfuse-bench: latency needs a CUDA build (this one has the CPU backend only)\n");
+    rc = 1;
+#endif
+  }
   bench_print_json_lines();
   return rc;
 }

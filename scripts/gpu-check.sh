@@ -83,6 +83,8 @@ if [ "$WHAT" != test ]; then
     nvidia-smi dmon -s pc -d 1 > "$OUT/dmon.log" 2>&1 &
     dmon_pid=$!
   fi
+  # The floors a B = 1 step stands on (launch, grid barrier, ticket, dependent load, SM clock).
+  stage "bench latency floors" 30 "$BL" "$bench" latency --repeats 50
   stage "bench logits B=1, one launch" 75 "$BL" env LMF_LOGITS_COOP=1 "$bench" logits --batch 1 --quick \
     --repeats 50
   stage "bench logits B=1, separate kernels" 30 "$BL" "$bench" logits --batch 1 --quick --no-peer --repeats 50
@@ -97,11 +99,12 @@ if [ "$WHAT" != test ]; then
     --no-peer --repeats 50
   stage "bench logits B=4, separate kernels" 30 "$BL" "$bench" logits --batch 4 --vocab 128256 --no-peer \
     --repeats 50
-  # Where k_coop's time goes: block 0's phase stamps (cycles) and the SM clock it ran at.
+  # Where k_coop's time goes: the phase stamps (cycles) of the block that ends row 0, and its SM clock.
   stage "k_coop phase profile" 30 "$BL" env LMF_LOGITS_COOP=1 LMF_LOGITS_COOP_PROFILE=1 "$bench" logits \
     --batch 1 --vocab 128256 --no-peer --repeats 5 --warmup 1
   [ -n "$dmon_pid" ] && kill "$dmon_pid" 2> /dev/null
-  grep -E "^######## |^ +[0-9]+ +[0-9]+ " "$BL" >> "$OUT/summary.txt"
+  grep -E "^######## |^ +[0-9]+ +[0-9]+ |^(empty|each|cooperative|last-block|SM clock|dependent|k_coop profile)" \
+    "$BL" >> "$OUT/summary.txt"
 fi
 
 # The one-launch step under the sanitizers first: it is the newest code (its grid barriers, the
