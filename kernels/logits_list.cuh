@@ -86,9 +86,24 @@ __device__ uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, float ymax, U
   const int t = threadIdx.x;
   const unsigned n = S.n;
   const int jn = (int)((n + kThreads - 1) / kThreads); /* the same for every thread */
+  /* A digit every eligible item shares decides nothing (all their mass is in its one bin, and they
+   * hold the target): the search starts at the first byte where the smallest and largest keys
+   * differ (in a crossing bin 1/16 nat wide, usually the third). */
+  unsigned long long klo = ~0ull, khi = 0ull;
+  for (unsigned i = (unsigned)t; i < n; i += kThreads) {
+    const uint64_t o = lmf_lg_ord_desc(S.cy[i], S.cid[i]);
+    if (o <= lim) {
+      klo = o < klo ? o : klo;
+      khi = o > khi ? o : khi;
+    }
+  }
+  klo = ~block_max_u64(~klo, red);
+  khi = block_max_u64(khi, red);
+  if (klo == khi) return klo; /* one eligible item (keys are unique): the cut */
+  const int first = klo < khi ? __clzll((long long)(klo ^ khi)) / 8 : 0; /* none eligible: 0 */
   U128 flo = u128(0ull, 0ull);
-  uint64_t prefix = 0ull;
-  for (int level = 0; level < 8; ++level) {
+  uint64_t prefix = first > 0 ? klo >> (64 - 8 * first) : 0ull;
+  for (int level = first; level < 8; ++level) {
     const int sh = 56 - 8 * level;
     S.hlo[t] = 0ull;
     S.hhi[t] = 0ull;
