@@ -156,6 +156,7 @@ struct Grid : Block {
 };
 
 Grid *g_run;          /* the launch being executed */
+unsigned long long g_grid_barriers; /* grid_syncs taken (counted in block 0's thread 0) */
 char *g_stacks;       /* kMaxThreads stacks, each with a guard page below */
 std::recursive_mutex g_lock; /* one launch at a time (the library may be called from several threads) */
 
@@ -599,6 +600,8 @@ void grid_sync(const char *site) {
   if (!g_run) die("grid_sync outside a kernel (%s)", site);
   g_run->cur->site = site;
   if (!g_run->coop) die_block("grid_sync in a launch that is not cooperative");
+  const uint3 b = g_run->bidx, t = g_run->cur->tid;
+  if ((b.x | b.y | b.z | t.x | t.y | t.z) == 0u) ++g_grid_barriers; /* every block takes each one */
   tsan_park();
   leave_ready(AT_GRID);
   switch_on();
@@ -799,6 +802,12 @@ extern "C" {
 unsigned long long lmf_emu_launches(void) {
   std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
   return emu::g_launches;
+}
+
+/* The grid-wide barriers cooperative launches have taken so far (each counted once). */
+unsigned long long lmf_emu_grid_barriers(void) {
+  std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
+  return emu::g_grid_barriers;
 }
 
 cudaError_t cudaGetLastError(void) {

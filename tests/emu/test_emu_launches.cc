@@ -1,7 +1,8 @@
 // How many kernels one decoding step launches (label cuda-emu): the launch count is what a B = 1 step
 // pays on a device (each launch costs microseconds), so the plans docs/logits.md describes are pinned
 // here, counted by the CPU emulator of CUDA. B = 1, V = 128256, K = 3, T 0.8, top-p 0.9 (the bench's
-// step), no log-prob rows; tokens only, or with each row's LSE and the token's log-prob.
+// step); tokens only, with each row's LSE and the token's log-prob, or (the one-launch step) with the
+// log-prob rows too; and that step's grid-wide barriers, which cost a B = 1 step like launches do.
 #include <gtest/gtest.h>
 
 #include <stdlib.h>
@@ -12,14 +13,19 @@
 #include "lmf_test_util.h"
 
 extern "C" unsigned long long lmf_emu_launches(void);
+extern "C" unsigned long long lmf_emu_grid_barriers(void);
 
 namespace {
 
 enum Path { SEPARATE, LIST, COOP };
+/* What the step writes beside the tokens: nothing, each row's LSE and the token's log-prob, or those
+ * and the log-prob rows. */
+enum Outs { TOKENS, WITH_LSE, WITH_LOGPROBS };
 
 /* Kernel launches of one lmf_logits_combine call (the copies around it launch none) on a path: the
- * separate kernels, list mode, or the one-launch step (LMF_LOGITS_COOP=1, where the grid fits). */
-unsigned long long launches_per_step(Path path, bool with_lse) {
+ * separate kernels, list mode, or the one-launch step (LMF_LOGITS_COOP=1, where the grid fits); and
+ * in *barriers the grid-wide barriers its cooperative launches took. */
+unsigned long long launches_per_step(Path path, Outs outs, unsigned long long *barriers = nullptr) {
   if (path == LIST) setenv("LMF_LOGITS_LIST", "1", 1);
   else unsetenv("LMF_LOGITS_LIST");
   if (path == COOP) setenv("LMF_LOGITS_COOP", "1", 1);
@@ -48,11 +54,12 @@ unsigned long long launches_per_step(Path path, bool with_lse) {
   p.seeds = &seed;
   lg_out out;
   EXPECT_TRUE(lg_out_alloc(&out, B, V, V, 0));
-  out.o.logprobs = nullptr;
-  if (!with_lse) out.o.lse = out.o.token_logprob = nullptr;
-  const unsigned long long before = lmf_emu_launches();
+  if (outs != WITH_LOGPROBS) out.o.logprobs = nullptr;
+  if (outs == TOKENS) out.o.lse = out.o.token_logprob = nullptr;
+  const unsigned long long before = lmf_emu_launches(), bar_before = lmf_emu_grid_barriers();
   EXPECT_EQ(lg_combine(ctx, ms.m, ms.K, &p, &out), LMF_OK);
   const unsigned long long n = lmf_emu_launches() - before;
+  if (barriers) *barriers = lmf_emu_grid_barriers() - bar_before;
   lg_out_free(&out);
   lg_models_free(&ms);
   lmf_context_destroy(ctx);
@@ -69,8 +76,8 @@ int sms() {
 /* Without list mode: init, combine, merge, 4 x (histogram, merge) and the tie pass and cut for
  * top-p, sample, outputs; the LSE adds its pass and merge. */
 TEST(LogitsCudaEmu, LaunchesPerStepSeparateKernels) {
-  EXPECT_EQ(launches_per_step(SEPARATE, false), 15ull);
-  EXPECT_EQ(launches_per_step(SEPARATE, true), 17ull);
+  EXPECT_EQ(launches_per_step(SEPARATE, TOKENS), 15ull);
+  EXPECT_EQ(launches_per_step(SEPARATE, WITH_LSE), 17ull);
 }
 
 /* List mode. At one chunk per block (132 SMs): init, combine (merge folded in), window (the last
@@ -79,16 +86,23 @@ TEST(LogitsCudaEmu, LaunchesPerStepSeparateKernels) {
  * the second combine pass of the rows it leaves (window classification), window, list cut. */
 TEST(LogitsCudaEmu, LaunchesPerStepListMode) {
   const unsigned long long want = sms() >= 32 ? 3ull : 7ull;
-  EXPECT_EQ(launches_per_step(LIST, false), want) << "LMF_EMU_SMS " << sms();
-  EXPECT_EQ(launches_per_step(LIST, true), want) << "LMF_EMU_SMS " << sms();
+  EXPECT_EQ(launches_per_step(LIST, TOKENS), want) << "LMF_EMU_SMS " << sms();
+  EXPECT_EQ(launches_per_step(LIST, WITH_LSE), want) << "LMF_EMU_SMS " << sms();
 }
 
 /* LMF_LOGITS_COOP=1: one cooperative launch (k_coop) where the row's 63 chunk blocks fit the device at
- * once (the emulator holds 4 blocks per SM: from 16 SMs), else the separate kernels. */
+ * once (the emulator holds 4 blocks per SM: from 16 SMs), else the separate kernels. Its grid-wide
+ * barriers: two without log-prob rows (the row's last block cuts the crossing bin after a ticket),
+ * four with them (every block needs the cut and the LSE). */
 TEST(LogitsCudaEmu, LaunchesPerStepOneLaunch) {
   const bool fits = 63 <= 4 * sms();
-  EXPECT_EQ(launches_per_step(COOP, false), fits ? 1ull : 15ull) << "LMF_EMU_SMS " << sms();
-  EXPECT_EQ(launches_per_step(COOP, true), fits ? 1ull : 17ull) << "LMF_EMU_SMS " << sms();
+  unsigned long long bar[3] = {0, 0, 0};
+  EXPECT_EQ(launches_per_step(COOP, TOKENS, &bar[0]), fits ? 1ull : 15ull) << "LMF_EMU_SMS " << sms();
+  EXPECT_EQ(launches_per_step(COOP, WITH_LSE, &bar[1]), fits ? 1ull : 17ull) << "LMF_EMU_SMS " << sms();
+  EXPECT_EQ(launches_per_step(COOP, WITH_LOGPROBS, &bar[2]), fits ? 1ull : 18ull) << "LMF_EMU_SMS " << sms();
+  EXPECT_EQ(bar[0], fits ? 2ull : 0ull);
+  EXPECT_EQ(bar[1], fits ? 2ull : 0ull);
+  EXPECT_EQ(bar[2], fits ? 4ull : 0ull);
 }
 
 }  // namespace
