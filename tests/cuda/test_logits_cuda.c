@@ -383,7 +383,8 @@ void test_cuda_logits_verify(void) {
 
 /* Top-k and top-p cuts, with the list mode off and on (LMF_LOGITS_LIST, read by every CUDA call): rows
  * peaked enough for the window below the maximum to hold the cut (list mode finishes them), rows in
- * between, flat rows whose windows hold too many tokens (the general search, in the list cut's block),
+ * between, flat rows whose windows hold too many tokens (the general search, in the list cut's block), a
+ * step with min-p and no cut (every block of the one-launch step adds its survivors before the ticket),
  * and values on a 1/64 grid, so the cuts fall inside groups of tied tokens. B = 160, V = 32768 on the
  * GPUs lent (132 SMs): 4 chunks per block, so the combine pass fills the lists; without log-prob rows
  * it leaves Y unwritten, and the rows its lists cannot decide take the second combine pass with the
@@ -418,7 +419,8 @@ void test_cuda_logits_cuts(void) {
               {1.0f, 0.99f, 0.05f, 0, "top-p 0.99, min-p 0.05"},
               {0.7f, 1.0f, 0.0f, 1000, "top-k 1000"},
               {1.0f, 0.95f, 0.0f, 2048, "top-k 2048, top-p 0.95"},
-              {0.0f, 0.9f, 0.0f, 0, "greedy, top-p 0.9 (log-probs)"}};
+              {0.0f, 0.9f, 0.0f, 0, "greedy, top-p 0.9 (log-probs)"},
+              {0.9f, 1.0f, 0.05f, 0, "min-p 0.05, no cut"}};
   const char *saved = getenv("LMF_LOGITS_LIST"), *saved_coop = getenv("LMF_LOGITS_COOP");
   char *keep = saved ? strdup(saved) : NULL, *keep_coop = saved_coop ? strdup(saved_coop) : NULL;
   for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
