@@ -507,12 +507,14 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   for (int q = 0; q < kPer; ++q) {
     const int64_t v = v0 + q;
     if (v >= V) continue;
-    o[v] = !live ? __uint_as_float(kCanonNan) : survives(S, y[q], v, minp, j.log_min_p) ? LMF_FSUB(y[q], lse) : ninf();
+    o[v] = !live ? __uint_as_float(kCanonNan)
+                 : survives(S, y[q], v, minp, j.log_min_p) ? LMF_FSUB(y[q], lse) : ninf();
   }
   if (lead && t == 0) {
     if (live) {
       const unsigned long long best = samp ? __ldcg(&Rg.best) : 0ull;
-      coop_set_token(Rg, lse, best, best ? __ldcg(&p.cpart[row * nch + unpack_id(best) / kChunk].ybest) : ymax);
+      const float ytok = best ? __ldcg(&p.cpart[row * nch + unpack_id(best) / kChunk].ybest) : ymax;
+      coop_set_token(Rg, lse, best, ytok);
     }
     b_outputs(p, row);
   }
