@@ -91,8 +91,9 @@ __device__ void coop_print(const CoopProf &pr, bool on) {
   if (!on || pr.n < 2) return;
   const long long cyc = pr.cyc[pr.n - 1] - pr.cyc[0];
   const unsigned long long ns = pr.ns[pr.n - 1] - pr.ns[0];
-  printf("k_coop profile (block 0): %llu ns in all, %.0f MHz; cycles since start at each mark:", ns,
-         ns ? 1e3 * (double)cyc / (double)ns : 0.0);
+  printf("k_coop profile (the block that ends row 0): %llu ns in all, %.0f MHz; cycles since start at "
+         "each mark:",
+         ns, ns ? 1e3 * (double)cyc / (double)ns : 0.0);
   for (int i = 1; i < pr.n; ++i) printf(" %lld", pr.cyc[i] - pr.cyc[0]);
   printf("\n");
 #else
