@@ -11,14 +11,6 @@
 
 #if defined(LMF_HAVE_CUDA)
 #include <cuda_runtime_api.h>
-#define CK(x)                                                                          \
-  do {                                                                                 \
-    cudaError_t e_ = (x);                                                              \
-    if (e_ != cudaSuccess) {                                                           \
-      fprintf(stderr, "lmfuse-bench: %s: %s\n", #x, cudaGetErrorString(e_));           \
-      exit(2);                                                                         \
-    }                                                                                  \
-  } while (0)
 #endif
 
 static void cpu_name(char *out, size_t n) {
@@ -54,11 +46,11 @@ int bdev_open(bench_dev *d, int backend, int threads) {
 #if defined(LMF_HAVE_CUDA)
   if (d->cuda) {
     struct cudaDeviceProp p;
-    CK(cudaGetDeviceProperties(&p, 0));
+    BENCH_CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
     /* %.200s: p.name is char[256], so gcc's -Wformat-truncation cannot prove the whole fits. */
     snprintf(d->name, sizeof d->name, "%.200s (%d SMs)", p.name, p.multiProcessorCount);
     cudaStream_t s;
-    CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    BENCH_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     d->stream = (lmf_stream_t)s;
     return 1;
   }
@@ -78,7 +70,7 @@ void *bdev_alloc(bench_dev *d, size_t bytes) {
 #if defined(LMF_HAVE_CUDA)
   if (d->cuda) {
     void *p = NULL;
-    CK(cudaMalloc(&p, bytes));
+    BENCH_CUDA_CHECK(cudaMalloc(&p, bytes));
     return p;
   }
 #endif
@@ -105,7 +97,7 @@ void bdev_free(bench_dev *d, void *p) {
 void bdev_upload(bench_dev *d, void *dst, const void *src, size_t bytes) {
 #if defined(LMF_HAVE_CUDA)
   if (d->cuda) {
-    CK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+    BENCH_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
     return;
   }
 #endif
@@ -120,15 +112,15 @@ void bdev_sync(bench_dev *d) { lmf_stream_synchronize(d->ctx, d->stream); }
 static double event_median_ms(cudaStream_t s, void (*enqueue)(void *), void *arg, int repeats) {
   double *t = (double *)malloc(sizeof(double) * (size_t)repeats);
   cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
+  BENCH_CUDA_CHECK(cudaEventCreate(&a));
+  BENCH_CUDA_CHECK(cudaEventCreate(&b));
   for (int i = 0; i < repeats; ++i) {
-    CK(cudaEventRecord(a, s));
+    BENCH_CUDA_CHECK(cudaEventRecord(a, s));
     enqueue(arg);
-    CK(cudaEventRecord(b, s));
-    CK(cudaEventSynchronize(b));
+    BENCH_CUDA_CHECK(cudaEventRecord(b, s));
+    BENCH_CUDA_CHECK(cudaEventSynchronize(b));
     float ms = 0;
-    CK(cudaEventElapsedTime(&ms, a, b));
+    BENCH_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
     t[i] = ms;
   }
   cudaEventDestroy(a);
@@ -145,7 +137,7 @@ typedef struct graph_arg {
 
 static void graph_launch(void *p) {
   const graph_arg *g = (const graph_arg *)p;
-  CK(cudaGraphLaunch(g->ge, g->s));
+  BENCH_CUDA_CHECK(cudaGraphLaunch(g->ge, g->s));
 }
 #endif
 
@@ -173,7 +165,7 @@ double bdev_time_graph_ms(bench_dev *d, void (*fn)(void *), void *arg, int warmu
     cudaGraph_t g = NULL;
     cudaGraphExec_t ge = NULL;
     bdev_sync(d);
-    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    BENCH_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
     fn(arg);
     cudaError_t e = cudaStreamEndCapture(s, &g);
     if (e == cudaSuccess) e = cudaGraphInstantiate(&ge, g, 0);
@@ -185,7 +177,7 @@ double bdev_time_graph_ms(bench_dev *d, void (*fn)(void *), void *arg, int warmu
     }
     graph_arg ga = {ge, s};
     for (int i = 0; i < warmup; ++i) graph_launch(&ga);
-    CK(cudaStreamSynchronize(s));
+    BENCH_CUDA_CHECK(cudaStreamSynchronize(s));
     const double m = event_median_ms(s, graph_launch, &ga, repeats);
     cudaGraphExecDestroy(ge);
     cudaGraphDestroy(g);
@@ -211,7 +203,7 @@ static void copy_once(void *p) {
   copy_arg *c = (copy_arg *)p;
 #if defined(LMF_HAVE_CUDA)
   if (c->d->cuda) {
-    CK(cudaMemcpyAsync(c->dst, c->src, c->bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)c->d->stream));
+    BENCH_CUDA_CHECK(cudaMemcpyAsync(c->dst, c->src, c->bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)c->d->stream));
     return;
   }
 #endif
@@ -233,7 +225,7 @@ void bdev_busy(bench_dev *d, int ms) {
   if (!d->cuda || ms <= 0) return;
   const size_t bytes = (size_t)64 << 20;
   copy_arg c = {d, bdev_alloc(d, bytes), bdev_alloc(d, bytes), bytes};
-  CK(cudaMemsetAsync((void *)c.src, 0, bytes, (cudaStream_t)d->stream));
+  BENCH_CUDA_CHECK(cudaMemsetAsync((void *)c.src, 0, bytes, (cudaStream_t)d->stream));
   const double t0 = bench_now_ms();
   while (bench_now_ms() - t0 < (double)ms) {
     for (int i = 0; i < 8; ++i) copy_once(&c);
@@ -265,7 +257,7 @@ size_t bdev_mem_used(bench_dev *d) {
 #if defined(LMF_HAVE_CUDA)
   if (d->cuda) {
     size_t fr = 0, tot = 0;
-    CK(cudaMemGetInfo(&fr, &tot));
+    BENCH_CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
     return tot - fr;
   }
 #endif

@@ -7,6 +7,20 @@
 
 #include "lmfuse/lmfuse.h"
 
+#if defined(LMF_HAVE_CUDA)
+#include <stdio.h>
+#include <stdlib.h>
+/* A CUDA runtime call the benchmark cannot go on without: on failure, names it and exits 2. */
+#define BENCH_CUDA_CHECK(x)                                                            \
+  do {                                                                                 \
+    cudaError_t e_ = (x);                                                              \
+    if (e_ != cudaSuccess) {                                                           \
+      fprintf(stderr, "lmfuse-bench: %s: %s\n", #x, cudaGetErrorString(e_));           \
+      exit(2);                                                                         \
+    }                                                                                  \
+  } while (0)
+#endif
+
 typedef struct bench_dev {
   lmf_context_t *ctx;
   int cuda;

@@ -92,16 +92,6 @@ struct Launch {
   unsigned *count;
 };
 
-#define LCK(x)                                                                                    \
-  do {                                                                                            \
-    cudaError_t e_ = (x);                                                                         \
-    if (e_ != cudaSuccess) {                                                                      \
-      fprintf(stderr, "lmfuse-bench latency: %s: %s (%s:%d)\n", #x, cudaGetErrorString(e_), __FILE__, \
-              __LINE__);                                                                          \
-      exit(1);                                                                                    \
-    }                                                                                             \
-  } while (0)
-
 void enq_empty(void *p) {
   const Launch *l = static_cast<const Launch *>(p);
   k_empty<<<1, 32, 0, l->s>>>();
@@ -121,7 +111,7 @@ void enq_barriers(void *p) {
   cfg.stream = l->s;
   cfg.attrs = &at;
   cfg.numAttrs = 1;
-  LCK(cudaLaunchKernelEx(&cfg, k_barriers, l->n));
+  BENCH_CUDA_CHECK(cudaLaunchKernelEx(&cfg, k_barriers, l->n));
 }
 void enq_ticket(void *p) {
   const Launch *l = static_cast<const Launch *>(p);
@@ -148,8 +138,8 @@ unsigned *chase_buffer(size_t bytes) {
   }
   for (size_t i = 0; i < nodes; ++i) h[perm[i] * stride] = (unsigned)(perm[(i + 1) % nodes] * stride);
   unsigned *d = nullptr;
-  LCK(cudaMalloc(&d, bytes));
-  LCK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+  BENCH_CUDA_CHECK(cudaMalloc(&d, bytes));
+  BENCH_CUDA_CHECK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
   free(h);
   free(perm);
   return d;
@@ -170,9 +160,9 @@ void chase(cudaStream_t s, const Probe &pr, const unsigned *buf, int repeats, do
     k_chase<<<1, 1, 0, s>>>(buf, kHops, pr.end, pr.cyc, pr.ns);
     long long c = 0;
     unsigned long long n = 0;
-    LCK(cudaMemcpyAsync(&c, pr.cyc, sizeof c, cudaMemcpyDeviceToHost, s));
-    LCK(cudaMemcpyAsync(&n, pr.ns, sizeof n, cudaMemcpyDeviceToHost, s));
-    LCK(cudaStreamSynchronize(s));
+    BENCH_CUDA_CHECK(cudaMemcpyAsync(&c, pr.cyc, sizeof c, cudaMemcpyDeviceToHost, s));
+    BENCH_CUDA_CHECK(cudaMemcpyAsync(&n, pr.ns, sizeof n, cudaMemcpyDeviceToHost, s));
+    BENCH_CUDA_CHECK(cudaStreamSynchronize(s));
     tn[i] = (double)n / kHops;
     tc[i] = (double)c / kHops;
   }
@@ -187,9 +177,9 @@ double sm_clock_mhz(cudaStream_t s, const Probe &pr) {
   k_clock<<<1, 1, 0, s>>>(20000ull, pr.cyc, pr.ns);
   long long c = 0;
   unsigned long long n = 0;
-  LCK(cudaMemcpyAsync(&c, pr.cyc, sizeof c, cudaMemcpyDeviceToHost, s));
-  LCK(cudaMemcpyAsync(&n, pr.ns, sizeof n, cudaMemcpyDeviceToHost, s));
-  LCK(cudaStreamSynchronize(s));
+  BENCH_CUDA_CHECK(cudaMemcpyAsync(&c, pr.cyc, sizeof c, cudaMemcpyDeviceToHost, s));
+  BENCH_CUDA_CHECK(cudaMemcpyAsync(&n, pr.ns, sizeof n, cudaMemcpyDeviceToHost, s));
+  BENCH_CUDA_CHECK(cudaStreamSynchronize(s));
   return n ? 1e3 * (double)c / (double)n : NAN;
 }
 
@@ -220,16 +210,16 @@ extern "C" int bench_latency(const bench_opts *o) {
   const int R = o->repeats, W = o->warmup > 0 ? o->warmup : 1;
   cudaStream_t s = (cudaStream_t)d.stream;
   int dev = 0, sms = 0, per_sm = 0;
-  LCK(cudaGetDevice(&dev));
-  LCK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  LCK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_barriers, kThreads, 0));
+  BENCH_CUDA_CHECK(cudaGetDevice(&dev));
+  BENCH_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  BENCH_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_barriers, kThreads, 0));
   Probe pr;
   unsigned *count = nullptr;
-  LCK(cudaMalloc(&pr.cyc, sizeof(long long)));
-  LCK(cudaMalloc(&pr.ns, sizeof(unsigned long long)));
-  LCK(cudaMalloc(&pr.end, sizeof(unsigned)));
-  LCK(cudaMalloc(&count, sizeof(unsigned)));
-  LCK(cudaMemset(count, 0, sizeof(unsigned)));
+  BENCH_CUDA_CHECK(cudaMalloc(&pr.cyc, sizeof(long long)));
+  BENCH_CUDA_CHECK(cudaMalloc(&pr.ns, sizeof(unsigned long long)));
+  BENCH_CUDA_CHECK(cudaMalloc(&pr.end, sizeof(unsigned)));
+  BENCH_CUDA_CHECK(cudaMalloc(&count, sizeof(unsigned)));
+  BENCH_CUDA_CHECK(cudaMemset(count, 0, sizeof(unsigned)));
 
   char title[400];
   snprintf(title, sizeof title, "latency floors on %s, median of %d", d.name, R);
@@ -279,7 +269,7 @@ extern "C" int bench_latency(const bench_opts *o) {
     chase(s, pr, buf, R, &nsl, &cyl);
     snprintf(note, sizeof note, "%.0f SM cycles per load", cyl);
     row(names[i], nsl / 1e3, NAN, note);
-    LCK(cudaFree(buf));
+    BENCH_CUDA_CHECK(cudaFree(buf));
   }
   cudaFree(pr.cyc);
   cudaFree(pr.ns);
