@@ -34,23 +34,46 @@ __device__ __forceinline__ unsigned list_cap(int cls, unsigned lcap) {
   return lcap < (unsigned)kListCap ? lcap : (unsigned)kListCap;
 }
 
-/* Appends (y, v) to the list of class cls (0 .. kClasses - 1; kClasses: none) of the row: one atomic
- * per class present in the warp. Every lane of the warp calls it. Counts go past the cap; entries
- * not. */
+/* Appends this lane's tokens of a chunk to the row's class lists: token q is (y[q], id0 + q * idstep)
+ * of class (cls >> 4q) & 15 (kClasses: none). Every lane of the warp calls it. The warp's counts per
+ * class come from one packed scan (10 bits a class: at most 256 tokens each), and lane k takes class
+ * k's slots with one atomic: the warp waits for one round trip to L2 per chunk, not one per class and
+ * token (the lists' atomics were the list mode's critical path). Counts go past the cap; entries
+ * not. The order within a list is the warps' order of arrival, which no result depends on (a list cut
+ * orders its items by key; its sums are exact). */
 template <bool SUP>
-__device__ __forceinline__ void list_append(Row *R, uint2 *L, unsigned lcap, int cls, float y, int64_t v) {
-  const int lane = lane_id();
+__device__ __forceinline__ void list_append8(Row *R, uint2 *L, unsigned lcap, uint32_t cls,
+                                             const float y[kPer], int64_t id0, int64_t idstep) {
+  unsigned long long mine = 0ull;
 #pragma unroll
-  for (int k = 0; k < kClasses; ++k) {
-    const unsigned m = __ballot_sync(kFull, cls == k);
-    if (!m) continue;
-    const int leader = __ffs((int)m) - 1;
-    unsigned base = 0u;
-    if (lane == leader) base = atomicAdd(&R->cls_c[k], (unsigned)__popc(m));
-    base = __shfl_sync(kFull, base, leader);
-    if (cls == k) {
-      const unsigned slot = base + (unsigned)__popc(m & ((1u << lane) - 1u));
-      if (slot < list_cap<SUP>(k, lcap)) L[k * lcap + slot] = make_uint2(__float_as_uint(y), (uint32_t)v);
+  for (int q = 0; q < kPer; ++q) {
+    const int k = (int)((cls >> (4 * q)) & 15u);
+    if (k < kClasses) mine += 1ull << (10 * k);
+  }
+  if (!__any_sync(kFull, mine != 0ull)) return;
+  const int lane = lane_id();
+  unsigned long long inc = mine;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const unsigned long long n = __shfl_up_sync(kFull, inc, o);
+    if (lane >= o) inc += n;
+  }
+  const unsigned long long tot = __shfl_sync(kFull, inc, 31);
+  unsigned base = 0u;
+  if (lane < kClasses) {
+    const unsigned n = (unsigned)(tot >> (10 * lane)) & 1023u;
+    if (n) base = atomicAdd(&R->cls_c[lane], n);
+  }
+  unsigned long long run = inc - mine; /* this lane's first slots, past the warp's base per class */
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) {
+    const int k = (int)((cls >> (4 * q)) & 15u);
+    const unsigned b = __shfl_sync(kFull, base, k); /* class k's base, from lane k */
+    if (k < kClasses) {
+      const unsigned slot = b + ((unsigned)(run >> (10 * k)) & 1023u);
+      run += 1ull << (10 * k);
+      if (slot < list_cap<SUP>(k, lcap))
+        L[k * lcap + slot] = make_uint2(__float_as_uint(y[q]), (uint32_t)(id0 + (int64_t)q * idstep));
     }
   }
 }
@@ -62,14 +85,13 @@ __device__ __forceinline__ void list_append(Row *R, uint2 *L, unsigned lcap, int
  * cut filters (sup_items). */
 __device__ __forceinline__ void list_append_chunk(const KP &p, int64_t row, float runmax, const float y[kPer],
                                                   int64_t v) {
-  Row *R = &p.rows[row];
-  uint2 *L = p.cand + row * (int64_t)kClasses * p.lcap;
+  uint32_t cls = 0u;
 #pragma unroll
   for (int q = 0; q < kPer; ++q) {
     const float d = LMF_FMUL(LMF_FSUB(runmax, y[q]), 2.0f); /* -inf y: +inf (or NaN): no class */
-    const int cls = class_of(d);
-    if (__any_sync(kFull, cls < kClasses)) list_append<true>(R, L, (unsigned)p.lcap, cls, y[q], v + q);
+    cls |= (uint32_t)class_of(d) << (4 * q);
   }
+  list_append8<true>(&p.rows[row], p.cand + row * (int64_t)kClasses * p.lcap, (unsigned)p.lcap, cls, y, v, 1);
 }
 
 /* The row's values a search reads, in registers. */
@@ -128,35 +150,50 @@ __device__ __forceinline__ bool search_item_v(int kind, const SRow &s, float yva
   }
 }
 
-/* The window pass's step for one token of each lane (list mode; every lane of the warp calls it): its
- * class by d = 2 (y_max - y) if it takes part in the search, its mass added to its class's and to the
- * total, and the token appended to its class's list. */
-__device__ __forceinline__ void window_item(int kind, const SRow &s, Row *R, uint2 *L, unsigned lcap, float yval,
-                                            float dval, int64_t v, int64_t V, U128 cm[kClasses], U128 &tot) {
-  uint32_t key = 0;
-  U128 fx = u128(0ull, 0ull);
-  float y = 0.0f;
-  int cls = kClasses;
-  const float d = LMF_FMUL(LMF_FSUB(s.ymax, yval), 2.0f); /* -inf y: +inf */
-  if (v < V && search_item_v(kind, s, yval, dval, v, &key, &fx, &y)) {
-    tot = add(tot, fx);
-    cls = class_of(d);
+/* The window pass's step for this thread's tokens of a chunk (token q: values yval[q], dval[q], id
+ * id0 + q * idstep; every lane of the warp calls it): each token that takes part in the search gets
+ * its class by d = 2 (y_max - y), its mass is added to its class's and to the total, and the chunk's
+ * tokens go to their classes' lists. */
+__device__ __forceinline__ void window_chunk(int kind, const SRow &s, Row *R, uint2 *L, unsigned lcap,
+                                             const float yval[kPer], const float dval[kPer], int64_t id0,
+                                             int64_t idstep, int64_t V, U128 cm[kClasses], U128 &tot) {
+  uint32_t cls = 0u;
+  float ys[kPer];
 #pragma unroll
-    for (int k = 0; k < kClasses; ++k)
-      if (cls == k) cm[k] = add(cm[k], fx);
+  for (int q = 0; q < kPer; ++q) {
+    const int64_t v = id0 + (int64_t)q * idstep;
+    uint32_t key = 0;
+    U128 fx = u128(0ull, 0ull);
+    float y = 0.0f;
+    int c = kClasses;
+    const float d = LMF_FMUL(LMF_FSUB(s.ymax, yval[q]), 2.0f); /* -inf y: +inf */
+    if (v < V && search_item_v(kind, s, yval[q], dval[q], v, &key, &fx, &y)) {
+      tot = add(tot, fx);
+      c = class_of(d);
+#pragma unroll
+      for (int k = 0; k < kClasses; ++k)
+        if (c == k) cm[k] = add(cm[k], fx);
+    }
+    ys[q] = y;
+    cls |= (uint32_t)c << (4 * q);
   }
-  if (__any_sync(kFull, cls < kClasses)) list_append<false>(R, L, lcap, cls, y, v);
+  list_append8<false>(R, L, lcap, cls, ys, id0, idstep);
 }
 
-/* The end of a window pass's block: its class masses and total added to the row's (atomics). */
+/* The end of a window pass's block: its class masses and total added to the row's. Lane k adds
+ * class k's (lane kClasses the total), so the warp waits for one atomic round trip, not seven. */
 __device__ __forceinline__ void window_flush(Row *R, U128 cm[kClasses], U128 tot) {
+  const int lane = lane_id();
+  U128 mine = u128(0ull, 0ull);
 #pragma unroll
   for (int k = 0; k < kClasses; ++k) {
     const U128 m = warp_sum_u128(cm[k]);
-    if (lane_id() == 0) atomic_add_u128(&R->cls_m[k], m);
+    if (lane == k) mine = m;
   }
   tot = warp_sum_u128(tot);
-  if (lane_id() == 0) atomic_add_u128(&R->ltot, tot);
+  if (lane == kClasses) mine = tot;
+  if (lane < kClasses) atomic_add_u128(&R->cls_m[lane], mine);
+  else if (lane == kClasses) atomic_add_u128(&R->ltot, mine);
 }
 
 /* ---- The combine pass ----------------------------------------------------------------------------- */
@@ -306,7 +343,7 @@ __device__ __forceinline__ void bias_and_T(const KP &p, int64_t row, int64_t v, 
 /* What a combine pass does besides s(v): CM_SUP also fills list mode's candidate lists (KP::lstream;
  * the separate kernels only) and leaves Y unwritten where Row::ymiss. For the rows whose combine lists
  * could not decide their cut (Row::ymiss 2), the same arithmetic once more: CM_RECWIN does the window
- * pass's work on the values it computes (window_item) and writes no Y; CM_RECOMP only writes Y, for
+ * pass's work on the values it computes (window_chunk) and writes no Y; CM_RECOMP only writes Y, for
  * a row the general search then needs (in the list cut's block). */
 enum { CM_PLAIN = 0, CM_SUP = 1, CM_RECOMP = 2, CM_RECWIN = 3 };
 
@@ -423,9 +460,8 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
       for (int q = 0; q < kPer; ++q) y[q] = ninf();
     }
     if (MODE == CM_RECWIN) {
-#pragma unroll
-      for (int q = 0; q < kPer; ++q)
-        window_item(p.kind, srow, &p.rows[row], Lw, (unsigned)p.lcap, y[q], 0.0f, id[q], V, cm, wtot);
+      const float none[kPer] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+      window_chunk(p.kind, srow, &p.rows[row], Lw, (unsigned)p.lcap, y, none, id[0], 1, V, cm, wtot);
     }
     if (MODE == CM_RECOMP || MODE == CM_RECWIN) continue; /* the partials are the first pass's */
     const float mx = chunk_partial(p, row, c, y, id, bad, want_sum, red);

@@ -32,10 +32,8 @@ __device__ void b_window(const KP &p, const Part &w, int kind) {
   for (int64_t c = w.first; c < p.nchunks; c += w.step) {
     float yv[kPer], dv[kPer];
     load_search(kind, w, Yr, nullptr, c, V, yv, dv);
-#pragma unroll
-    for (int q = 0; q < kPer; ++q)
-      window_item(kind, s, R, L, (unsigned)p.lcap, yv[q], dv[q], c * kChunk + (int64_t)q * kThreads + threadIdx.x,
-                  V, cm, tot);
+    window_chunk(kind, s, R, L, (unsigned)p.lcap, yv, dv, c * kChunk + (int64_t)threadIdx.x, kThreads, V, cm,
+                 tot);
   }
   window_flush(R, cm, tot);
 }
@@ -146,25 +144,29 @@ __device__ uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, float ymax, U
   return prefix;
 }
 
-/* Entry i of the lists of classes 0, 1, ... (counts cnt) in order. */
-__device__ __forceinline__ uint2 list_entry(const uint2 *L, int lcap, const unsigned cnt[kClasses],
-                                            unsigned i) {
-  int k = 0;
-  while (k < kClasses - 1 && i >= cnt[k]) i -= cnt[k++];
-  return __ldcg(&L[k * lcap + i]); /* from L2: other blocks wrote them (window_done) */
+/* Class k's list among a row's lists L (lcap entries each). Readers walk the lists class by class in
+ * unrolled loops, so a thread has several loads from L2 in flight (other blocks wrote the entries:
+ * window_done). */
+__device__ __forceinline__ const uint2 *class_list(const uint2 *L, int lcap, int k) {
+  return L + (int64_t)k * lcap;
 }
 
 /* The window lists' tokens (b_window, exact classes): classes 0 .. S.kw into the list cut's items. */
 __device__ void window_items(const KP &p, int64_t row, ListSmem &S) {
   const uint2 *L = p.cand + row * (int64_t)kClasses * p.lcap;
-  unsigned n = 0u;
-  for (int k = 0; k <= S.kw; ++k) n += S.cnt[k];
-  for (unsigned i = threadIdx.x; i < n; i += kThreads) {
-    const uint2 e = list_entry(L, p.lcap, S.cnt, i);
-    S.cy[i] = __uint_as_float(e.x);
-    S.cid[i] = e.y;
+  unsigned off = 0u;
+  for (int k = 0; k <= S.kw; ++k) {
+    const uint2 *Lk = class_list(L, p.lcap, k);
+    const unsigned n = S.cnt[k];
+#pragma unroll 4
+    for (unsigned i = threadIdx.x; i < n; i += kThreads) {
+      const uint2 e = __ldcg(&Lk[i]);
+      S.cy[off + i] = __uint_as_float(e.x);
+      S.cid[off + i] = e.y;
+    }
+    off += n;
   }
-  if (threadIdx.x == 0) S.n = n;
+  if (threadIdx.x == 0) S.n = off;
   __syncthreads();
 }
 
@@ -173,44 +175,50 @@ __device__ void window_items(const KP &p, int64_t row, ListSmem &S) {
  * whose classes were all kept. The target can only be the CPU's first choice, top-p's from the combine
  * pass's total (its other needs every token's mass): it stands if the largest of those windows with at
  * most kWinCap tokens holds it (then the CPU's window, no smaller, does too). That window is compacted
- * into the list cut's items. Top-k: k. false: not decided here (block-uniform). */
+ * into the list cut's items. Top-k: k. false: not decided here (block-uniform). Two reads of the lists:
+ * the windows' counts (each thread's own too), then the compaction. */
 __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &red, U128 *tgt) {
   const Row *R = &p.rows[row];
   const uint2 *L = p.cand + row * (int64_t)kClasses * p.lcap;
   const float ymax = R->ymax;
   if (kind == SK_TOPP && !R->wfree) return false;
   int ksup = -1;
-  unsigned m = 0u;
-  for (int k = 0; k < kClasses && S.cnt[k] <= list_cap<true>(k, (unsigned)p.lcap); ++k) {
-    ksup = k;
-    m += S.cnt[k];
-  }
+  for (int k = 0; k < kClasses && S.cnt[k] <= list_cap<true>(k, (unsigned)p.lcap); ++k) ksup = k;
   if (ksup < 0) return false;
   /* The CPU's windows d < 4, 8, 16, 32 only (a window this rule takes must lie inside the CPU's),
-   * their counts 16 bits each (m <= 3 kSupCap + 3 kWinCap < 2^16: list_cap). */
-  long long wc = 0;
-  for (unsigned i = threadIdx.x; i < m; i += kThreads) {
-    const float d = LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(list_entry(L, p.lcap, S.cnt, i).x)), 2.0f);
+   * their counts 16 bits each (at most 3 kSupCap + 3 kWinCap < 2^16 entries: list_cap), this
+   * thread's and the block's. */
+  long long mine4 = 0;
+  for (int k = 0; k <= ksup; ++k) {
+    const uint2 *Lk = class_list(L, p.lcap, k);
+    const unsigned n = S.cnt[k];
+#pragma unroll 4
+    for (unsigned i = threadIdx.x; i < n; i += kThreads) {
+      const float d = LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(__ldcg(&Lk[i].x))), 2.0f);
 #pragma unroll
-    for (int w = 0; w < 4; ++w) wc += (long long)(d < (float)(4 << w)) << (16 * w);
+      for (int w = 0; w < 4; ++w) mine4 += (long long)(d < (float)(4 << w)) << (16 * w);
+    }
   }
-  wc = block_reduce_ll<OP_SUM>(wc, red);
+  const long long wc = block_reduce_ll<OP_SUM>(mine4, red);
   int kw = -1;
   for (int w = 0; w < 4 && cpu_window_class(w) <= ksup; ++w)
     if (((wc >> (16 * w)) & 0xffff) <= kWinCap) kw = w;
   if (kw < 0) return false;
   const unsigned n = (unsigned)((wc >> (16 * kw)) & 0xffff);
   const float lim = (float)(4 << kw);
-  unsigned mine = 0u;
-  for (unsigned i = threadIdx.x; i < m; i += kThreads)
-    mine += LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(list_entry(L, p.lcap, S.cnt, i).x)), 2.0f) < lim;
+  const unsigned mine = (unsigned)((mine4 >> (16 * kw)) & 0xffff);
   unsigned pos = (unsigned)block_incl_scan_u128(u128(mine, 0ull), red).lo - mine;
-  for (unsigned i = threadIdx.x; i < m; i += kThreads) {
-    const uint2 e = list_entry(L, p.lcap, S.cnt, i);
-    if (LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(e.x)), 2.0f) < lim) {
-      S.cy[pos] = __uint_as_float(e.x);
-      S.cid[pos] = e.y;
-      ++pos;
+  for (int k = 0; k <= ksup; ++k) {
+    const uint2 *Lk = class_list(L, p.lcap, k);
+    const unsigned nk = S.cnt[k];
+#pragma unroll 4
+    for (unsigned i = threadIdx.x; i < nk; i += kThreads) {
+      const uint2 e = __ldcg(&Lk[i]);
+      if (LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(e.x)), 2.0f) < lim) {
+        S.cy[pos] = __uint_as_float(e.x);
+        S.cid[pos] = e.y;
+        ++pos;
+      }
     }
   }
   if (threadIdx.x == 0) S.n = n;
@@ -362,8 +370,8 @@ __device__ void block_search(const KP &p, int64_t row, int kind) {
 
 /* After a window block (every block of the row calls it, whatever its row's state): true in the last
  * of the row's blocks to finish, which then sees every block's lists and sums (each fenced before it
- * counts itself; list_window and list_entry read them from L2). Resets the count for the row's next
- * cut. Block-uniform. */
+ * counts itself; list_window, window_items and sup_items read them from L2). Resets the count for
+ * the row's next cut. Block-uniform. */
 __device__ bool window_done(const KP &p, int64_t row) {
   __shared__ int s_last;
   __threadfence();

@@ -95,6 +95,11 @@ if [ "$WHAT" != test ]; then
     --quick --no-peer --repeats 50 --busy-ms 200
   stage "bench logits B=1, list mode" 30 "$BL" env LMF_LOGITS_LIST=1 "$bench" logits --batch 1 --quick \
     --no-peer --repeats 50
+  # B = 256 on the separate kernels and in list mode (the 70%-of-floor bar), early: the full grid runs last.
+  stage "bench logits B=256, separate kernels" 45 "$BL" "$bench" logits --batch 256 --vocab 128256 --no-peer \
+    --repeats 20
+  stage "bench logits B=256, list mode" 45 "$BL" env LMF_LOGITS_LIST=1 "$bench" logits --batch 256 \
+    --vocab 128256 --no-peer --repeats 20
   stage "bench logits B=4, one launch" 30 "$BL" env LMF_LOGITS_COOP=1 "$bench" logits --batch 4 --vocab 128256 \
     --no-peer --repeats 50
   stage "bench logits B=4, separate kernels" 30 "$BL" "$bench" logits --batch 4 --vocab 128256 --no-peer \
@@ -131,6 +136,10 @@ if [ "$WHAT" != test ] && command -v ncu > /dev/null; then
     --repeats 3
   stage "ncu logits B=256 separate kernels" 60 "$PR" ncu --clock-control none --csv --page raw \
     --metrics "$metrics" --launch-count 40 "$bench" logits --batch 256 --vocab 128256 --no-peer --repeats 3
+  # List mode at B = 256 with the warps' stall reasons (WarpStateStats): what its kernels wait on.
+  stage "ncu logits B=256 list mode" 60 "$PR" env LMF_LOGITS_LIST=1 ncu --clock-control none --csv --page raw \
+    --metrics "$metrics" --section WarpStateStats --launch-count 24 "$bench" logits --batch 256 --vocab 128256 \
+    --no-peer --repeats 3
 fi
 
 if [ "$WHAT" != bench ]; then
