@@ -52,11 +52,12 @@ __global__ void __launch_bounds__(kThreads) k_tiecut(const __grid_constant__ KP 
   b_tiecut(p, blockIdx.x, p.kind);
 }
 /* A row's list cut (p.level 1: the combine's lists, KP::lstream; 0: the window's), the general search
- * where the lists cannot decide, and with KP::ltail the rest of the row's step. */
+ * where the lists cannot decide (binned first: flat rows), and with KP::ltail the rest of the row's
+ * step. (k_coop's own bins are block_binned's, so it goes straight to the radix search.) */
 __device__ __forceinline__ void row_listcut(const KP &p, int64_t row) {
   if (b_listcut<true>(p, row, p.kind) == LC_MISS) {
     recompute_y(p, row);
-    block_search(p, row, p.kind);
+    if (!block_binned(p, row, p.kind)) block_search(p, row, p.kind);
   }
   if (p.ltail) row_tail(p, row);
 }

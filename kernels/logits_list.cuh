@@ -350,6 +350,98 @@ __device__ __forceinline__ Part row_part(int64_t row) {
   return w;
 }
 
+/* block_binned's bin of a token taking part in a top-k / top-p search: d2 = 2 (ymax - y) by 1/8 (1/16
+ * nat) below 255 / 8, then one bin past (kBins - 1). Non-increasing in y, so the bins follow the cut's
+ * order (value descending). */
+__device__ __forceinline__ uint32_t binned_bin(float y, float ymax) {
+  const float d2 = LMF_FMUL(LMF_FSUB(ymax, y), 2.0f);
+  return d2 < (float)(kBins - 1) / 8.0f ? (uint32_t)LMF_FMUL(d2, 8.0f) : (uint32_t)(kBins - 1);
+}
+
+/* A top-k / top-p search of one row by one block over Y, binned: one pass sums the tokens' masses (and
+ * counts them) into 256 bins of d2 = 2 (ymax - y) (binned_bin); where the target's crossing bin lies
+ * within 16 nats of the max and holds at most kListCap tokens, a second pass gathers that bin into
+ * shared memory and the list cut finds the cut among them (the bins before it hold flo of the
+ * target). The cut is the radix search's (the same order, masses and target), in two passes over Y
+ * instead of five. false: the radix search is needed; nothing was written. Block-uniform. */
+__device__ bool block_binned(const KP &p, int64_t row, int kind) {
+  __shared__ Red red;
+  __shared__ unsigned s_cnt[kBins];
+  __shared__ unsigned s_n, s_bcnt;
+  __shared__ unsigned long long s_flo[2];
+  if (kind != SK_TOPK && kind != SK_TOPP) return false;
+  unsigned long long(*wlo)[kBins] = static_cast<unsigned long long(*)[kBins]>(block_scratch());
+  unsigned long long(*whi)[kBins] = wlo + kWarps;
+  Row *R = &p.rows[row];
+  const int t = threadIdx.x, wi = warp_id();
+  __syncthreads(); /* the scratch's last readers are done */
+  for (int i = t; i < kWarps * kBins; i += kThreads) {
+    (&wlo[0][0])[i] = 0ull;
+    (&whi[0][0])[i] = 0ull;
+  }
+  s_cnt[t] = 0u;
+  __syncthreads();
+  const SRow s = srow_of(*R);
+  const int64_t V = p.job.vocab_out;
+  const float *Yr = p.Y + row * p.ystride;
+  for (int64_t c = 0; c < p.nchunks; ++c) {
+    float yv[kPer];
+    load_strided(Yr + c * kChunk, c, V, yv);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      const int64_t v = c * kChunk + (int64_t)q * kThreads + t;
+      uint32_t key = 0;
+      U128 fx = u128(0ull, 0ull);
+      float y = 0.0f;
+      const bool e = v < V && search_item_v(kind, s, yv[q], 0.0f, v, &key, &fx, &y);
+      warp_hist_add(wlo[wi], whi[wi], e, e ? binned_bin(y, s.ymax) : 0u, fx, s_cnt);
+    }
+  }
+  __syncthreads();
+  U128 h = u128(0ull, 0ull);
+#pragma unroll
+  for (int i = 0; i < kWarps; ++i) h = add(h, u128(wlo[i][t], whi[i][t]));
+  const unsigned cnt = s_cnt[t];
+  const U128 tgt = search_target(p, kind, *R, block_sum_u128(h, red));
+  const U128 incl = block_incl_scan_u128(h, red);
+  long long b = block_reduce_ll<OP_MIN>(ge(incl, tgt) ? t : kBins, red);
+  if (b == kBins) b = kBins - 1; /* unreachable: the bins hold the target */
+  if (t == (int)b) {
+    const U128 f = sub(incl, h);
+    s_flo[0] = f.lo;
+    s_flo[1] = f.hi;
+    s_bcnt = cnt;
+    s_n = 0u;
+  }
+  __syncthreads();
+  const unsigned bcnt = s_bcnt;
+  if (b == kBins - 1 || bcnt > (unsigned)kListCap) return false;
+  ListSmem &S = *static_cast<ListSmem *>(block_scratch()); /* the histograms are read */
+  for (int64_t c = 0; c < p.nchunks; ++c) {
+    float yv[kPer];
+    load_strided(Yr + c * kChunk, c, V, yv);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      const int64_t v = c * kChunk + (int64_t)q * kThreads + t;
+      uint32_t key = 0;
+      U128 fx = u128(0ull, 0ull);
+      float y = 0.0f;
+      const bool e = v < V && search_item_v(kind, s, yv[q], 0.0f, v, &key, &fx, &y);
+      if (e && binned_bin(y, s.ymax) == (uint32_t)b) {
+        const unsigned i = atomicAdd(&s_n, 1u);
+        S.cy[i] = y;
+        S.cid[i] = (uint32_t)v;
+      }
+    }
+  }
+  if (t == 0) S.n = bcnt;
+  __syncthreads();
+  const U128 rest = sub(tgt, u128(s_flo[0], s_flo[1])); /* of the target, in the crossing bin */
+  const uint64_t cut = list_cut(S, ~0ull, kind == SK_TOPK, s.ymax, rest, red);
+  if (t == 0) finish_search(p, kind, R, cut);
+  return true;
+}
+
 /* The general search of one row by one block, in the list cut's kernel (list mode, separate kernels:
  * with a block per row anyway, the rows the lists could not decide need not cost every row ten more
  * launches; such a row pays one SM's walks over its Y instead): the separate kernels' bodies in their

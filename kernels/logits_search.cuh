@@ -145,21 +145,15 @@ __device__ void b_hist(const KP &p, const Part &w, int kind, int level) {
     for (int i = 0; i < kWarps; ++i) sum = add(sum, u128(wlo[i][t], whi[i][t]));
     atomic_add_u128(p.hist + row * kBins + t, sum);
   }
-  if (win) { /* lane k adds window k's sums: one atomic round trip for the warp, not four */
-    U128 mm = u128(0ull, 0ull);
-    long long mn = 0;
+  if (win) {
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const U128 m = warp_sum_u128(wm[k]);
       const long long n = warp_reduce_ll<OP_SUM>((long long)wc[k]);
-      if (lane_id() == k) {
-        mm = m;
-        mn = n;
+      if (lane_id() == 0) {
+        atomic_add_u128(&R->win_m[k], m);
+        if (n) atomicAdd(&R->win_c[k], (unsigned int)n);
       }
-    }
-    if (lane_id() < 4) {
-      atomic_add_u128(&R->win_m[lane_id()], mm);
-      if (mn) atomicAdd(&R->win_c[lane_id()], (unsigned int)mn);
     }
   }
 }
