@@ -358,6 +358,27 @@ __device__ __forceinline__ uint32_t binned_bin(float y, float ymax) {
   return d2 < (float)(kBins - 1) / 8.0f ? (uint32_t)LMF_FMUL(d2, 8.0f) : (uint32_t)(kBins - 1);
 }
 
+/* One walk of block_binned over a row's Y: f(bin, token, y, mass) for each of the thread's tokens, bin
+ * kBins where the token takes no part in the search (mass 0 there). */
+template <class F>
+__device__ __forceinline__ void binned_walk(const KP &p, int64_t row, int kind, const SRow &s, F f) {
+  const int64_t V = p.job.vocab_out;
+  const float *Yr = p.Y + row * p.ystride;
+  for (int64_t c = 0; c < p.nchunks; ++c) {
+    float yv[kPer];
+    load_strided(Yr + c * kChunk, c, V, yv);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
+      uint32_t key = 0;
+      U128 fx = u128(0ull, 0ull);
+      float y = 0.0f;
+      const bool e = v < V && search_item_v(kind, s, yv[q], 0.0f, v, &key, &fx, &y);
+      f(e ? binned_bin(y, s.ymax) : (uint32_t)kBins, v, y, fx);
+    }
+  }
+}
+
 /* A top-k / top-p search of one row by one block over Y, binned: one pass sums the tokens' masses (and
  * counts them) into 256 bins of d2 = 2 (ymax - y) (binned_bin); where the target's crossing bin lies
  * within 16 nats of the max and holds at most kListCap tokens, a second pass gathers that bin into
@@ -382,21 +403,10 @@ __device__ bool block_binned(const KP &p, int64_t row, int kind) {
   s_cnt[t] = 0u;
   __syncthreads();
   const SRow s = srow_of(*R);
-  const int64_t V = p.job.vocab_out;
-  const float *Yr = p.Y + row * p.ystride;
-  for (int64_t c = 0; c < p.nchunks; ++c) {
-    float yv[kPer];
-    load_strided(Yr + c * kChunk, c, V, yv);
-#pragma unroll
-    for (int q = 0; q < kPer; ++q) {
-      const int64_t v = c * kChunk + (int64_t)q * kThreads + t;
-      uint32_t key = 0;
-      U128 fx = u128(0ull, 0ull);
-      float y = 0.0f;
-      const bool e = v < V && search_item_v(kind, s, yv[q], 0.0f, v, &key, &fx, &y);
-      warp_hist_add(wlo[wi], whi[wi], e, e ? binned_bin(y, s.ymax) : 0u, fx, s_cnt);
-    }
-  }
+  binned_walk(p, row, kind, s, [&](uint32_t bin, int64_t, float, U128 fx) {
+    const bool e = bin < (uint32_t)kBins;
+    warp_hist_add(wlo[wi], whi[wi], e, e ? bin : 0u, fx, s_cnt);
+  });
   __syncthreads();
   U128 h = u128(0ull, 0ull);
 #pragma unroll
@@ -417,23 +427,13 @@ __device__ bool block_binned(const KP &p, int64_t row, int kind) {
   const unsigned bcnt = s_bcnt;
   if (b == kBins - 1 || bcnt > (unsigned)kListCap) return false;
   ListSmem &S = *static_cast<ListSmem *>(block_scratch()); /* the histograms are read */
-  for (int64_t c = 0; c < p.nchunks; ++c) {
-    float yv[kPer];
-    load_strided(Yr + c * kChunk, c, V, yv);
-#pragma unroll
-    for (int q = 0; q < kPer; ++q) {
-      const int64_t v = c * kChunk + (int64_t)q * kThreads + t;
-      uint32_t key = 0;
-      U128 fx = u128(0ull, 0ull);
-      float y = 0.0f;
-      const bool e = v < V && search_item_v(kind, s, yv[q], 0.0f, v, &key, &fx, &y);
-      if (e && binned_bin(y, s.ymax) == (uint32_t)b) {
-        const unsigned i = atomicAdd(&s_n, 1u);
-        S.cy[i] = y;
-        S.cid[i] = (uint32_t)v;
-      }
+  binned_walk(p, row, kind, s, [&](uint32_t bin, int64_t v, float y, U128) {
+    if (bin == (uint32_t)b) {
+      const unsigned i = atomicAdd(&s_n, 1u);
+      S.cy[i] = y;
+      S.cid[i] = (uint32_t)v;
     }
-  }
+  });
   if (t == 0) S.n = bcnt;
   __syncthreads();
   const U128 rest = sub(tgt, u128(s_flo[0], s_flo[1])); /* of the target, in the crossing bin */
