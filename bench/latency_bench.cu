@@ -10,7 +10,13 @@
  *   - the last-block ticket (a fence and one atomic per block) at the same grids;
  *   - one thread's dependent loads (a pointer chase) from L2 and from HBM: ns and SM cycles per load;
  *   - the SM clock (clock64 cycles over %globaltimer ns) on an idle card and right after 50 ms of
- *     copies, as a decoding loop's forward pass would leave it.
+ *     copies, as a decoding loop's forward pass would leave it;
+ *   - instruction fetch: one block per SM running 512 or 2048 steps of straight-line integer code once
+ *     (65 and 257 KiB of sm_90 code from nvcc 13.0, 128 bytes a step), against a 128-step loop body
+ *     (17 KiB) run once and 16 times. The loop's slope is what a step costs from a warm instruction
+ *     cache; what the straight-line code takes beyond that is what fetching code the SM has not
+ *     cached costs per launch: the logits kernels' once-per-launch paths are tens of KiB
+ *     (docs/logits.md, "Code footprint").
  * Every time is the median of --repeats runs (CUDA events), graph replays where named. */
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
@@ -76,6 +82,44 @@ __global__ void k_chase(const unsigned *next, int hops, unsigned *end, long long
   *ns = t1 - t0;
 }
 
+/* An odd multiplier for step i, not affine in i: every step takes its own immediate (with an affine
+ * one, nvcc derives each from the last in a register, and a step's code changes with the length). */
+__host__ __device__ constexpr unsigned step_const(int i, unsigned salt) {
+  return ((((unsigned)i + 1u) * salt) ^ ((((unsigned)i + 1u) * salt) >> 15)) | 1u;
+}
+
+/* Steps kFirst .. kFirst + kSteps - 1 of four interleaved integer chains (a multiply-add and a shift
+ * each), unrolled. An empty asm every 32 steps keeps the compiler's expression trees shallow (without
+ * it, nvcc 13.0's cicc crashes at 512 steps). */
+template <int kFirst, int kSteps>
+__device__ __forceinline__ void code_steps(unsigned &a, unsigned &b, unsigned &c, unsigned &d) {
+#pragma unroll
+  for (int i = kFirst; i < kFirst + kSteps; ++i) {
+    a = a * step_const(i, 0x9e3779b1u) + (d >> 7);
+    b = b * step_const(i, 0x85ebca6bu) + (a >> 9);
+    c = c * step_const(i, 0xc2b2ae35u) + (b >> 5);
+    d = d * step_const(i, 0x27d4eb2fu) + (c >> 11);
+    if (i % 32 == 31) asm volatile("" : "+r"(a), "+r"(b), "+r"(c), "+r"(d));
+  }
+}
+
+/* kParts x 128 steps of straight-line code (parts of at most 512 steps: nvcc unrolls no more in one
+ * loop), run reps times; the result is stored where it can never match. */
+template <int kParts>
+__global__ void __launch_bounds__(kThreads) k_code(unsigned seed, int reps, unsigned *sink) {
+  unsigned a = seed ^ threadIdx.x, b = a * 3u + 1u, c = a * 5u + 2u, d = a * 7u + 3u;
+  for (int r = 0; r < reps; ++r) {
+    if (kParts == 1) code_steps<0, 128>(a, b, c, d);
+    if (kParts >= 4) code_steps<0, 512>(a, b, c, d);
+    if (kParts >= 16) {
+      code_steps<512, 512>(a, b, c, d);
+      code_steps<1024, 512>(a, b, c, d);
+      code_steps<1536, 512>(a, b, c, d);
+    }
+  }
+  if ((a ^ b ^ c ^ d) == 0x5eedf00du && seed == 0u) *sink = a; /* never: keeps the chains live */
+}
+
 /* Spins ~spin_ns on one SM: its clock is cycles / ns. */
 __global__ void k_clock(unsigned long long spin_ns, long long *cyc, unsigned long long *ns) {
   const long long c0 = clock64();
@@ -90,6 +134,7 @@ struct Launch {
   cudaStream_t s;
   int grid, n;
   unsigned *count;
+  void (*code)(unsigned, int, unsigned *); /* enq_code's kernel, run n times per thread */
 };
 
 void enq_empty(void *p) {
@@ -112,6 +157,10 @@ void enq_barriers(void *p) {
   cfg.attrs = &at;
   cfg.numAttrs = 1;
   BENCH_CUDA_CHECK(cudaLaunchKernelEx(&cfg, k_barriers, l->n));
+}
+void enq_code(void *p) {
+  const Launch *l = static_cast<const Launch *>(p);
+  l->code<<<l->grid, kThreads, 0, l->s>>>(0x1234567u, l->n, l->count);
 }
 void enq_ticket(void *p) {
   const Launch *l = static_cast<const Launch *>(p);
@@ -226,7 +275,7 @@ extern "C" int bench_latency(const bench_opts *o) {
   bench_table_header(title, "what                                          us (call)  us (graph)  note");
 
   char note[160];
-  Launch l = {s, 1, 0, count};
+  Launch l = {s, 1, 0, count, nullptr};
   row("empty kernel", 1e3 * bdev_time_ms(&d, enq_empty, &l, W, R), 1e3 * bdev_time_graph_ms(&d, enq_empty, &l, W, R),
       "");
   const double chain = 1e3 * bdev_time_graph_ms(&d, enq_chain, &l, W, R);
@@ -251,6 +300,37 @@ extern "C" int bench_latency(const bench_opts *o) {
     row(what, NAN, (g[2] - g[0]) / 4.0, note);
     snprintf(what, sizeof what, "last-block ticket, %d x %d", l.grid, kThreads);
     row(what, NAN, 1e3 * bdev_time_graph_ms(&d, enq_ticket, &l, W, R), "the whole launch");
+  }
+
+  /* Instruction fetch: straight-line code once against a loop body run from a warm cache. */
+  {
+    struct {
+      void (*k)(unsigned, int, unsigned *);
+      int steps, reps;
+      const char *what;
+    } const codes[4] = {{k_code<1>, 128, 1, "128 steps of code once, a block per SM"},
+                        {k_code<1>, 128, 16, "the same 128 steps as a loop run 16 times"},
+                        {k_code<4>, 512, 1, "512 steps of straight-line code once"},
+                        {k_code<16>, 2048, 1, "2048 steps of straight-line code once"}};
+    double t[4];
+    l.grid = sms;
+    for (int i = 0; i < 4; ++i) {
+      l.code = codes[i].k;
+      l.n = codes[i].reps;
+      t[i] = 1e3 * bdev_time_graph_ms(&d, enq_code, &l, W, R);
+    }
+    const double warm = (t[1] - t[0]) / (15.0 * 128.0); /* us per step from a warm cache */
+    for (int i = 0; i < 4; ++i) {
+      note[0] = '\0';
+      if (i == 1) snprintf(note, sizeof note, "warm: %.2f ns a step", 1e3 * warm);
+      if (i >= 2) {
+        const double extra = t[i] - t[0] - warm * (codes[i].steps - 128);
+        snprintf(note, sizeof note, "%.2f ns a step; beyond warm: %.2f us (%.2f ns a step)",
+                 1e3 * (t[i] - t[0]) / (codes[i].steps - 128), extra, 1e3 * extra / (codes[i].steps - 128));
+      }
+      row(codes[i].what, NAN, t[i], note);
+    }
+    l.code = nullptr;
   }
 
   usleep(200000); /* idle the card a moment: the clock an isolated small step meets */

@@ -159,22 +159,23 @@ __device__ __forceinline__ void window_chunk(int kind, const SRow &s, Row *R, ui
                                              int64_t idstep, int64_t V, U128 cm[kClasses], U128 &tot) {
   uint32_t cls = 0u;
   float ys[kPer];
-#pragma unroll
+#pragma unroll 1 /* search_item_v's switch fetched once, not kPer times (sel8, set8) */
   for (int q = 0; q < kPer; ++q) {
     const int64_t v = id0 + (int64_t)q * idstep;
+    const float yq = sel8(yval, q);
     uint32_t key = 0;
     U128 fx = u128(0ull, 0ull);
     float y = 0.0f;
     int c = kClasses;
-    const float d = LMF_FMUL(LMF_FSUB(s.ymax, yval[q]), 2.0f); /* -inf y: +inf */
-    if (v < V && search_item_v(kind, s, yval[q], dval[q], v, &key, &fx, &y)) {
+    const float d = LMF_FMUL(LMF_FSUB(s.ymax, yq), 2.0f); /* -inf y: +inf */
+    if (v < V && search_item_v(kind, s, yq, sel8(dval, q), v, &key, &fx, &y)) {
       tot = add(tot, fx);
       c = class_of(d);
 #pragma unroll
       for (int k = 0; k < kClasses; ++k)
         if (c == k) cm[k] = add(cm[k], fx);
     }
-    ys[q] = y;
+    set8(ys, q, y);
     cls |= (uint32_t)c << (4 * q);
   }
   list_append8<false>(R, L, lcap, cls, ys, id0, idstep);
@@ -257,8 +258,8 @@ __device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t
   double osum = 0.0;
   if (want_sum && !lmf_lg_is_ninf(mx)) {
     U128 s = u128(0ull, 0ull);
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) s = add(s, fx_of(lmf_lg_exp_neg(LMF_FSUB(y[j], mx))));
+#pragma unroll 1 /* the body's code fetched once, not kPer times (sel8) */
+    for (int j = 0; j < kPer; ++j) s = add(s, fx_of(lmf_lg_exp_neg(LMF_FSUB(sel8(y, j), mx))));
     osum = fx_to_double(block_sum_u128(s, red));
   }
   if (threadIdx.x == 0) {
@@ -529,35 +530,31 @@ struct CMerge {
  * merge_step; one warp, every lane gets the result (the same bits in every warp that calls it). */
 __device__ CMerge cmerge_calc(const KP &p, int64_t row, const Row &R, bool temp) {
   const CPart *P = p.cpart + row * p.nchunks;
-  int64_t c0, c1;
-  lane_range(p.nchunks, &c0, &c1);
+  const int64_t n = p.nchunks;
   int bad = 0;
   long long cnt = 0;
   float M = ninf();
   int32_t arg = 0;
+  int64_t first = n + lane_id();
   /* __ldcg: from L2, where KP::cfold's last combine block finds the other blocks' partials. */
-  for (int64_t c = c0; c < c1; ++c) {
+#pragma unroll 1
+  for (int64_t c = lane_id(); c < n; c += 32) {
     bad |= __ldcg(&P[c].bad);
     cnt += __ldcg(&P[c].cnt);
     const float m = __ldcg(&P[c].max);
+    if (first >= n) first = c;
     if (m > M) {
       M = m;
       arg = __ldcg(&P[c].arg);
+      first = c;
     }
   }
   bad = (int)warp_reduce_ll<OP_MAX>(bad);
   cnt = warp_reduce_ll<OP_SUM>(cnt);
+  const int wl = warp_first_max_lane(M, first);
   CMerge r;
-  r.ymax = ninf();
-  r.yarg = 0;
-  for (int i = 0; i < 32; ++i) {
-    const float o = __shfl_sync(kFull, M, i);
-    const int32_t a = __shfl_sync(kFull, arg, i);
-    if (o > r.ymax) {
-      r.ymax = o;
-      r.yarg = a;
-    }
-  }
+  r.ymax = __shfl_sync(kFull, M, wl);
+  r.yarg = __shfl_sync(kFull, arg, wl);
   r.cnt = cnt;
   r.st = LMF_ROW_OK;
   if (bad) r.st = LMF_ROW_NONFINITE;
@@ -565,12 +562,11 @@ __device__ CMerge cmerge_calc(const KP &p, int64_t row, const Row &R, bool temp)
   else if ((temp || R.fuse_T) && !lmf_isfinite_f32(r.ymax)) r.st = LMF_ROW_NONFINITE;
   r.total = 0.0;
   if (r.st == LMF_ROW_OK && !temp && R.want_sum) {
-    double S = 0.0;
-    for (int64_t c = c0; c < c1; ++c) {
+    const double ymax = (double)r.ymax;
+    r.total = warp_sum_chunk_order(n, [&](int64_t c) {
       const float m = __ldcg(&P[c].max);
-      if (!lmf_lg_is_ninf(m)) S += __ldcg(&P[c].osum) * exp((double)m - (double)r.ymax);
-    }
-    for (int i = 0; i < 32; ++i) r.total += __shfl_sync(kFull, S, i);
+      return lmf_lg_is_ninf(m) ? 0.0 : __ldcg(&P[c].osum) * exp((double)m - ymax);
+    });
   }
   return r;
 }

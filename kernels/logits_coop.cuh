@@ -119,10 +119,11 @@ __device__ void coop_hist(const KP &p, CoopRow &CR, float ymax, const float y[kP
   __syncthreads();
   U128 over = u128(0ull, 0ull);
   long long nover = 0;
-#pragma unroll
+#pragma unroll 1 /* once per launch: the body's code fetched once (sel8) */
   for (int q = 0; q < kPer; ++q) {
-    const float w = lmf_lg_is_ninf(y[q]) ? 0.0f : lmf_lg_exp_neg(LMF_FSUB(y[q], ymax));
-    const int b = w > 0.0f ? coop_bin(y[q], ymax) : -1;
+    const float yq = sel8(y, q);
+    const float w = lmf_lg_is_ninf(yq) ? 0.0f : lmf_lg_exp_neg(LMF_FSUB(yq, ymax));
+    const int b = w > 0.0f ? coop_bin(yq, ymax) : -1;
     const U128 fx = fx_of(w);
     if (b == kIn) {
       over = add(over, fx);
@@ -158,12 +159,12 @@ __device__ CoopPick coop_pick(const KP &p, Row &R, const CoopRow &CR, Red &red) 
   const U128 m = u128(__ldcg(&CR.mass[t].lo), __ldcg(&CR.mass[t].hi));
   const unsigned n = __ldcg(&CR.cnt[t]);
   const U128 incl = block_incl_scan_u128(m, red);
-  const U128 cincl = block_incl_scan_u128(u128((unsigned long long)n, 0ull), red);
+  const unsigned cincl = block_incl_scan_u32(n, red);
   const int w = t == 31 ? 0 : t == 63 ? 1 : t == 127 ? 2 : t == 255 ? 3 : -1;
   if (w >= 0) {
     s_wlo[w] = incl.lo;
     s_whi[w] = incl.hi;
-    s_wc[w] = (unsigned)cincl.lo;
+    s_wc[w] = cincl;
   }
   const U128 over = u128(__ldcg(&CR.mass[kCoopBins - 1].lo), __ldcg(&CR.mass[kCoopBins - 1].hi));
   __syncthreads();
@@ -221,6 +222,25 @@ __device__ __forceinline__ bool coop_above_bin(float y, float ymax, int b) {
   return coop_bin(y, ymax) < b;
 }
 
+/* Phase 3: appends the thread's tokens marked in `in` to the row's list G, one atomic per warp (a warp
+ * scan of the counts gives each lane its place). Warp-uniform call. */
+__device__ void coop_gather(uint2 *G, unsigned *n, unsigned in, const float y[kPer], int64_t v0) {
+  const unsigned c = (unsigned)__popc(in);
+  unsigned incl = c;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const unsigned u = __shfl_up_sync(kFull, incl, o);
+    if (lane_id() >= o) incl += u;
+  }
+  unsigned base = 0u;
+  if (lane_id() == 31 && incl) base = atomicAdd(n, incl);
+  base = __shfl_sync(kFull, base, 31) + incl - c;
+  for (; in; in &= in - 1u) {
+    const int q = __ffs((int)in) - 1;
+    G[base++] = make_uint2(__float_as_uint(sel8(y, q)), (uint32_t)(v0 + q));
+  }
+}
+
 /* A thread's place: its row, its block's chunk, its first token, the row's max. */
 struct CoopTok {
   int64_t row, c, v0;
@@ -238,17 +258,18 @@ __device__ void coop_survivors(const KP &p, const Row &R, Row &Rg, const Surv &S
   U128 acc = u128(0ull, 0ull);
   float bk = ninf(), by = 0.0f;
   int64_t bid = -1;
-#pragma unroll
+#pragma unroll 1 /* once per launch: the body's code fetched once (sel8) */
   for (int q = 0; q < kPer; ++q) {
     const int64_t v = me.v0 + q;
-    if (v >= j.vocab_out || !survives(S, y[q], v, minp, j.log_min_p)) continue;
-    if (maxbin >= 0 && !coop_above_bin(y[q], me.ymax, maxbin)) continue;
-    if (fin) acc = add(acc, fx_of(lmf_lg_exp_neg(LMF_FSUB(y[q], me.ymax))));
+    const float yq = sel8(y, q);
+    if (v >= j.vocab_out || !survives(S, yq, v, minp, j.log_min_p)) continue;
+    if (maxbin >= 0 && !coop_above_bin(yq, me.ymax, maxbin)) continue;
+    if (fin) acc = add(acc, fx_of(lmf_lg_exp_neg(LMF_FSUB(yq, me.ymax))));
     if (samp) {
-      const float key = lmf_lg_gumbel_key(y[q], lmf_lg_gumbel(seed, goff, (uint32_t)v));
+      const float key = lmf_lg_gumbel_key(yq, lmf_lg_gumbel(seed, goff, (uint32_t)v));
       if (bid < 0 || key > bk) { /* ids increase along q: ties keep the lower id */
         bk = key;
-        by = y[q];
+        by = yq;
         bid = v;
       }
     }
@@ -432,10 +453,10 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
     pk = coop_pick(p, R, CR, red);
     listed = pk.cnt <= (unsigned)kListCap;
     if (listed) {
-#pragma unroll
-      for (int q = 0; q < kPer; ++q)
-        if (coop_in_bin(y[q], ymax, pk.bin))
-          G[atomicAdd(&CR.ngather, 1u)] = make_uint2(__float_as_uint(y[q]), (uint32_t)(v0 + q));
+      unsigned in = 0u; /* bit q: token v0 + q lies in the crossing bin */
+#pragma unroll 1 /* once per launch: the body's code fetched once (sel8) */
+      for (int q = 0; q < kPer; ++q) in |= coop_in_bin(sel8(y, q), ymax, pk.bin) ? 1u << q : 0u;
+      coop_gather(G, &CR.ngather, in, y, v0);
     } else {
       if (v0 < V) store8_f32(p.Y + row * p.ystride + v0, y); /* the row's last group: Y is padded to 8 */
       if (t == 0 && j.logprobs) atomicExch(p.coop_fallback, 1u);

@@ -4,6 +4,14 @@
  * Part of kernels/logits.cu's translation unit: included inside its anonymous namespace, in
  * order (each part uses the ones before it); logits.cu's opening comment describes the design. */
 
+/* A device function kept out of line where several call sites would each inline a copy of code that runs
+ * once per launch (docs/logits.md, "Code footprint"); the CPU emulator inlines as it likes. */
+#if LMF_CUDA_EMU
+#define LMF_NOINLINE
+#else
+#define LMF_NOINLINE __noinline__
+#endif
+
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kChunk = 2048;              /* tokens per chunk: the CPU backend's BLK */
@@ -160,6 +168,21 @@ __device__ __forceinline__ int lane_id() { return (int)(threadIdx.x & 31u); }
 __device__ __forceinline__ int warp_id() { return (int)(threadIdx.x >> 5); }
 __device__ __forceinline__ float ninf() { return lmf_lg_ninf(); }
 
+/* a[q] for a q known only at run time, with a kept in registers (kPer selects). A loop over a thread's
+ * kPer tokens of a chunk can then stay rolled: its body's code is fetched once per launch, not kPer
+ * times (docs/logits.md, "Code footprint"). */
+__device__ __forceinline__ float sel8(const float a[kPer], int q) {
+  float r = a[0];
+#pragma unroll
+  for (int i = 1; i < kPer; ++i) r = q == i ? a[i] : r;
+  return r;
+}
+/* a[q] = v for a q known only at run time, a kept in registers. */
+__device__ __forceinline__ void set8(float a[kPer], int q, float v) {
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) a[i] = q == i ? v : a[i];
+}
+
 __device__ __forceinline__ U128 u128(unsigned long long lo, unsigned long long hi) {
   U128 r;
   r.lo = lo;
@@ -306,6 +329,24 @@ __device__ U128 block_sum_u128(U128 v, Red &r) {
   return s;
 }
 
+/* Inclusive prefix sum of counts over the block's threads in thread order. */
+__device__ unsigned block_incl_scan_u32(unsigned v, Red &r) {
+  const int lane = lane_id();
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const unsigned u = __shfl_up_sync(kFull, v, o);
+    if (lane >= o) v += u;
+  }
+  if (lane == 31) r.c[warp_id()] = v;
+  __syncthreads();
+  unsigned pre = 0u;
+#pragma unroll
+  for (int i = 0; i < kWarps - 1; ++i)
+    if (i < warp_id()) pre += (unsigned)r.c[i];
+  __syncthreads();
+  return pre + v;
+}
+
 /* Inclusive prefix sum over the block's threads in thread order (exact). */
 __device__ U128 block_incl_scan_u128(U128 v, Red &r) {
   const int lane = lane_id();
@@ -322,7 +363,9 @@ __device__ U128 block_incl_scan_u128(U128 v, Red &r) {
   }
   __syncthreads();
   U128 pre = u128(0ull, 0ull);
-  for (int i = 0; i < warp_id(); ++i) pre = add(pre, u128(r.a[i], r.b[i]));
+#pragma unroll
+  for (int i = 0; i < kWarps - 1; ++i) /* a fixed trip count: kWarps - 1 predicated adds */
+    if (i < warp_id()) pre = add(pre, u128(r.a[i], r.b[i]));
   __syncthreads();
   return add(pre, v);
 }

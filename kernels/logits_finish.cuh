@@ -20,11 +20,11 @@ __device__ void b_final(const KP &p, const Part &w) {
   for (int64_t c = w.first; c < p.nchunks; c += w.step) {
     float yv[kPer];
     load_strided(Yr + c * kChunk, c, V, yv);
-#pragma unroll
+#pragma unroll 1 /* the body's code fetched once, not kPer times (sel8) */
     for (int q = 0; q < kPer; ++q) {
       const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
       if (v >= V) continue;
-      const float y = yv[q];
+      const float y = sel8(yv, q);
       if (survives(S, y, v, minp, lmp)) sum = add(sum, fx_of(lmf_lg_exp_neg(LMF_FSUB(y, S.ymax))));
     }
   }
@@ -64,11 +64,11 @@ __device__ void b_sample(const KP &p, const Part &w) {
   for (int64_t c = w.first; c < p.nchunks; c += w.step) {
     float yv[kPer];
     load_strided(Yr + c * kChunk, c, V, yv);
-#pragma unroll
+#pragma unroll 1 /* the Gumbel noise's code fetched once, not kPer times (sel8) */
     for (int q = 0; q < kPer; ++q) {
       const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
       if (v >= V) continue;
-      const float y = yv[q];
+      const float y = sel8(yv, q);
       if (!survives(S, y, v, minp, lmp)) continue;
       const float bound = (bid >= 0 && bk > bound0) ? bk : bound0;
       if (LMF_FADD(y, LMF_LG_GUMBEL_MAX) < bound) continue;

@@ -34,8 +34,8 @@ __global__ void __launch_bounds__(kThreads) k_cmerge(const __grid_constant__ KP 
   const int64_t row = (int64_t)blockIdx.x * kWarps + warp_id();
   if (row < p.nrows) b_cmerge(p, row, p.level);
 }
-/* 128 registers: with __launch_bounds__(256) alone ptxas held it to 64 and spilled. */
-__global__ void __maxnreg__(128) k_hist(const __grid_constant__ KP p) {
+/* 80 registers: 3 blocks per SM (with __launch_bounds__(256) alone ptxas held it to 64 and spilled). */
+__global__ void __maxnreg__(80) k_hist(const __grid_constant__ KP p) {
   pdl_enter();
   b_hist(p, grid_part(p), p.kind, p.level);
 }
@@ -63,9 +63,9 @@ __device__ __forceinline__ void row_listcut(const KP &p, int64_t row) {
 }
 /* The window pass. LAST: then the last of a row's blocks to finish does row_listcut (one launch per cut
  * instead of two, for small batches, whose window pass is latency-bound: the list cut's registers
- * leave 2 blocks per SM instead of 3). */
+ * leave 2 blocks per SM instead of 3, which the pass alone gets in 80). */
 template <bool LAST>
-__global__ void __maxnreg__(128) k_window(const __grid_constant__ KP p) {
+__global__ void __maxnreg__(LAST ? 128 : 80) k_window(const __grid_constant__ KP p) {
   pdl_enter();
   const Part w = grid_part(p);
   b_window(p, w, p.kind);

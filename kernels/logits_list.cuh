@@ -80,7 +80,7 @@ __device__ __forceinline__ U128 item_fx(bool in, bool unit, float y, float ymax)
 /* The smallest order ord (lmf_lg_ord_desc: value descending, then id) at which the cumulative mass of
  * the list's items with ord <= lim (item_fx) reaches tgt (at most their total): a radix select over the
  * 64-bit order, 8-bit digits from the top, exact 128-bit sums; it stops when one item is left. */
-__device__ uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, float ymax, U128 tgt, Red &red) {
+__device__ LMF_NOINLINE uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, float ymax, U128 tgt, Red &red) {
   const int t = threadIdx.x;
   const unsigned n = S.n;
   const int jn = (int)((n + kThreads - 1) / kThreads); /* the same for every thread */
@@ -286,6 +286,7 @@ __device__ int b_listcut(const KP &p, int64_t row, int kind) {
   const bool then_p = topk && j.top_p < 1.0f;
   if (then_p) { /* top-p on the top-k survivors, as the general search (search_target, no window) */
     U128 sum = u128(0ull, 0ull);
+#pragma unroll 1 /* loops over the list run once per launch: their bodies fetched once */
     for (unsigned i = threadIdx.x; i < n; i += kThreads)
       sum = add(sum, item_fx(lmf_lg_ord_desc(S.cy[i], S.cid[i]) <= cut, false, S.cy[i], ymax));
     const U128 tot = block_sum_u128(sum, red);
@@ -303,6 +304,7 @@ __device__ int b_listcut(const KP &p, int64_t row, int kind) {
   float lse = R->lse;
   if (R->need_lse) {
     U128 sum = u128(0ull, 0ull);
+#pragma unroll 1
     for (unsigned i = threadIdx.x; i < n; i += kThreads)
       sum = add(sum, item_fx(alive(i), false, S.cy[i], ymax));
     lse = (float)((double)ymax + log(fx_to_double(block_sum_u128(sum, red))));
@@ -311,6 +313,7 @@ __device__ int b_listcut(const KP &p, int64_t row, int kind) {
   if (!R->greedy) {
     const uint64_t seed = R->seed, goff = R->goff;
     unsigned long long mine = 0ull;
+#pragma unroll 1
     for (unsigned i = threadIdx.x; i < n; i += kThreads)
       if (alive(i)) {
         const float key = lmf_lg_gumbel_key(S.cy[i], lmf_lg_gumbel(seed, goff, S.cid[i]));

@@ -210,7 +210,7 @@ __device__ __forceinline__ void load_strided(const float *chunk, int64_t c, int6
 /* ---- Init ----------------------------------------------------------------------------------------- */
 
 /* The row's scalars and first status into R, its accumulators zeroed (one thread). */
-__device__ void init_row(const KP &p, int64_t row, Row &R) {
+__device__ LMF_NOINLINE void init_row(const KP &p, int64_t row, Row &R) { /* k_coop calls it twice */
   const lmf_lg_job &j = p.job;
   const bool verify = j.mode == LMF_LG_MODE_VERIFY;
   uint32_t flags = 0;
@@ -428,12 +428,33 @@ __device__ void b_stats(const KP &p, const Part &w) {
   }
 }
 
-/* Contiguous chunk ranges per lane of a warp-per-row merge (merged in lane order = chunk order). */
-__device__ __forceinline__ void lane_range(int64_t n, int64_t *b, int64_t *e) {
-  const int64_t per = (n + 31) / 32;
-  *b = per * lane_id();
-  *e = *b + per < n ? *b + per : n;
-  if (*b > n) *b = n;
+/* A warp-per-row merge of a row's n chunk partials: lane l takes chunks l, l + 32, l + 64, ... */
+
+/* The lane holding the first chunk (in chunk order) with the largest max, as the CPU's serial merge
+ * (m > M) finds it; M: the lane's largest max, first reached at its chunk c (-inf and any chunk of the
+ * lane's where it has none; c >= n where it has no chunk). One warp max over (order key, -c): -0 counts
+ * as +0, and NaN never becomes a lane's M. Every lane gets the same. */
+__device__ __forceinline__ int warp_first_max_lane(float M, int64_t c) {
+  const long long k = (long long)key_s(LMF_FADD(M, 0.0f)) * 4294967296ll + (long long)(0xffffffffu - (uint32_t)c);
+  const long long best = warp_reduce_ll<OP_MAX>(k);
+  return (int)((0xffffffffu - (uint32_t)(best & 0xffffffffll)) & 31u);
+}
+
+/* The sum over chunks c < n of term(c), added in chunk order as the CPU's serial loop adds them: lane
+ * i computes the terms of chunks i, i + 32, ...; lane 0's, 1's, ... are then added one after another.
+ * term(c) is 0 where the CPU adds nothing: the terms are >= 0, and s + 0 = s. Every lane gets the
+ * same bits. */
+template <class Term>
+__device__ __forceinline__ double warp_sum_chunk_order(int64_t n, Term term) {
+  double s = 0.0;
+#pragma unroll 1
+  for (int64_t base = 0; base < n; base += 32) {
+    const int64_t c = base + lane_id();
+    const double t = c < n ? term(c) : 0.0;
+#pragma unroll 4
+    for (int i = 0; i < 32; ++i) s += __shfl_sync(kFull, t, i);
+  }
+  return s;
 }
 
 /* One warp per row: max and LSE per statistics model, merged over chunks in order (the CPU's
@@ -446,26 +467,26 @@ __global__ void __launch_bounds__(kThreads) k_stats_merge(const __grid_constant_
   if (R.status != LMF_ROW_OK) return;
   const lmf_lg_job &j = p.job;
   const SPart *P = p.spart + row * p.nchunks;
-  int64_t c0, c1;
-  lane_range(p.nchunks, &c0, &c1);
+  const int64_t n = p.nchunks;
   int bad = 0;
-  for (int64_t c = c0; c < c1; ++c) bad |= P[c].bad;
+  for (int64_t c = lane_id(); c < n; c += 32) bad |= P[c].bad;
   bad = (int)warp_reduce_ll<OP_MAX>(bad);
   for (int s = 0; s < p.nstat; ++s) {
     float M = ninf();
-    for (int64_t c = c0; c < c1; ++c)
-      if (P[c].smax[s] > M) M = P[c].smax[s];
-    float Mall = ninf();
-    for (int i = 0; i < 32; ++i) {
-      const float o = __shfl_sync(kFull, M, i);
-      if (o > Mall) Mall = o;
+    int64_t first = n + lane_id();
+    for (int64_t c = lane_id(); c < n; c += 32) {
+      if (first >= n) first = c;
+      if (P[c].smax[s] > M) {
+        M = P[c].smax[s];
+        first = c;
+      }
     }
-    double S = 0.0;
-    if (!lmf_lg_is_ninf(Mall))
-      for (int64_t c = c0; c < c1; ++c)
-        if (!lmf_lg_is_ninf(P[c].smax[s])) S += P[c].ssum[s] * exp((double)P[c].smax[s] - (double)Mall);
+    const float Mall = __shfl_sync(kFull, M, warp_first_max_lane(M, first));
     double Sall = 0.0;
-    for (int i = 0; i < 32; ++i) Sall += __shfl_sync(kFull, S, i);
+    if (!lmf_lg_is_ninf(Mall))
+      Sall = warp_sum_chunk_order(n, [&](int64_t c) {
+        return lmf_lg_is_ninf(P[c].smax[s]) ? 0.0 : P[c].ssum[s] * exp((double)P[c].smax[s] - (double)Mall);
+      });
     const float lse = lmf_lg_is_ninf(Mall) ? Mall : (float)((double)Mall + log(Sall));
     if (lane_id() == 0)
       for (int r = 0; r < kNst; ++r)

@@ -116,14 +116,14 @@ __device__ void b_hist(const KP &p, const Part &w, int kind, int level) {
   for (int64_t c = w.first; c < p.nchunks; c += w.step) {
     float yv[kPer], dv[kPer];
     load_search(kind, w, Yr, Dr, c, V, yv, dv);
-#pragma unroll
+#pragma unroll 2 /* search_item_v's switch fetched twice, not kPer times (sel8) */
     for (int q = 0; q < kPer; ++q) {
       const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
       uint32_t key = 0;
       U128 fx = u128(0ull, 0ull);
       float y = 0.0f;
       bool e = false;
-      if (v < V) e = search_item_v(kind, s, yv[q], dv[q], v, &key, &fx, &y);
+      if (v < V) e = search_item_v(kind, s, sel8(yv, q), sel8(dv, q), v, &key, &fx, &y);
       if (e && level > 0) e = (key >> (32 - 8 * level)) == prefix;
       warp_hist_add(wlo[wi], whi[wi], e, (key >> (24 - 8 * level)) & 0xffu, fx);
       if (win && e) {
@@ -233,14 +233,14 @@ __device__ void b_tie(const KP &p, const Part &w, int kind) {
     U128 sum = u128(0ull, 0ull);
     float yv[kPer], dv[kPer];
     load_search(kind, w, Yr, Dr, c, V, yv, dv);
-#pragma unroll
+#pragma unroll 1 /* search_item_v's switch fetched once, not kPer times (sel8) */
     for (int q = 0; q < kPer; ++q) {
       const int64_t v = c * kChunk + (int64_t)q * kThreads + threadIdx.x;
       if (v >= V) continue;
       uint32_t key;
       U128 fx;
       float y;
-      if (search_item_v(kind, s, yv[q], dv[q], v, &key, &fx, &y) && key == K) sum = add(sum, fx);
+      if (search_item_v(kind, s, sel8(yv, q), sel8(dv, q), v, &key, &fx, &y) && key == K) sum = add(sum, fx);
     }
     sum = block_sum_u128(sum, red);
     if (threadIdx.x == 0) p.tie[row * p.nchunks + c] = sum;

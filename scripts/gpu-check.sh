@@ -131,9 +131,14 @@ if [ "$WHAT" != test ] && command -v ncu > /dev/null; then
   metrics=gpu__time_duration.sum,dram__bytes.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed
   metrics=$metrics,sm__cycles_elapsed.avg.per_second,smsp__inst_executed.sum
   metrics=$metrics,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed
+  # With the warps' stall reasons: "no instruction" is the SM waiting for code to fetch (docs/logits.md,
+  # "Code footprint"), against "long scoreboard" (memory) and "barrier".
   stage "ncu logits B=1 one launch" 45 "$PR" env LMF_LOGITS_COOP=1 ncu --clock-control none --csv --page raw \
-    --metrics "$metrics" -k regex:k_coop --launch-count 12 "$bench" logits --batch 1 --vocab 128256 --no-peer \
-    --repeats 3
+    --metrics "$metrics" --section WarpStateStats -k regex:k_coop --launch-count 12 "$bench" logits --batch 1 \
+    --vocab 128256 --no-peer --repeats 3
+  stage "ncu logits B=1 list mode" 45 "$PR" env LMF_LOGITS_LIST=1 ncu --clock-control none --csv --page raw \
+    --metrics "$metrics" --section WarpStateStats --launch-count 24 "$bench" logits --batch 1 --vocab 128256 \
+    --no-peer --repeats 3
   stage "ncu logits B=256 separate kernels" 60 "$PR" ncu --clock-control none --csv --page raw \
     --metrics "$metrics" --launch-count 40 "$bench" logits --batch 256 --vocab 128256 --no-peer --repeats 3
   # List mode at B = 256 with the warps' stall reasons (WarpStateStats): what its kernels wait on.
