@@ -3,31 +3,44 @@
 each instruction under its source line and inlining chain) and counts one kernel's instructions by call
 site, outermost first, to a chosen depth.
 
-    python3 scripts/sass_footprint.py build-sass/logits.sm_90.sass 'k_coopE' --depth 2 \
-        --cold 'block_search(' --cold logits_coop.cuh:474-530
+KERNEL is a regular expression on the mangled name. The options name code by the text of a source
+line on an instruction's chain (a call site such as 'block_search(') or by a function the kernel
+calls rather than inlines ('fn:list_cut'):
+  --cold TEXT       code the step being studied never runs (a fallback path, another mode);
+  --cold-from TEXT  the kernel's own code from the line holding TEXT to the end of its file;
+  --split TEXT      code that runs in one block only (the row's last block): reported apart.
+The report gives the kernel's size, the instructions without the cold code (those a launch of the
+step may fetch: an upper bound, since branches inside a call site still count) and, with --split,
+how they divide between every block and the one. A path runs straight through once per block at
+B = 1, so each of its instructions is fetched into the SM at least once per launch (docs/logits.md,
+"Code footprint"). The bar's step (B = 1, K = 3, top-p, no log-prob rows), as docs/logits.md counts it:
 
-KERNEL is a regular expression on the mangled name. --cold (repeatable) names code the step being
-studied never runs (a fallback path, another mode): a call site whose source line contains the given
-text, or a range of lines (file:first-last) of the kernel's own code. The report gives the total
-without them: the instructions a launch of that step may fetch (an upper bound: branches inside a
-call site still count).
-A straight-line path runs each of its instructions once per block, so every one is fetched into the
-SM's instruction cache at least once per launch (docs/logits.md, "Code footprint").
+    python3 scripts/sass_footprint.py build-sass/logits.sm_90.sass 'k_coopE' --cold 'block_search(' \\
+        --cold 'coop_in_bin(y, me.ymax, pk.bin)' --cold-from 'With log-prob rows every block' \\
+        --split 'coop_last(p, R' --split fn:list_cut
+    python3 scripts/sass_footprint.py build-sass/logits.sm_90.sass 'k_windowILb1E' \\
+        --cold 'block_search(' --cold 'block_binned(' --cold 'recompute_y(' --cold 'b_final(p, w)' \\
+        --cold 'b_sample(p, w)' --cold 'b_final_merge(' --split 'row_listcut(p, w.row)' --split fn:list_cut
 """
 import argparse
 import collections
 import re
+import shutil
+import subprocess
 
 MARK = re.compile(r'//## File "([^"]+)", line (\d+)(?: inlined at "([^"]+)", line (\d+))?')
-INSN = re.compile(r'\s*/\*[0-9a-f]{4,}\*/')
-SECTION = re.compile(r'\.text\.(\S+):$')
+INSN = re.compile(r"\s*/\*[0-9a-f]{4,}\*/")
+SECTION = re.compile(r"\.text\.(\S+):$")
+FUNCTION = re.compile(r"^\$\S+?\$(\S+):$")  # a called function's entry inside a kernel's section
 
-
-RANGE = re.compile(r"^(\S+):(\d+)-(\d+)$")
 _lines = {}
 
 
-def source_line(path, line):
+def source_line(site):
+    """The source text of a site (path, line), or the site itself for a called function."""
+    path, line = site
+    if line is None:
+        return path
     if path not in _lines:
         try:
             with open(path, errors="replace") as f:
@@ -38,54 +51,71 @@ def source_line(path, line):
     return text[line - 1] if 0 < line <= len(text) else ""
 
 
-def is_cold(chain, cold):
-    """Whether the chain (full paths, outermost first) runs through a cold site."""
-    for c in cold:
-        m = RANGE.match(c)
-        for path, line in chain:
-            if m:
-                if path.rsplit("/", 1)[-1] == m.group(1) and int(m.group(2)) <= line <= int(m.group(3)):
-                    return True
-            elif c in source_line(path, line):
-                return True
-    return False
+def function_name(mangled):
+    """fn:NAME for a called function (c++filt where there is one, else the mangled name)."""
+    name = mangled
+    if shutil.which("c++filt"):
+        name = subprocess.run(["c++filt", mangled], capture_output=True, text=True).stdout.strip() or mangled
+    name = name.replace("(anonymous namespace)::", "").split("(")[0].split("::")[-1]
+    return f"fn:{name}"
 
 
-def site(path, line):
-    return (path, int(line))
-
-
-def label(s):
-    return f"{s[0].rsplit('/', 1)[-1]}:{s[1]}"
+def label(site):
+    path, line = site
+    return path if line is None else f"{path.rsplit('/', 1)[-1]}:{line}"
 
 
 def chains(sass_path, kernel):
-    """(chain outermost first, instruction count) for each kernel whose mangled name matches."""
+    """{kernel: {chain (outermost first): instructions}}; a called function's chain starts with it."""
     per = collections.defaultdict(collections.Counter)
-    kern, chain, in_marks = None, (), False
-    marks = []
+    kern, func, chain, marks, in_marks = None, None, (), [], False
     with open(sass_path) as f:
         for line in f:
-            m = SECTION.match(line.strip())
+            stripped = line.strip()
+            m = SECTION.match(stripped)
             if m:
                 kern = m.group(1) if re.search(kernel, m.group(1)) else None
-                chain, marks, in_marks = (), [], False
+                func, chain, marks, in_marks = None, (), [], False
                 continue
             if kern is None:
+                continue
+            m = FUNCTION.match(stripped)
+            if m:
+                func, chain, marks, in_marks = (function_name(m.group(1)), None), (), [], False
                 continue
             m = MARK.search(line)
             if m:
                 # A run of marks is one chain, innermost first: "A inlined at B", "B inlined at C", ...
                 if not in_marks:
-                    marks, in_marks = [site(m.group(1), m.group(2))], True
+                    marks, in_marks = [(m.group(1), int(m.group(2)))], True
                 if m.group(3):
-                    marks.append(site(m.group(3), m.group(4)))
+                    marks.append((m.group(3), int(m.group(4))))
                 chain = tuple(reversed(marks))
                 continue
             if INSN.match(line):
                 in_marks = False
-                per[kern][chain] += 1
+                per[kern][((func,) if func else ()) + chain] += 1
     return per
+
+
+def passes_through(chain, texts):
+    return any(t in source_line(site) for site in chain for t in texts)
+
+
+def cold_from_sites(texts, chain_sets):
+    """For each --cold-from text: (file, line) of its first line in a file of the kernel's own code."""
+    files = sorted({ch[0][0] for ch in chain_sets if ch})
+    out = []
+    for t in texts:
+        for path in files:
+            source_line((path, 1))  # loads the file
+            hit = next((i + 1 for i, text in enumerate(_lines[path]) if t in text), None)
+            if hit:
+                out.append((path, hit))
+                break
+        else:
+            raise SystemExit(f"--cold-from {t!r}: no file of the kernel's own code holds it")
+    return out
 
 
 def main():
@@ -94,19 +124,29 @@ def main():
     ap.add_argument("kernel", help="regular expression on the mangled kernel name")
     ap.add_argument("--depth", type=int, default=1, help="call-site levels to group by (outermost first)")
     ap.add_argument("--top", type=int, default=30)
-    ap.add_argument("--cold", action="append", default=[], help="a call-site chain the step never runs")
+    ap.add_argument("--cold", action="append", default=[])
+    ap.add_argument("--cold-from", action="append", default=[])
+    ap.add_argument("--split", action="append", default=[])
     a = ap.parse_args()
     per = chains(a.sass, a.kernel)
     if not per:
         raise SystemExit(f"no kernel matches {a.kernel!r} in {a.sass}")
     for name, counts in per.items():
-        total = sum(counts.values())
-        hot = collections.Counter()
+        froms = cold_from_sites(a.cold_from, [tuple(s for s in ch if s[1] is not None) for ch in counts])
+        total, hot, split = sum(counts.values()), collections.Counter(), 0
         for ch, n in counts.items():
-            if not is_cold(ch, a.cold):
-                hot[" <- ".join(label(x) for x in reversed(ch[: a.depth])) or "?"] += n
-        print(f"{name}: {total} instructions ({total * 16 // 1024} KiB); "
-              f"without the cold sites {sum(hot.values())} ({sum(hot.values()) * 16 // 1024} KiB)")
+            own = [s for s in ch if s[1] is not None]
+            late = own and any(own[0][0] == f and own[0][1] >= ln for f, ln in froms)
+            if late or passes_through(ch, a.cold):
+                continue
+            hot[" <- ".join(label(x) for x in reversed(ch[: a.depth])) or "?"] += n
+            if passes_through(ch, a.split):
+                split += n
+        h = sum(hot.values())
+        print(f"{name}: {total} instructions ({total * 16 // 1024} KiB); without the cold code {h} "
+              f"({h * 16 // 1024} KiB)")
+        if a.split:
+            print(f"  every block: {h - split}; the split block also: {split}")
         for s, n in hot.most_common(a.top):
             print(f"  {n:7d}  {s}")
 
