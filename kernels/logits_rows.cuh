@@ -431,9 +431,10 @@ __device__ void b_stats(const KP &p, const Part &w) {
 /* A warp-per-row merge of a row's n chunk partials: lane l takes chunks l, l + 32, l + 64, ... */
 
 /* The lane holding the first chunk (in chunk order) with the largest max, as the CPU's serial merge
- * (m > M) finds it; M: the lane's largest max, first reached at its chunk c (-inf and any chunk of the
- * lane's where it has none; c >= n where it has no chunk). One warp max over (order key, -c): -0 counts
- * as +0, and NaN never becomes a lane's M. Every lane gets the same. */
+ * (m > M) finds it. M: the lane's largest max, first reached at its chunk c; a lane whose maxima are
+ * all -inf passes -inf and its first chunk, a lane without chunks -inf and some c >= n (it never wins:
+ * lane 0 has chunk 0). One warp max over (order key, -c): -0 counts as +0, and NaN never becomes a
+ * lane's M. Every lane gets the same. */
 __device__ __forceinline__ int warp_first_max_lane(float M, int64_t c) {
   const long long k = (long long)key_s(LMF_FADD(M, 0.0f)) * 4294967296ll + (long long)(0xffffffffu - (uint32_t)c);
   const long long best = warp_reduce_ll<OP_MAX>(k);
