@@ -9,6 +9,7 @@ calls rather than inlines ('fn:list_cut'):
   --cold TEXT       code the step being studied never runs (a fallback path, another mode);
   --cold-from TEXT  the kernel's own code from the line holding TEXT to the end of its file;
   --split TEXT      code that runs in one block only (the row's last block): reported apart.
+TEXT may also be =FILE:LINE (e.g. =logits_combine.cuh:444): that one site, for a quick look.
 The report gives the kernel's size, the instructions without the cold code (those a launch of the
 step may fetch: an upper bound, since branches inside a call site still count) and, with --split,
 how they divide between every block and the one. A path runs straight through once per block at
@@ -16,7 +17,7 @@ B = 1, so each of its instructions is fetched into the SM at least once per laun
 "Code footprint"). The bar's step (B = 1, K = 3, top-p, no log-prob rows), as docs/logits.md counts it:
 
     python3 scripts/sass_footprint.py build-sass/logits.sm_90.sass 'k_coopE' --cold 'block_search(' \\
-        --cold 'coop_in_bin(y, me.ymax, pk.bin)' --cold-from 'With log-prob rows every block' \\
+        --cold 'coop_in_bin(y, me.ymax, pk.bin)' --cold-from 'With log-prob rows every block writes' \\
         --split 'coop_last(p, R' --split fn:list_cut
     python3 scripts/sass_footprint.py build-sass/logits.sm_90.sass 'k_windowILb1E' \\
         --cold 'block_search(' --cold 'block_binned(' --cold 'recompute_y(' --cold 'b_final(p, w)' \\
@@ -98,8 +99,14 @@ def chains(sass_path, kernel):
     return per
 
 
+def site_matches(site, text):
+    """=FILE:LINE names one site exactly (for a quick look; line numbers drift); other text is searched
+    for in the site's source line."""
+    return label(site) == text[1:] if text.startswith("=") else text in source_line(site)
+
+
 def passes_through(chain, texts):
-    return any(t in source_line(site) for site in chain for t in texts)
+    return any(site_matches(site, t) for site in chain for t in texts)
 
 
 def cold_from_sites(texts, chain_sets):
