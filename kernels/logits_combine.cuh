@@ -6,15 +6,17 @@
 
 /* ---- List mode's candidate lists --------------------------------------------------------------- */
 
-/* The list class of a token with d = 2 (ymax - y) (kClasses: none; -inf or NaN d's too). */
+/* The list class of a token with d = 2 (ymax - y): [0, 4) 0, [4, 8) 1, [8, 16) 2, [16, 20) 3,
+ * [20, 24) 4, [24, 32) 5, else kClasses (none; +inf and NaN d's too; below 0: 0). By a table of
+ * floor(d / 4) in 4-bit entries: a clamp, a product, a conversion and a shift per token instead of
+ * six compares and selects; the same class for every float d (checked over all 2^32 when it was
+ * written). */
 __device__ __forceinline__ int class_of(float d) {
-  return d < 4.0f    ? 0
-         : d < 8.0f  ? 1
-         : d < 16.0f ? 2
-         : d < 20.0f ? 3
-         : d < 24.0f ? 4
-         : d < 32.0f ? 5
-                     : kClasses;
+  static_assert(kClasses == 6, "the table below");
+  float c = d < 32.0f ? d : 32.0f; /* NaN, +inf: 32 */
+  c = c > 0.0f ? c : 0.0f;
+  const int i = (int)LMF_FMUL(c, 0.25f); /* floor(d / 4), 0 .. 8 */
+  return (int)((0x655432210ull >> (4 * i)) & 15u);
 }
 /* The class that ends each of the CPU's windows d < 4, 8, 16, 32. */
 __device__ __forceinline__ int cpu_window_class(int w) { return w < 3 ? w : kClasses - 1; }
@@ -44,13 +46,14 @@ __device__ __forceinline__ unsigned list_cap(int cls, unsigned lcap) {
 template <bool SUP>
 __device__ __forceinline__ void list_append8(Row *R, uint2 *L, unsigned lcap, uint32_t cls,
                                              const float y[kPer], int64_t id0, int64_t idstep) {
+  constexpr uint32_t kNone8 = 0x11111111u * (uint32_t)kClasses; /* every token of the lane: no class */
+  if (!__any_sync(kFull, cls != kNone8)) return; /* most of a wide row's warps, at one compare */
   unsigned long long mine = 0ull;
 #pragma unroll
   for (int q = 0; q < kPer; ++q) {
     const int k = (int)((cls >> (4 * q)) & 15u);
     if (k < kClasses) mine += 1ull << (10 * k);
   }
-  if (!__any_sync(kFull, mine != 0ull)) return;
   const int lane = lane_id();
   unsigned long long inc = mine;
 #pragma unroll
@@ -239,27 +242,41 @@ __device__ void block_reduce3(int32_t *mk, unsigned long long *pk, long long *cb
  * first four come from one block reduction: the max key (the CPU's max_block order); the argmax as
  * the largest (value with -0 folded into +0, lowest id), i.e. the first token equal (==) to the max,
  * as the CPU's first_index; count and flag as one sum. The sum, which needs the max, takes a second.
+ * warm: the block runs this code for many chunks (larger batches), so the sum's loop over the
+ * thread's tokens is unrolled (no selects, no loop count: about 17 instructions a token fewer);
+ * rolled, its code is fetched once per launch where a block has one chunk (B = 1). Block-uniform.
  * Returns the chunk's max. */
 __device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t c, const float y[kPer],
-                                               const int64_t id[kPer], int bad, bool want_sum, Red &red) {
+                                               const int64_t id[kPer], int bad, bool want_sum, bool warm,
+                                               Red &red) {
   int32_t mk = key_s(ninf());
-  unsigned long long pk = 0ull;
   long long cb = bad ? (1ll << 32) : 0ll;
+  /* The thread's argmax in 32 bits (the ids grow with j, so the first of equal keys wins), packed once. */
+  int32_t ak = key_s(LMF_FADD(y[0], 0.0f)); /* -0 + 0 = +0 */
+  uint32_t aid = (uint32_t)id[0];
 #pragma unroll
   for (int j = 0; j < kPer; ++j) {
     mk = key_s(y[j]) > mk ? key_s(y[j]) : mk;
-    const uint32_t fk = (uint32_t)key_s(LMF_FADD(y[j], 0.0f)) ^ 0x80000000u; /* -0 + 0 = +0 */
-    const unsigned long long e = ((unsigned long long)fk << 32) | (0xffffffffu - (uint32_t)id[j]);
-    pk = e > pk ? e : pk;
-    cb += !lmf_lg_is_ninf(y[j]);
+    const int32_t k = key_s(LMF_FADD(y[j], 0.0f));
+    if (k > ak) {
+      ak = k;
+      aid = (uint32_t)id[j];
+    }
+    cb += !ninf_f(y[j]);
   }
+  unsigned long long pk = ((unsigned long long)((uint32_t)ak ^ 0x80000000u) << 32) | (0xffffffffu - aid);
   block_reduce3(&mk, &pk, &cb, red);
   const float mx = key_s_inv(mk);
   double osum = 0.0;
   if (want_sum && !lmf_lg_is_ninf(mx)) {
     U128 s = u128(0ull, 0ull);
+    if (warm) {
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) s = add(s, fx_of(lmf_lg_exp_neg(LMF_FSUB(y[j], mx))));
+    } else {
 #pragma unroll 1 /* the body's code fetched once, not kPer times (sel8) */
-    for (int j = 0; j < kPer; ++j) s = add(s, fx_of(lmf_lg_exp_neg(LMF_FSUB(sel8(y, j), mx))));
+      for (int j = 0; j < kPer; ++j) s = add(s, fx_of(lmf_lg_exp_neg(LMF_FSUB(sel8(y, j), mx))));
+    }
     osum = fx_to_double(block_sum_u128(s, red));
   }
   if (threadIdx.x == 0) {
@@ -290,55 +307,90 @@ __device__ void combine_done(const KP &p, int64_t row) {
   }
 }
 
-/* s(v .. v + 7) of the models combined in this row (Row::comb), in model order: the coefficient
- * fold; bad |= a NaN / +inf among them. 0 when no model is combined. */
-__device__ __forceinline__ void sum_models(const KP &p, const Row &R, int64_t row, int64_t v, float y[kPer],
-                                           int *bad) {
+/* The models a row sums into s (Row::comb), in model order, with their weights: built once per
+ * block in shared memory, so a chunk reads each model's view with a few shared loads (make_mv reads
+ * the job and the row's state from global memory: about 40 instructions per model and chunk). */
+struct CombPlan {
+  MV mv[kMaxM];
+  float w[kMaxM];
+  int n;
+};
+
+/* Fills cp for row (thread k: model k) and waits for it; every thread of the block calls it. */
+__device__ void comb_plan(const KP &p, const Row &R, int64_t row, CombPlan &cp) {
   const uint32_t comb = R.comb;
-  bool first = true;
-  for (int k = 0; k < p.job.num_models; ++k) {
-    if (!((comb >> k) & 1u)) continue;
-    const MV mv = make_mv(p, R, k, row);
-    const float wk = R.w[k];
-    float x[kPer];
-    load8(mv, v, x);
-#pragma unroll
-    for (int q = 0; q < kPer; ++q) {
-      *bad |= lmf_lg_is_bad(x[q]);
-      y[q] = lmf_lg_term(first ? 0.0f : y[q], wk, x[q]);
-    }
-    first = false;
+  const int k = (int)threadIdx.x;
+  if (k < p.job.num_models && ((comb >> k) & 1u)) {
+    const int i = __popc(comb & ((1u << k) - 1u));
+    cp.mv[i] = make_mv(p, R, k, row);
+    cp.w[i] = R.w[k];
   }
-  if (first) {
-#pragma unroll
-    for (int q = 0; q < kPer; ++q) y[q] = 0.0f;
-  }
+  if (k == 0) cp.n = __popc(comb);
+  __syncthreads();
 }
 
-/* The last steps of y(v .. v + 7) after the masks: the bias row, / T, -inf past the row; bad |= a NaN /
- * +inf in the bias or in the result. */
-__device__ __forceinline__ void bias_and_T(const KP &p, int64_t row, int64_t v, float Tdiv, float y[kPer],
-                                           int *bad) {
-  const int64_t V = p.job.vocab_out;
-  if (p.job.bias) {
-    const MV mb = bias_mv(p, row);
-    float b[kPer];
-    load8(mb, v, b);
+/* Asks for every combined model's z(v .. v + 7) ahead of its load (prefetch8). */
+__device__ __forceinline__ void prefetch_models(const CombPlan &cp, int64_t v, bool l1) {
+  for (int i = 0; i < cp.n; ++i) prefetch8(cp.mv[i], v, l1);
+}
+
+/* s(v .. v + 7) of the models combined in this row, in model order: the coefficient fold from 0
+ * (lmf_lg_term); bad |= a NaN / +inf among them. 0 when no model is combined. */
+__device__ __forceinline__ void sum_models(const CombPlan &cp, int64_t v, float y[kPer], int *bad) {
+  bool b = false;
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) y[q] = 0.0f;
+  for (int i = 0; i < cp.n; ++i) {
+    const float wk = cp.w[i];
+    float x[kPer];
+    load8(cp.mv[i], v, x);
 #pragma unroll
     for (int q = 0; q < kPer; ++q) {
-      *bad |= lmf_lg_is_bad(b[q]);
-      y[q] = lmf_lg_term(y[q], 1.0f, b[q]);
+      b |= bad_f(x[q]);
+      y[q] = term_f(y[q], wk, x[q]);
     }
   }
-  if (Tdiv != 1.0f) {
+  *bad |= b;
+}
+
+/* The last steps of y(v .. v + 7) after the masks: the bias row, / T (where divide: T is the row's
+ * temperature), -inf past the row; bad |= a NaN / +inf in the bias or in the result. */
+__device__ __forceinline__ void bias_and_T(const KP &p, int64_t row, int64_t v, const lmf_lg_divisor &T,
+                                           bool divide, float y[kPer], int *bad) {
+  const int64_t V = p.job.vocab_out;
+  bool b = false;
+  if (p.job.bias) {
+    const MV mb = bias_mv(p, row);
+    float x[kPer];
+    load8(mb, v, x);
 #pragma unroll
-    for (int q = 0; q < kPer; ++q) y[q] = LMF_FDIV(y[q], Tdiv);
+    for (int q = 0; q < kPer; ++q) {
+      b |= bad_f(x[q]);
+      y[q] = term_f(y[q], 1.0f, x[q]);
+    }
+  }
+  if (divide) {
+    /* One test for the 8 tokens: the fast division where all take it (all but rows with zeros,
+     * infinities or extreme values), else LMF_FDIV. The same bits either way. */
+    bool fast = T.fast != 0;
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) fast &= lmf_lg_div_fast_ok(y[q]) != 0;
+    if (fast) {
+#pragma unroll
+      for (int q = 0; q < kPer; ++q) y[q] = lmf_lg_div_fast(T, y[q]);
+    } else {
+#pragma unroll
+      for (int q = 0; q < kPer; ++q) y[q] = LMF_FDIV(y[q], T.b);
+    }
+  }
+  if (v + kPer > V) { /* the row's last group */
+#pragma unroll
+    for (int q = 0; q < kPer; ++q)
+      if (v + q >= V) y[q] = ninf();
   }
 #pragma unroll
-  for (int q = 0; q < kPer; ++q) {
-    if (v + q >= V) y[q] = ninf(); /* past the row */
-    *bad |= lmf_lg_is_bad(y[q]);
-  }
+  for (int q = 0; q < kPer; ++q) b |= bad_f(y[q]);
+  *bad |= b;
 }
 
 /* What a combine pass does besides s(v): CM_SUP also fills list mode's candidate lists (KP::lstream;
@@ -358,13 +410,12 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
   if ((MODE == CM_RECOMP || MODE == CM_RECWIN) && !(R.ymiss == 2 && R.search == p.kind)) return;
   const lmf_lg_job &j = p.job;
   const int64_t V = j.vocab_out;
-  const int K = j.num_models;
-  const uint32_t comb = R.comb;
   const bool plaus = j.plaus_model >= 0, nuc = j.nucleus_model >= 0;
   const bool nuc_on = R.nuc_on != 0;
   const uint64_t nuc_cut = R.nuc_cut;
   const float plaus_thr = R.plaus_thr;
-  const float Tdiv = R.fuse_T ? R.Teff : 1.0f;
+  const lmf_lg_divisor Td = lmf_lg_divisor_of(R.Teff);
+  const bool divide = R.fuse_T && R.Teff != 1.0f;
   const bool want_sum = R.want_sum != 0;
   float *Yr = p.Y + w.row * p.ystride;
   float *Dr = p.D ? p.D + row * p.ystride : nullptr;
@@ -377,14 +428,17 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
   /* List mode: the row's first cut takes its candidates from here (see list_append_chunk). */
   const bool sup = MODE == CM_SUP && p.lstream && R.sup;
   float runmax = ninf();
+  __shared__ CombPlan cp;
+  comb_plan(p, R, row, cp);
   /* A block with few chunks (small batches: B = 1 spreads a row over the SMs) asks L2 for all of them
    * first, so its later chunks wait on L2 rather than on memory; with many, the next one at a time
-   * (below), which keeps the batch's lines from evicting each other. */
-  if ((p.nchunks - w.first + w.step - 1) / w.step <= kPrefetchChunks) {
+   * (below), which keeps the batch's lines from evicting each other. Many chunks also keep the code
+   * warm: chunk_partial then runs its unrolled loop. */
+  const bool few = (p.nchunks - w.first + w.step - 1) / w.step <= kPrefetchChunks;
+  if (few) {
     for (int64_t c = w.first + 2 * w.step; c < p.nchunks; c += w.step) {
       const int64_t v = c * kChunk + (int64_t)threadIdx.x * kPer;
-      for (int k = 0; k < K && v < V; ++k)
-        if ((comb >> k) & 1u) prefetch8(make_mv(p, R, k, row), v, false);
+      if (v < V) prefetch_models(cp, v, false);
     }
   }
   for (int64_t c = w.first; c < p.nchunks; c += w.step) {
@@ -399,11 +453,9 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
     }
     if (v < V) {
       const int64_t vn = v + w.step * kChunk; /* this thread's group in the block's next chunk */
-      for (int k = 0; k < K; ++k) {
-        if (!((comb >> k) & 1u)) continue;
-        const MV mv = make_mv(p, R, k, row);
-        prefetch8(mv, v, true);
-        if (vn < V) prefetch8(mv, vn, false);
+      for (int i = 0; i < cp.n; ++i) {
+        prefetch8(cp.mv[i], v, true);
+        if (vn < V) prefetch8(cp.mv[i], vn, false);
       }
       /* The nucleus mask (D holds the nucleus model's x until GeDi's logP replaces it), then GeDi's
        * logP(desired | v) (it does not depend on s; computing it first keeps fewer values live across
@@ -434,7 +486,7 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
 #pragma unroll
         for (int q = 0; q < kPer; ++q) d[q] = 0.0f;
       }
-      sum_models(p, R, row, v, y, &bad);
+      sum_models(cp, v, y, &bad);
       if (plaus) {
         const MV mv = make_mv(p, R, j.plaus_model, row);
         float x[kPer];
@@ -454,7 +506,7 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
 #pragma unroll
         for (int q = 0; q < kPer; ++q) y[q] = lmf_lg_term(y[q], j.gedi_omega, d[q]);
       }
-      bias_and_T(p, row, v, Tdiv, y, &bad);
+      bias_and_T(p, row, v, Td, divide, y, &bad);
       if (p.need_y && MODE != CM_RECWIN && !(MODE == CM_SUP && R.ymiss)) store8_f32(Yr + v, y);
     } else {
 #pragma unroll
@@ -465,7 +517,7 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
       window_chunk(p.kind, srow, &p.rows[row], Lw, (unsigned)p.lcap, y, none, id[0], 1, V, cm, wtot);
     }
     if (MODE == CM_RECOMP || MODE == CM_RECWIN) continue; /* the partials are the first pass's */
-    const float mx = chunk_partial(p, row, c, y, id, bad, want_sum, red);
+    const float mx = chunk_partial(p, row, c, y, id, bad, want_sum, !few, red);
     if (sup) {
       runmax = mx > runmax ? mx : runmax;
       list_append_chunk(p, row, runmax, y, v); /* this thread's tokens are v .. v + 7 */
@@ -511,7 +563,7 @@ __device__ void b_temp(const KP &p, const Part &w) {
         y[q] = x;
       }
     }
-    chunk_partial(p, row, c, y, id, bad, false, red);
+    chunk_partial(p, row, c, y, id, bad, false, false, red);
   }
 }
 

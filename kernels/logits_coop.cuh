@@ -405,9 +405,9 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   bool live = R.status == LMF_ROW_OK;
   float y[kPer];
   if (live) {
-    const uint32_t comb = R.comb;
-    for (int k = 0; k < j.num_models && v0 < V; ++k) /* every model's line on its way first */
-      if ((comb >> k) & 1u) prefetch8(make_mv(p, R, k, row), v0, true);
+    __shared__ CombPlan cp;
+    comb_plan(p, R, row, cp);
+    if (v0 < V) prefetch_models(cp, v0, true); /* every model's line on its way first */
     int bad = 0;
     int64_t id[kPer];
 #pragma unroll
@@ -416,10 +416,10 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
       y[q] = ninf();
     }
     if (v0 < V) {
-      sum_models(p, R, row, v0, y, &bad);
-      bias_and_T(p, row, v0, R.fuse_T ? R.Teff : 1.0f, y, &bad);
+      sum_models(cp, v0, y, &bad);
+      bias_and_T(p, row, v0, lmf_lg_divisor_of(R.Teff), R.fuse_T && R.Teff != 1.0f, y, &bad);
     }
-    chunk_partial(p, row, c, y, id, bad, R.want_sum != 0, red);
+    chunk_partial(p, row, c, y, id, bad, R.want_sum != 0, false, red);
   }
   coop_mark(pr, prof); /* phase 1 */
   COOP_SYNC();

@@ -168,6 +168,18 @@ __device__ __forceinline__ int lane_id() { return (int)(threadIdx.x & 31u); }
 __device__ __forceinline__ int warp_id() { return (int)(threadIdx.x >> 5); }
 __device__ __forceinline__ float ninf() { return lmf_lg_ninf(); }
 
+/* The streaming passes' per-token tests as float compares, which the compiler chains into one
+ * predicate per token (lmf_lg_is_bad and lmf_lg_is_ninf test bits: three to four integer instructions
+ * each). The same values: NaN and +inf are exactly the floats not below +inf; -inf is the one float
+ * equal to -inf. */
+__device__ __forceinline__ bool bad_f(float x) { return !(x < __uint_as_float(0x7f800000u)); }
+__device__ __forceinline__ bool ninf_f(float x) { return x == ninf(); }
+/* lmf_lg_term(acc, w, x) with ninf_f. */
+__device__ __forceinline__ float term_f(float acc, float w, float x) {
+  const float t = LMF_FADD(acc, LMF_FMUL(w, x));
+  return ninf_f(x) ? ninf() : t;
+}
+
 /* a[q] for a q known only at run time, with a kept in registers (kPer selects). A loop over a thread's
  * kPer tokens of a chunk can then stay rolled: its body's code is fetched once per launch, not kPer
  * times (docs/logits.md, "Code footprint"). */
@@ -191,8 +203,15 @@ __device__ __forceinline__ U128 u128(unsigned long long lo, unsigned long long h
 }
 __device__ __forceinline__ U128 add(U128 a, U128 b) {
   U128 r;
+#if defined(__CUDA_ARCH__)
+  /* The carry chain in four adds; written in C, the compiler recomputed the carry with compares. */
+  asm("add.cc.u64 %0, %2, %4;\n\taddc.u64 %1, %3, %5;"
+      : "=l"(r.lo), "=l"(r.hi)
+      : "l"(a.lo), "l"(a.hi), "l"(b.lo), "l"(b.hi));
+#else
   r.lo = a.lo + b.lo;
   r.hi = a.hi + b.hi + (r.lo < a.lo ? 1ull : 0ull);
+#endif
   return r;
 }
 __device__ __forceinline__ U128 sub(U128 a, U128 b) {

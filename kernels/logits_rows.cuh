@@ -79,12 +79,19 @@ __device__ __forceinline__ void load8(const MV &m, int64_t v, float x[kPer]) {
     } else {
       const uint4 u = *reinterpret_cast<const uint4 *>(static_cast<const uint16_t *>(m.base) + v);
       const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-      const bool bf = m.dtype == LMF_DTYPE_BF16;
+      /* One branch per 8 tokens, not one per token (the compiler kept a per-token select's branches). */
+      if (m.dtype == LMF_DTYPE_BF16) {
 #pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const uint16_t lo = (uint16_t)(w[q] & 0xffffu), hi = (uint16_t)(w[q] >> 16);
-        x[2 * q] = bf ? lmf_bf16_to_f32(lo) : lmf_f16_to_f32(lo);
-        x[2 * q + 1] = bf ? lmf_bf16_to_f32(hi) : lmf_f16_to_f32(hi);
+        for (int q = 0; q < 4; ++q) {
+          x[2 * q] = lmf_bf16_to_f32((uint16_t)(w[q] & 0xffffu));
+          x[2 * q + 1] = __uint_as_float(w[q] & 0xffff0000u); /* lmf_bf16_to_f32 of the high half */
+        }
+      } else {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          x[2 * q] = lmf_f16_to_f32((uint16_t)(w[q] & 0xffffu));
+          x[2 * q + 1] = lmf_f16_to_f32((uint16_t)(w[q] >> 16));
+        }
       }
     }
     if (m.sparse) {

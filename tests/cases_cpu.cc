@@ -129,6 +129,9 @@ LMF_CASE(LogitsProperties, GeDiFilterWalksTiesByTokenId, test_logits_gedi_filter
 LMF_CASE(LogitsProperties, GeDiStateOverSteps, test_logits_gedi_steps)
 LMF_CASE(LogitsProperties, VerifyDraftGreedyRowLayout, test_logits_verify_greedy_layout)
 
+// Logits: the CUDA kernels' arithmetic shortcuts against the CPU's plain operations
+LMF_CASE(LogitsKernelMath, DivisionByTemperatureMatchesDivision, test_logits_div_by_matches_division)
+
 // Logits: bad input (status, message naming the argument, nothing written)
 LMF_CASE(LogitsBadInput, Combine, test_logits_bad_input_combine)
 LMF_CASE(LogitsBadInput, WorkspaceSize, test_logits_bad_input_workspace_size)

@@ -18,6 +18,8 @@
 #define LMF_FSUB(a, b) __fsub_rn((a), (b))
 #define LMF_FDIV(a, b) __fdiv_rn((a), (b))
 #define LMF_FSQRT(a) __fsqrt_rn(a)
+#define LMF_FFMA(a, b, c) __fmaf_rn((a), (b), (c))
+#define LMF_FABS(a) fabsf(a)
 #else
 #include <math.h>
 #define LMF_FMUL(a, b) ((float)(a) * (float)(b))
@@ -25,6 +27,8 @@
 #define LMF_FSUB(a, b) ((float)(a) - (float)(b))
 #define LMF_FDIV(a, b) ((float)(a) / (float)(b))
 #define LMF_FSQRT(a) sqrtf(a)
+#define LMF_FFMA(a, b, c) fmaf((a), (b), (c)) /* fused: one rounding, as on the device */
+#define LMF_FABS(a) fabsf(a)
 #endif
 
 LMF_HD uint32_t lmf_f32_bits(float f) {

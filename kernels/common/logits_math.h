@@ -52,6 +52,43 @@ LMF_HD float lmf_lg_term(float acc, float w, float x) {
 /* The weight of model k's raw logits in s: c_k / tau_k, one fp32 rounding. */
 LMF_HD float lmf_lg_weight(float coeff, float tau) { return LMF_FDIV(coeff, tau); }
 
+/* Division by a divisor fixed ahead (a row's temperature), with LMF_FDIV's bits: r = RN(1 / b) once,
+ * then per dividend one product and two FMAs. q = RN(a r) is within an ulp of a / b, e = a - q b is
+ * exact (one FMA), and RN(q + r e) = RN(a / b) (Markstein's correction, the fast path of the device's
+ * own division). |b| in [2^-30, 2^30] and |a| in [2^-60, 2^60] keep q, e and the result normal;
+ * other dividends (zeros, infinities, NaN, extremes) and divisors take LMF_FDIV. tests/logits checks it
+ * against a / b: every dividend of a range for several divisors, random pairs and the edges. */
+typedef struct lmf_lg_divisor {
+  float b, r;
+  int fast; /* b in the range where the fast path holds */
+} lmf_lg_divisor;
+
+LMF_HD lmf_lg_divisor lmf_lg_divisor_of(float b) {
+  lmf_lg_divisor d;
+  const float m = LMF_FABS(b);
+  d.b = b;
+  d.r = LMF_FDIV(1.0f, b);
+  d.fast = m >= 0x1p-30f && m <= 0x1p30f;
+  return d;
+}
+
+/* Whether a takes the fast path (with a divisor whose fast is set). */
+LMF_HD int lmf_lg_div_fast_ok(float a) {
+  const float m = LMF_FABS(a);
+  return m >= 0x1p-60f && m <= 0x1p60f;
+}
+
+/* a / b where d.fast and lmf_lg_div_fast_ok(a) hold. */
+LMF_HD float lmf_lg_div_fast(lmf_lg_divisor d, float a) {
+  const float q = LMF_FMUL(a, d.r);
+  return LMF_FFMA(d.r, LMF_FFMA(-q, d.b, a), q);
+}
+
+/* a / b, LMF_FDIV's bits. */
+LMF_HD float lmf_lg_div(lmf_lg_divisor d, float a) {
+  return d.fast && lmf_lg_div_fast_ok(a) ? lmf_lg_div_fast(d, a) : LMF_FDIV(a, d.b);
+}
+
 /* x = z / tau (masks, GeDi, the draft model). */
 LMF_HD float lmf_lg_scale_x(float z, float tau) { return LMF_FDIV(z, tau); }
 

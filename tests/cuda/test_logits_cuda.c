@@ -215,7 +215,9 @@ void test_cuda_logits_spec_vectors(void) {
   backends_close(&be);
 }
 
-/* Batches of random rows, sizes that exercise one row per block and the vocabulary split over blocks. */
+/* Batches of random rows, sizes that exercise one row per block and the vocabulary split over blocks,
+ * and blocks that walk more than kPrefetchChunks (8) chunks of their row, where the combine pass runs its
+ * unrolled sums (B = 20 on the emulator's 4 SMs, B = 600 on a 132-SM card: one block per row). */
 void test_cuda_logits_random_batches(void) {
   REQUIRE_CUDA();
   backends be;
@@ -225,7 +227,13 @@ void test_cuda_logits_random_batches(void) {
   }
   static const struct {
     int32_t B, V;
-  } shapes[] = {{1, 152064}, {3, 32000}, {37, 4099}, {256, 1024}, {1024, 64}};
+  } shapes[] = {{1, 152064}, {3, 32000}, {37, 4099}, {256, 1024}, {1024, 64},
+#if defined(LMF_TEST_EMU)
+                {20, 20480}
+#else
+                {600, 20480}
+#endif
+  };
   for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
     const int32_t B = shapes[si].B, V = shapes[si].V;
     float *z = (float *)lt_malloc(sizeof(float) * (size_t)B * V);
@@ -394,7 +402,8 @@ void test_cuda_logits_verify(void) {
  * GPUs lent (132 SMs): 4 chunks per block, so the combine pass fills the lists; without log-prob rows
  * it leaves Y unwritten, and the rows its lists cannot decide take the second combine pass with the
  * window's work (medium rows) and, where that cannot decide either (flat rows), Y written by the list
- * cut's block. */
+ * cut's block. B = 600, V = 20480 there: one block per row walking 10 chunks, the combine's unrolled
+ * sums (more than kPrefetchChunks chunks a block). */
 void test_cuda_logits_cuts(void) {
   REQUIRE_CUDA();
   backends be;
@@ -407,12 +416,12 @@ void test_cuda_logits_cuts(void) {
   } shapes[] = {
 #if defined(LMF_TEST_EMU)
       /* On the CPU emulator (tests/emu), fewer tokens with the same plans at 4 and 132 SMs: B = 1 and 4
-       * with several chunks per block or one, B = 20 with one block of 8 chunks per row at 4 SMs;
-       * B = 1, V = 32000 is the one-launch step's grid (16 blocks) at 4 SMs too, where the
-       * ThreadSanitizer build (LMF_EMU_TSAN) runs. */
-      {1, 128256}, {1, 32000}, {4, 32000}, {20, 16384}, {64, 4099}, {300, 1000}
+       * with several chunks per block or one, B = 20 with one block of 10 chunks per row at 4 SMs
+       * (more than kPrefetchChunks: the combine's unrolled sums); B = 1, V = 32000 is the one-launch
+       * step's grid (16 blocks) at 4 SMs too, where the ThreadSanitizer build (LMF_EMU_TSAN) runs. */
+      {1, 128256}, {1, 32000}, {4, 32000}, {20, 20480}, {64, 4099}, {300, 1000}
 #else
-      {1, 128256}, {8, 128256}, {4, 32000}, {64, 4099}, {160, 32768}, {300, 1000}
+      {1, 128256}, {8, 128256}, {4, 32000}, {64, 4099}, {160, 32768}, {300, 1000}, {600, 20480}
 #endif
   };
   static const struct {
