@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""How many instructions one thread issues along one path through a kernel's loop: reads the SASS that
+scripts/sass.sh writes and walks from the loop's first instruction to its back edge, deciding each
+conditional branch, so a step's per-token work can be read without a GPU (docs/logits.md, "Per-token
+work at large batches"). A count of instructions a warp issues, not a time.
+
+KERNEL is a regular expression on the mangled name; LOOP_TEXT names the loop by its back edge's source
+line (the innermost line of the branch that closes it; the largest such loop is taken). A branch is
+decided, in this order, by:
+  --trips TEXT=N   a loop whose back edge's line holds TEXT runs N times (back edges: once otherwise);
+  --take TEXT      branches whose line holds TEXT are taken (the jump happens);
+  --fall TEXT      branches whose line holds TEXT fall through;
+  --cold TEXT      a successor whose first instruction comes from a cold site (as in
+                   scripts/sass_footprint.py: source text on its inlining chain, or =FILE:LINE) is
+                   not entered when the other one is not cold.
+Other branches fall through and are listed (--fall-rest: counted), so no path is decided silently. Which way a source
+condition compiles (a jump over the body or into it) is the compiler's choice: check new decisions
+with -v, which prints the path.
+
+The combine pass's chunk loop on the B = 256 bar's path (list mode's candidate lists, K = 3 bf16
+models, temperature 0.8, top-p, Y not written; add --take 'cls != kNone8' for a warp with no token
+within 16 nats of its running max):
+
+    python3 scripts/sass_path.py build-sass/logits.sm_90.sass 'k_combineILb0ELi1E' \\
+        'for (int64_t c = w.first; c < p.nchunks; c += w.step)' \\
+        --trips 'for (int i = 0; i < cp.n; ++i)=3' --take 'if (m.sparse)' --take 'if (plaus)' \\
+        --take 'if (nuc)' --take 'if (p.job.bias)' --take 'd.r = LMF_FDIV(1.0f, b)' \\
+        --take 'if (p.need_y' --cold lmf_f16_to_f32 --cold 'LMF_FDIV(y[q], T.b)' \\
+        --cold 'if (v + q >= V) y[q] = ninf()' --cold 'sel8(y, j)' --cold 'load1(m, v + j)' --fall-rest
+
+(2026-11-27: 1,736 instructions per 2048-token chunk, 1,399 with the --take, i.e. 217 and 175 a token.)
+"""
+import argparse
+import collections
+import re
+import sys
+
+import sass_footprint as sf
+
+BRANCH = re.compile(r"(@!?U?P\w+\s+)?BRA\s+`?\((\.L_x_\d+)\)")
+LABEL = re.compile(r"^(\.L_x_\d+):")
+INSN = re.compile(r"\s*/\*([0-9a-f]{4,})\*/\s*(.*?)\s*;")
+
+
+def read(sass_path, kernel):
+    """The kernel's instructions as (address, text, inlining chain) and its labels' indices."""
+    ins, labels, inside, marks, in_marks, chain = [], {}, False, [], False, ()
+    with open(sass_path) as f:
+        for line in f:
+            stripped = line.strip()
+            m = sf.SECTION.match(stripped)
+            if m:
+                if inside:
+                    break
+                inside = re.search(kernel, m.group(1)) is not None
+                continue
+            if not inside:
+                continue
+            m = LABEL.match(stripped)
+            if m:
+                labels[m.group(1)] = len(ins)
+                continue
+            m = sf.MARK.search(line)
+            if m:
+                if not in_marks:
+                    marks, in_marks = [(m.group(1), int(m.group(2)))], True
+                if m.group(3):
+                    marks.append((m.group(3), int(m.group(4))))
+                chain = tuple(reversed(marks))
+                continue
+            m = INSN.match(line)
+            if m:
+                in_marks = False
+                ins.append((int(m.group(1), 16), m.group(2), chain))
+    return ins, labels
+
+
+def site_text(chain):
+    return sf.source_line(chain[-1]) if chain else ""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sass")
+    ap.add_argument("kernel")
+    ap.add_argument("loop", help="source text on the line of the loop's back edge")
+    ap.add_argument("--trips", action="append", default=[])
+    ap.add_argument("--take", action="append", default=[])
+    ap.add_argument("--fall", action="append", default=[])
+    ap.add_argument("--cold", action="append", default=[])
+    ap.add_argument("--depth", type=int, default=0, help="also count the path by call site, to this depth")
+    ap.add_argument("--fall-rest", action="store_true", help="count the undecided branches, do not list them")
+    ap.add_argument("-v", action="store_true", help="print the path")
+    a = ap.parse_args()
+    ins, labels = read(a.sass, a.kernel)
+    if not ins:
+        raise SystemExit(f"no kernel matches {a.kernel!r} in {a.sass}")
+    trips = [(t.rsplit("=", 1)[0], int(t.rsplit("=", 1)[1])) for t in a.trips]
+
+    def target(text):
+        m = BRANCH.match(text)
+        return (m, labels.get(m.group(2))) if m else (None, None)
+
+    loops = []  # (size, head, back edge) of backward branches at the loop's line
+    for i, (_, text, chain) in enumerate(ins):
+        m, t = target(text)
+        if m and t is not None and t <= i and a.loop in site_text(chain):
+            loops.append((i - t, t, i))
+    if not loops:
+        raise SystemExit(f"no backward branch on a line holding {a.loop!r}")
+    _, head, end = max(loops)
+
+    def cold(i):
+        return sf.passes_through(ins[i][2], a.cold)
+
+    left, undecided, n, i, by = {}, [], 0, head, collections.Counter()
+    while True:
+        addr, text, chain = ins[i]
+        n += 1
+        if a.depth:
+            by[" <- ".join(sf.label(x) for x in reversed(chain[: a.depth])) or "?"] += 1
+        if a.v:
+            print(f"{addr:6x}  {text[:64]:64s}  {sf.label(chain[-1]) if chain else ''}")
+        if i == end:
+            break
+        if text.startswith(("EXIT", "RET", "CALL")):
+            raise SystemExit(f"the path left the loop at {addr:#x} ({text}): decide the branch before it")
+        m, t = target(text)
+        if m is None:
+            i += 1
+            continue
+        if t is None:
+            raise SystemExit(f"{addr:#x}: {m.group(2)} is not a label of this kernel")
+        if not m.group(1):  # unconditional
+            i = t
+            continue
+        line = site_text(chain)
+        trip = next((k for s, k in trips if s in line), None) if t <= i else None
+        if trip is not None:
+            left[i] = left.get(i, trip) - 1
+            if left[i] > 0:
+                i = t
+            else:
+                del left[i]
+                i += 1
+            continue
+        if any(s in line for s in a.take):
+            i = t
+        elif any(s in line for s in a.fall):
+            i += 1
+        elif cold(t) != cold(i + 1):
+            i = i + 1 if cold(t) else t
+        else:
+            undecided.append(f"{addr:#x} {text} [{sf.label(chain[-1]) if chain else '?'}: {line.strip()}]")
+            i += 1
+        if n > 10_000_000:
+            raise SystemExit("the path does not end: give the loops their --trips")
+    print(f"{n} instructions per trip of the loop at {ins[head][0]:#x}..{ins[end][0]:#x}")
+    for site, k in by.most_common():
+        print(f"  {k:7d}  {site}")
+    rest = list(dict.fromkeys(undecided))
+    if a.fall_rest:
+        print(f"  {len(rest)} undecided branches fell through (without --fall-rest: listed)")
+    else:
+        for u in rest:
+            print(f"  undecided, fell through: {u}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
