@@ -275,7 +275,7 @@ __device__ void coop_survivors(const KP &p, const Row &R, Row &Rg, const Surv &S
     }
   }
   if (fin) {
-    acc = block_sum_u128(acc, red);
+    acc = block_sum_u128<true>(acc, red);
     if (threadIdx.x == 0 && !is_zero(acc)) atomic_add_u128(&Rg.acc, acc);
   }
   if (samp) {

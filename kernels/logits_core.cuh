@@ -334,6 +334,9 @@ __device__ __forceinline__ U128 warp_sum_u128(U128 v) {
   return v;
 }
 
+/* The block's sum in every thread; LEAD: in thread 0 only (the others get 0 and skip the warps'
+ * sums: the callers that only add it to the row in thread 0). */
+template <bool LEAD = false>
 __device__ U128 block_sum_u128(U128 v, Red &r) {
   v = warp_sum_u128(v);
   if (lane_id() == 0) {
@@ -342,8 +345,10 @@ __device__ U128 block_sum_u128(U128 v, Red &r) {
   }
   __syncthreads();
   U128 s = u128(0ull, 0ull);
+  if (!LEAD || threadIdx.x == 0) {
 #pragma unroll
-  for (int i = 0; i < kWarps; ++i) s = add(s, u128(r.a[i], r.b[i]));
+    for (int i = 0; i < kWarps; ++i) s = add(s, u128(r.a[i], r.b[i]));
+  }
   __syncthreads();
   return s;
 }

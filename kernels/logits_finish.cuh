@@ -28,7 +28,7 @@ __device__ void b_final(const KP &p, const Part &w) {
       if (survives(S, y, v, minp, lmp)) sum = add(sum, fx_of(lmf_lg_exp_neg(LMF_FSUB(y, S.ymax))));
     }
   }
-  sum = block_sum_u128(sum, red);
+  sum = block_sum_u128<true>(sum, red);
   if (threadIdx.x == 0) atomic_add_u128(&R->acc, sum);
 }
 

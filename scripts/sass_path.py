@@ -18,17 +18,19 @@ condition compiles (a jump over the body or into it) is the compiler's choice: c
 with -v, which prints the path.
 
 The combine pass's chunk loop on the B = 256 bar's path (list mode's candidate lists, K = 3 bf16
-models, temperature 0.8, top-p, Y not written; add --take 'cls != kNone8' for a warp with no token
-within 16 nats of its running max):
+models, temperature 0.8, top-p, Y not written), for a warp other than warp 0 (whose thread 0 also
+writes the chunk's partial); add --take 'cls != kNone8' for a warp with no token within 16 nats of
+the block's running max:
 
     python3 scripts/sass_path.py build-sass/logits.sm_90.sass 'k_combineILb0ELi1E' \\
         'for (int64_t c = w.first; c < p.nchunks; c += w.step)' \\
         --trips 'for (int i = 0; i < cp.n; ++i)=3' --take 'if (m.sparse)' --take 'if (plaus)' \\
         --take 'if (nuc)' --take 'if (p.job.bias)' --take 'd.r = LMF_FDIV(1.0f, b)' \\
         --take 'if (p.need_y' --cold lmf_f16_to_f32 --cold 'LMF_FDIV(y[q], T.b)' \\
-        --cold 'if (v + q >= V) y[q] = ninf()' --cold 'sel8(y, j)' --cold 'load1(m, v + j)' --fall-rest
+        --cold 'if (v + q >= V) y[q] = ninf()' --cold 'sel8(y, j)' --cold 'load1(m, v + j)' --fall-rest \\
+        --take 'if (!LEAD || threadIdx.x == 0)' --take 'if (threadIdx.x == 0) {'
 
-(2026-11-27: 1,736 instructions per 2048-token chunk, 1,399 with the --take, i.e. 217 and 175 a token.)
+(2026-11-27: 1,687 instructions per 2048-token chunk, 1,350 with the --take, i.e. 211 and 169 a token.)
 """
 import argparse
 import collections
