@@ -153,33 +153,53 @@ __device__ __forceinline__ bool search_item_v(int kind, const SRow &s, float yva
   }
 }
 
+/* One token of the window pass (kind: the search's; value yq, dq; id v): if it takes part, its mass
+ * goes to its class's sum and to the total. *y gets its value for the lists; returns its class
+ * (kClasses: none). */
+__device__ __forceinline__ int window_token(int kind, const SRow &s, float yq, float dq, int64_t v, int64_t V,
+                                            U128 cm[kClasses], U128 &tot, float *y) {
+  uint32_t key = 0;
+  U128 fx = u128(0ull, 0ull);
+  int c = kClasses;
+  *y = 0.0f;
+  const float d = LMF_FMUL(LMF_FSUB(s.ymax, yq), 2.0f); /* -inf y: +inf */
+  if (v < V && search_item_v(kind, s, yq, dq, v, &key, &fx, y)) {
+    tot = add(tot, fx);
+    c = class_of(d);
+#pragma unroll
+    for (int k = 0; k < kClasses; ++k)
+      if (c == k) cm[k] = add(cm[k], fx);
+  }
+  return c;
+}
+
 /* The window pass's step for this thread's tokens of a chunk (token q: values yval[q], dval[q], id
  * id0 + q * idstep; every lane of the warp calls it): each token that takes part in the search gets
  * its class by d = 2 (y_max - y), its mass is added to its class's and to the total, and the chunk's
- * tokens go to their classes' lists. */
+ * tokens go to their classes' lists. warm (block-uniform): the block walks many chunks, so a top-p
+ * search runs its tokens unrolled, with the cut kind's switch folded away (the second combine pass at
+ * larger batches); otherwise rolled, the switch's code fetched once (B = 1). */
 __device__ __forceinline__ void window_chunk(int kind, const SRow &s, Row *R, uint2 *L, unsigned lcap,
                                              const float yval[kPer], const float dval[kPer], int64_t id0,
-                                             int64_t idstep, int64_t V, U128 cm[kClasses], U128 &tot) {
+                                             int64_t idstep, int64_t V, U128 cm[kClasses], U128 &tot,
+                                             bool warm) {
   uint32_t cls = 0u;
   float ys[kPer];
-#pragma unroll 1 /* search_item_v's switch fetched once, not kPer times (sel8, set8) */
-  for (int q = 0; q < kPer; ++q) {
-    const int64_t v = id0 + (int64_t)q * idstep;
-    const float yq = sel8(yval, q);
-    uint32_t key = 0;
-    U128 fx = u128(0ull, 0ull);
-    float y = 0.0f;
-    int c = kClasses;
-    const float d = LMF_FMUL(LMF_FSUB(s.ymax, yq), 2.0f); /* -inf y: +inf */
-    if (v < V && search_item_v(kind, s, yq, sel8(dval, q), v, &key, &fx, &y)) {
-      tot = add(tot, fx);
-      c = class_of(d);
+  if (warm && kind == SK_TOPP) {
 #pragma unroll
-      for (int k = 0; k < kClasses; ++k)
-        if (c == k) cm[k] = add(cm[k], fx);
+    for (int q = 0; q < kPer; ++q) {
+      const int c = window_token(SK_TOPP, s, yval[q], dval[q], id0 + (int64_t)q * idstep, V, cm, tot, &ys[q]);
+      cls |= (uint32_t)c << (4 * q);
     }
-    set8(ys, q, y);
-    cls |= (uint32_t)c << (4 * q);
+  } else {
+#pragma unroll 1 /* search_item_v's switch fetched once, not kPer times (sel8, set8) */
+    for (int q = 0; q < kPer; ++q) {
+      float y;
+      const int c =
+          window_token(kind, s, sel8(yval, q), sel8(dval, q), id0 + (int64_t)q * idstep, V, cm, tot, &y);
+      set8(ys, q, y);
+      cls |= (uint32_t)c << (4 * q);
+    }
   }
   list_append8<false>(R, L, lcap, cls, ys, id0, idstep);
 }
@@ -514,7 +534,7 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
     }
     if (MODE == CM_RECWIN) {
       const float none[kPer] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-      window_chunk(p.kind, srow, &p.rows[row], Lw, (unsigned)p.lcap, y, none, id[0], 1, V, cm, wtot);
+      window_chunk(p.kind, srow, &p.rows[row], Lw, (unsigned)p.lcap, y, none, id[0], 1, V, cm, wtot, !few);
     }
     if (MODE == CM_RECOMP || MODE == CM_RECWIN) continue; /* the partials are the first pass's */
     const float mx = chunk_partial(p, row, c, y, id, bad, want_sum, !few, red);

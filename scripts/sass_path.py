@@ -30,7 +30,10 @@ the block's running max:
         --cold 'if (v + q >= V) y[q] = ninf()' --cold 'sel8(y, j)' --cold 'load1(m, v + j)' --fall-rest \\
         --take 'if (!LEAD || threadIdx.x == 0)' --take 'if (threadIdx.x == 0) {'
 
-(2026-11-27: 1,687 instructions per 2048-token chunk, 1,350 with the --take, i.e. 211 and 169 a token.)
+(2026-11-27: 1,687 instructions per 2048-token chunk, 1,350 with the --take, i.e. 211 and 169 a token.
+The second combine pass of the rows its lists cannot decide: the same arguments with 'k_combineILb0ELi3E'
+and --take 'if (warm && kind == SK_TOPP)' --take 'cls != kNone8', 1,456.) A loop whose back edge is an
+unconditional jump (its test at the top) cannot be given --trips: decide the branches into it instead.
 """
 import argparse
 import collections
@@ -39,7 +42,8 @@ import sys
 
 import sass_footprint as sf
 
-BRANCH = re.compile(r"(@!?U?P\w+\s+)?BRA\s+`?\((\.L_x_\d+)\)")
+# "@P1 BRA P0, `(.L_x_9)": conditional where either predicate is given
+BRANCH = re.compile(r"(@!?U?P\w+\s+)?BRA(?:\.\w+)*\s+(!?U?P\w+,\s*)?`?\((\.L_x_\d+)\)")
 LABEL = re.compile(r"^(\.L_x_\d+):")
 INSN = re.compile(r"\s*/\*([0-9a-f]{4,})\*/\s*(.*?)\s*;")
 
@@ -101,7 +105,7 @@ def main():
 
     def target(text):
         m = BRANCH.match(text)
-        return (m, labels.get(m.group(2))) if m else (None, None)
+        return (m, labels.get(m.group(3))) if m else (None, None)
 
     loops = []  # (size, head, back edge) of backward branches at the loop's line
     for i, (_, text, chain) in enumerate(ins):
@@ -132,8 +136,8 @@ def main():
             i += 1
             continue
         if t is None:
-            raise SystemExit(f"{addr:#x}: {m.group(2)} is not a label of this kernel")
-        if not m.group(1):  # unconditional
+            raise SystemExit(f"{addr:#x}: {m.group(3)} is not a label of this kernel")
+        if not m.group(1) and not m.group(2):  # unconditional
             i = t
             continue
         line = site_text(chain)
@@ -155,7 +159,7 @@ def main():
         else:
             undecided.append(f"{addr:#x} {text} [{sf.label(chain[-1]) if chain else '?'}: {line.strip()}]")
             i += 1
-        if n > 10_000_000:
+        if n > 1_000_000:
             raise SystemExit("the path does not end: give the loops their --trips")
     print(f"{n} instructions per trip of the loop at {ins[head][0]:#x}..{ins[end][0]:#x}")
     for site, k in by.most_common():
