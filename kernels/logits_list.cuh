@@ -33,7 +33,7 @@ __device__ void b_window(const KP &p, const Part &w, int kind) {
     float yv[kPer], dv[kPer];
     load_search(kind, w, Yr, nullptr, c, V, yv, dv);
     window_chunk(kind, s, R, L, (unsigned)p.lcap, yv, dv, c * kChunk + (int64_t)threadIdx.x, kThreads, V, cm,
-                 tot, false); /* rolled: its 80 registers (k_window<false>) leave no room to unroll */
+                 tot, false); /* rolled: k_window<false> is held to 80 registers (3 blocks per SM) */
   }
   window_flush(R, cm, tot);
 }
