@@ -66,9 +66,10 @@ def label(site):
     return path if line is None else f"{path.rsplit('/', 1)[-1]}:{line}"
 
 
-def chains(sass_path, kernel):
-    """{kernel: {chain (outermost first): instructions}}; a called function's chain starts with it."""
-    per = collections.defaultdict(collections.Counter)
+def kernel_lines(sass_path, kernel):
+    """Yields (kernel, function, chain, line) for each line of the kernels matching KERNEL that is not
+    an inlining mark (instructions, labels): chain is the current instruction's inlining chain,
+    outermost first; function is (fn:NAME, None) inside a function the kernel calls, else None."""
     kern, func, chain, marks, in_marks = None, None, (), [], False
     with open(sass_path) as f:
         for line in f:
@@ -95,7 +96,15 @@ def chains(sass_path, kernel):
                 continue
             if INSN.match(line):
                 in_marks = False
-                per[kern][((func,) if func else ()) + chain] += 1
+            yield kern, func, chain, line
+
+
+def chains(sass_path, kernel):
+    """{kernel: {chain (outermost first): instructions}}; a called function's chain starts with it."""
+    per = collections.defaultdict(collections.Counter)
+    for kern, func, chain, line in kernel_lines(sass_path, kernel):
+        if INSN.match(line):
+            per[kern][((func,) if func else ()) + chain] += 1
     return per
 
 

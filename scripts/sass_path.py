@@ -49,35 +49,21 @@ INSN = re.compile(r"\s*/\*([0-9a-f]{4,})\*/\s*(.*?)\s*;")
 
 
 def read(sass_path, kernel):
-    """The kernel's instructions as (address, text, inlining chain) and its labels' indices."""
-    ins, labels, inside, marks, in_marks, chain = [], {}, False, [], False, ()
-    with open(sass_path) as f:
-        for line in f:
-            stripped = line.strip()
-            m = sf.SECTION.match(stripped)
-            if m:
-                if inside:
-                    break
-                inside = re.search(kernel, m.group(1)) is not None
-                continue
-            if not inside:
-                continue
-            m = LABEL.match(stripped)
-            if m:
-                labels[m.group(1)] = len(ins)
-                continue
-            m = sf.MARK.search(line)
-            if m:
-                if not in_marks:
-                    marks, in_marks = [(m.group(1), int(m.group(2)))], True
-                if m.group(3):
-                    marks.append((m.group(3), int(m.group(4))))
-                chain = tuple(reversed(marks))
-                continue
-            m = INSN.match(line)
-            if m:
-                in_marks = False
-                ins.append((int(m.group(1), 16), m.group(2), chain))
+    """The first matching kernel's instructions as (address, text, inlining chain) and its labels'
+    indices."""
+    ins, labels, first = [], {}, None
+    for kern, _, chain, line in sf.kernel_lines(sass_path, kernel):
+        if first is None:
+            first = kern
+        elif kern != first:
+            break
+        m = LABEL.match(line.strip())
+        if m:
+            labels[m.group(1)] = len(ins)
+            continue
+        m = INSN.match(line)
+        if m:
+            ins.append((int(m.group(1), 16), m.group(2), chain))
     return ins, labels
 
 
