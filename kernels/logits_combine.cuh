@@ -287,17 +287,17 @@ __device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t
   unsigned long long pk = ((unsigned long long)((uint32_t)ak ^ 0x80000000u) << 32) | (0xffffffffu - aid);
   block_reduce3(&mk, &pk, &cb, red);
   const float mx = key_s_inv(mk);
-  U128 sum = u128(0ull, 0ull); /* in thread 0, which writes the partial */
+  double sum = 0.0; /* in thread 0, which writes the partial */
   if (want_sum && !lmf_lg_is_ninf(mx)) {
-    U128 s = u128(0ull, 0ull);
+    double s = 0.0;
     if (warm) {
 #pragma unroll
-      for (int j = 0; j < kPer; ++j) s = add(s, fx_of(lmf_lg_exp_neg(LMF_FSUB(y[j], mx))));
+      for (int j = 0; j < kPer; ++j) s += lmf_lg_mass_f64(lmf_lg_exp_neg(LMF_FSUB(y[j], mx)));
     } else {
 #pragma unroll 1 /* the body's code fetched once, not kPer times (sel8) */
-      for (int j = 0; j < kPer; ++j) s = add(s, fx_of(lmf_lg_exp_neg(LMF_FSUB(sel8(y, j), mx))));
+      for (int j = 0; j < kPer; ++j) s += lmf_lg_mass_f64(lmf_lg_exp_neg(LMF_FSUB(sel8(y, j), mx)));
     }
-    sum = block_sum_u128<true>(s, red);
+    sum = block_sum_f64_lead(s, red);
   }
   if (threadIdx.x == 0) {
     CPart &P = p.cpart[row * p.nchunks + c];
@@ -305,7 +305,7 @@ __device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t
     P.arg = (int32_t)(0xffffffffu - (uint32_t)pk);
     P.cnt = (int32_t)(cb & 0xffffffffll);
     P.bad = (cb >> 32) != 0;
-    P.osum = fx_to_double(sum);
+    P.osum = sum;
   }
   return mx;
 }

@@ -417,18 +417,18 @@ __device__ void b_stats(const KP &p, const Part &w) {
 #pragma unroll
       for (int j = 0; j < kPer; ++j) mk = key_s(x[j]) > mk ? key_s(x[j]) : mk;
       const float mx = key_s_inv((int32_t)block_reduce_ll<OP_MAX>(mk, red));
-      U128 sum = u128(0ull, 0ull);
+      double sum = 0.0;
       if (!lmf_lg_is_ninf(mx)) {
 #pragma unroll
-        for (int j = 0; j < kPer; ++j) sum = add(sum, fx_of(lmf_lg_exp_neg(LMF_FSUB(x[j], mx))));
+        for (int j = 0; j < kPer; ++j) sum += lmf_lg_mass_f64(lmf_lg_exp_neg(LMF_FSUB(x[j], mx)));
       }
-      sum = block_sum_u128(sum, red);
+      sum = block_sum_f64_lead(sum, red);
       bad = (int)block_reduce_ll<OP_MAX>(bad, red);
       bad_all |= bad;
       if (threadIdx.x == 0) {
         SPart &P = p.spart[row * p.nchunks + c];
         P.smax[s] = mx;
-        P.ssum[s] = lmf_lg_is_ninf(mx) ? 0.0 : fx_to_double(sum);
+        P.ssum[s] = lmf_lg_is_ninf(mx) ? 0.0 : sum;
       }
     }
     if (threadIdx.x == 0) p.spart[row * p.nchunks + c].bad = bad_all;

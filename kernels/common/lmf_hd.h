@@ -51,6 +51,17 @@ LMF_HD float lmf_bits_f32(uint32_t u) {
 #endif
 }
 
+/* The double whose high and low 32-bit words are hi and lo. */
+LMF_HD double lmf_f64_of_words(uint32_t hi, uint32_t lo) {
+#if defined(__CUDA_ARCH__)
+  return __hiloint2double((int)hi, (int)lo);
+#else
+  union { double d; uint64_t u; } v;
+  v.u = ((uint64_t)hi << 32) | lo;
+  return v.d;
+#endif
+}
+
 /* Finite test by bits: immune to -ffast-math and identical on both backends. */
 LMF_HD int lmf_isfinite_f32(float f) { return (lmf_f32_bits(f) & 0x7f800000u) != 0x7f800000u; }
 

@@ -99,7 +99,8 @@ LMF_HD float lmf_lg_exp_neg(float x) {
   x = under ? -87.0f : x;
   x = x > 0.0f ? 0.0f : x;
   float k = LMF_FMUL(x, 1.44269504088896341f);
-  float n = LMF_FSUB(LMF_FADD(k, 12582912.0f), 12582912.0f); /* round to nearest integer, [-126, 0] */
+  float t = LMF_FADD(k, 12582912.0f);
+  float n = LMF_FSUB(t, 12582912.0f); /* k rounded to the nearest integer, [-126, 0] */
   /* ln 2 split: hi has 16 significant bits, so n * hi is exact. */
   float r = LMF_FSUB(LMF_FSUB(x, LMF_FMUL(n, 0.693145751953125f)), LMF_FMUL(n, 1.428606765330187e-06f));
   float p = LMF_FADD(1.0f / 720.0f, LMF_FMUL(r, 1.0f / 5040.0f));
@@ -109,9 +110,21 @@ LMF_HD float lmf_lg_exp_neg(float x) {
   p = LMF_FADD(0.5f, LMF_FMUL(r, p));
   p = LMF_FADD(1.0f, LMF_FMUL(r, p));
   p = LMF_FADD(1.0f, LMF_FMUL(r, p));
-  float scale = lmf_bits_f32((uint32_t)((int32_t)n + 127) << 23);
+  /* 2^n from t = k + 1.5 * 2^23, whose bits are 0x4b400000 + n: (n + 127) << 23 = (bits(t) + 127) << 23
+   * (0x4b400000 << 23 vanishes), with no float-to-integer conversion (a slow pipe on the device). */
+  float scale = lmf_bits_f32((lmf_f32_bits(t) + 127u) << 23);
   float e = LMF_FMUL(p, scale);
   return under ? 0.0f : e;
+}
+
+/* A mass w in [0, 1] from lmf_lg_exp_neg (0 or a normal float) as a double, built from its bits: the
+ * exponent rebased by 1023 - 127, the significand moved up 29 bits. On the device the conversion
+ * instruction runs on the narrow conversion pipe. A subnormal w, which lmf_lg_exp_neg never returns,
+ * gives a value below 2^-1022, not its own. */
+LMF_HD double lmf_lg_mass_f64(float w) {
+  const uint32_t b = lmf_f32_bits(w);
+  const uint32_t hi = b >= 0x00800000u ? (b >> 3) + ((1023u - 127u) << 20) : 0u;
+  return lmf_f64_of_words(hi, b << 29);
 }
 
 /* log(1 + e) for e in [0, 1]. */

@@ -225,6 +225,8 @@ static inline unsigned __float_as_uint(float f) { return (unsigned)::emu::bits_o
 static inline float __int_as_float(int i) { return ::emu::of_bits<float>((uint32_t)i); }
 static inline int __float_as_int(float f) { return (int)(uint32_t)::emu::bits_of(f); }
 static inline double __ull2double_rn(unsigned long long u) { return (double)u; } /* round to nearest */
+static inline double __longlong_as_double(long long i) { return ::emu::of_bits<double>((uint64_t)i); }
+static inline long long __double_as_longlong(double d) { return (long long)::emu::bits_of(d); }
 static inline unsigned long long __double2ull_ru(double d) {
   const double c = ceil(d);
   return c <= 0.0 ? 0ull : c >= 18446744073709551616.0 ? ~0ull : (unsigned long long)c;

@@ -92,3 +92,68 @@ void test_logits_div_by_matches_division(void) {
   LMF_CHECK(!lmf_lg_divisor_of(0x1.fffffep-31f).fast && !lmf_lg_divisor_of(INFINITY).fast);
   LMF_CHECK(!lmf_lg_div_fast_ok(0.0f) && !lmf_lg_div_fast_ok(INFINITY) && !lmf_lg_div_fast_ok(NAN));
 }
+
+/* lmf_lg_exp_neg: 0 or a normal float in [0, 1] for every input (lmf_lg_mass_f64 relies on it), within
+ * 1.25 ulp of e^x on [-87, 0] (the largest error over every float there was 1.21 ulp when the 2^n
+ * step changed to integer arithmetic on t's bits; that change left every one of the 2^32 results'
+ * bits as they were). Swept: every float in [-88, -86] (the underflow edge and the n = -126 step) and
+ * [-0.5, -0.25] (the n = 0 step), and 2^14 significands of every other exponent, both signs, with the special values. */
+static int exp_neg_ok(float x, double *worst) {
+  const float e = lmf_lg_exp_neg(x);
+  const uint32_t b = bits_of(e);
+  if (!(b == 0u || (b >= 0x00800000u && b <= 0x3f800000u))) return 0;
+  if (x <= 0.0f && x >= -87.0f) {
+    const double want = exp((double)x);
+    const double err = fabs((double)e - want) / ldexp(1.0, ilogb(want) - 23);
+    if (err > *worst) *worst = err;
+    return err <= 1.25;
+  }
+  return x > 0.0f ? e == 1.0f : e == 0.0f; /* x > 0 counts as 0; below -87, -inf and NaN give 0 */
+}
+
+void test_logits_exp_neg_range_and_error(void) {
+  double worst = 0.0;
+  long long n = 0;
+  int bad = 0;
+  for (uint32_t u = bits_of(-86.0f); u <= bits_of(-88.0f) && bad < 5; ++u, ++n)
+    if (!exp_neg_ok(float_of(u), &worst)) {
+      LMF_CHECK_MSG(0, "lmf_lg_exp_neg(%a) = %a", (double)float_of(u), (double)lmf_lg_exp_neg(float_of(u)));
+      ++bad;
+    }
+  for (uint32_t u = bits_of(-0.25f); u <= bits_of(-0.5f) && bad < 5; ++u, ++n) /* n: 0 -> -1 */
+    if (!exp_neg_ok(float_of(u), &worst)) {
+      LMF_CHECK_MSG(0, "lmf_lg_exp_neg(%a) = %a", (double)float_of(u), (double)lmf_lg_exp_neg(float_of(u)));
+      ++bad;
+    }
+  for (uint32_t s = 0; s < 2; ++s)
+    for (uint32_t e = 0; e < 256 && bad < 5; ++e)
+      for (uint32_t m = 0; m < (1u << 23); m += 511u, ++n) {
+        const float x = float_of((s << 31) | (e << 23) | m);
+        if (!exp_neg_ok(x, &worst)) {
+          LMF_CHECK_MSG(0, "lmf_lg_exp_neg(%a) = %a", (double)x, (double)lmf_lg_exp_neg(x));
+          ++bad;
+        }
+      }
+  static const float special[] = {0.0f, -0.0f, -87.0f, -0x1.5p6f, INFINITY, -INFINITY, NAN, -NAN};
+  for (size_t i = 0; i < sizeof special / sizeof special[0]; ++i, ++n)
+    LMF_CHECK_MSG(exp_neg_ok(special[i], &worst), "lmf_lg_exp_neg(%a)", (double)special[i]);
+  LMF_CHECK_MSG(worst > 0.5 && worst <= 1.25, "worst error %.3f ulp over %lld inputs", worst, n);
+}
+
+/* lmf_lg_mass_f64(w) is (double)w for 0 and every normal w in [0, 1] (every exponent, 2^14 significands
+ * each, and the ends); a subnormal w, which lmf_lg_exp_neg never returns, gives less than 2^-1022. */
+void test_logits_mass_f64_matches_conversion(void) {
+  int bad = 0;
+  for (uint32_t e = 1; e <= 127 && bad < 5; ++e)
+    for (uint32_t m = 0; m < (1u << 23); m += (e == 127 ? (1u << 23) : 511u)) {
+      const float w = float_of((e << 23) | m);
+      if (lmf_lg_mass_f64(w) != (double)w) {
+        LMF_CHECK_MSG(0, "lmf_lg_mass_f64(%a) = %a", (double)w, lmf_lg_mass_f64(w));
+        ++bad;
+      }
+    }
+  static const float ends[] = {0.0f, 1.0f, 0x1.fffffep-1f, 0x1p-126f, 0x1.fffffep-126f, 0x1.000002p-126f};
+  for (size_t i = 0; i < sizeof ends / sizeof ends[0]; ++i)
+    LMF_CHECK_MSG(lmf_lg_mass_f64(ends[i]) == (double)ends[i], "lmf_lg_mass_f64(%a)", (double)ends[i]);
+  LMF_CHECK(lmf_lg_mass_f64(0x1p-149f) < 0x1p-1022 && lmf_lg_mass_f64(0x1.fffffcp-127f) < 0x1p-1022);
+}
