@@ -222,40 +222,38 @@ __device__ __forceinline__ void window_flush(Row *R, U128 cm[kClasses], U128 tot
 
 /* ---- The combine pass ----------------------------------------------------------------------------- */
 
-/* The max of a (max key, packed argmax, count | flag) triple over the block, in one round (one pair
- * of barriers); every thread gets the result. */
-__device__ void block_reduce3(int32_t *mk, unsigned long long *pk, long long *cb, Red &r) {
-  int32_t m = *mk;
-  unsigned long long q = *pk;
-  long long s = *cb;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const int32_t m2 = __shfl_xor_sync(kFull, m, o);
-    const unsigned long long q2 = __shfl_xor_sync(kFull, q, o);
-    m = m2 > m ? m2 : m;
-    q = q2 > q ? q2 : q;
-    s += __shfl_xor_sync(kFull, s, o);
-  }
+/* A chunk's (max key, packed argmax, count | flag << 16) over the block, in one round (one pair of
+ * barriers): every thread gets the max key; thread 0 also the largest packed argmax and the sum (in
+ * the others *pk and *cb are left as they were). The 64-bit argmax's warp max is two 32-bit ones:
+ * the high words', then the low words' of the lanes holding that high word. */
+__device__ void block_reduce3(int32_t *mk, unsigned long long *pk, uint32_t *cb, Red &r) {
+  const int32_t m = warp_max_i32(*mk);
+  const uint32_t qh = (uint32_t)(*pk >> 32);
+  const uint32_t qhm = warp_max_u32(qh);
+  const uint32_t qlm = warp_max_u32(qh == qhm ? (uint32_t)*pk : 0u);
+  const uint32_t s = warp_add_u32(*cb);
   if (lane_id() == 0) {
-    r.a[warp_id()] = (unsigned long long)(uint32_t)m;
-    r.b[warp_id()] = q;
-    r.c[warp_id()] = (unsigned long long)s;
+    r.k[warp_id()] = m;
+    r.b[warp_id()] = ((unsigned long long)qhm << 32) | qlm;
+    r.c[warp_id()] = s;
   }
   __syncthreads();
-  m = (int32_t)(uint32_t)r.a[0];
-  q = r.b[0];
-  s = (long long)r.c[0];
+  int32_t mm = r.k[0];
 #pragma unroll
-  for (int i = 1; i < kWarps; ++i) {
-    const int32_t m2 = (int32_t)(uint32_t)r.a[i];
-    m = m2 > m ? m2 : m;
-    q = r.b[i] > q ? r.b[i] : q;
-    s += (long long)r.c[i];
+  for (int i = 1; i < kWarps; ++i) mm = r.k[i] > mm ? r.k[i] : mm;
+  if (threadIdx.x == 0) {
+    unsigned long long q = r.b[0];
+    uint32_t ss = (uint32_t)r.c[0];
+#pragma unroll
+    for (int i = 1; i < kWarps; ++i) {
+      q = r.b[i] > q ? r.b[i] : q;
+      ss += (uint32_t)r.c[i];
+    }
+    *pk = q;
+    *cb = ss;
   }
   __syncthreads();
-  *mk = m;
-  *pk = q;
-  *cb = s;
+  *mk = mm;
 }
 
 /* Writes the chunk's partial (max, first argmax, finite count, NaN / +inf flag, sum e^(y - max)). The
@@ -270,7 +268,7 @@ __device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t
                                                const int64_t id[kPer], int bad, bool want_sum, bool warm,
                                                Red &red) {
   int32_t mk = key_s(ninf());
-  long long cb = bad ? (1ll << 32) : 0ll;
+  uint32_t cb = bad ? (1u << 16) : 0u; /* finite tokens (at most 2048 a block) | threads with a bad one << 16 */
   /* The thread's argmax in 32 bits (the ids grow with j, so the first of equal keys wins), packed once. */
   int32_t ak = key_s(LMF_FADD(y[0], 0.0f)); /* -0 + 0 = +0 */
   uint32_t aid = (uint32_t)id[0];
@@ -303,8 +301,8 @@ __device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t
     CPart &P = p.cpart[row * p.nchunks + c];
     P.max = mx;
     P.arg = (int32_t)(0xffffffffu - (uint32_t)pk);
-    P.cnt = (int32_t)(cb & 0xffffffffll);
-    P.bad = (cb >> 32) != 0;
+    P.cnt = (int32_t)(cb & 0xffffu);
+    P.bad = (cb >> 16) != 0;
     P.osum = sum;
   }
   return mx;

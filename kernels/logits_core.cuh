@@ -275,6 +275,7 @@ struct Red {
   unsigned long long a[kWarps];
   unsigned long long b[kWarps];
   unsigned long long c[kWarps];
+  alignas(16) int32_t k[kWarps]; /* 32-bit values, read as two 16-byte vectors */
 };
 
 enum { OP_SUM = 0, OP_MIN = 1, OP_MAX = 2 };
@@ -301,6 +302,36 @@ __device__ long long block_reduce_ll(long long v, Red &r) {
   for (int i = 1; i < kWarps; ++i) s = op_ll<OP>(s, (long long)r.a[i]);
   __syncthreads();
   return s;
+}
+
+/* Warp-wide 32-bit reductions, every lane gets the result: one REDUX instruction from sm_80 on
+ * (__reduce_*_sync), five shuffle steps before. */
+__device__ __forceinline__ int32_t warp_max_i32(int32_t v) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  return __reduce_max_sync(kFull, v);
+#else
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(kFull, v, o));
+  return v;
+#endif
+}
+__device__ __forceinline__ uint32_t warp_max_u32(uint32_t v) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  return __reduce_max_sync(kFull, v);
+#else
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(kFull, v, o));
+  return v;
+#endif
+}
+__device__ __forceinline__ uint32_t warp_add_u32(uint32_t v) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  return __reduce_add_sync(kFull, v);
+#else
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+  return v;
+#endif
 }
 
 __device__ __forceinline__ unsigned long long warp_max_u64(unsigned long long v) {

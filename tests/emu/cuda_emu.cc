@@ -329,8 +329,15 @@ const char *state_name(State s) {
 void warp_results(Fiber *w, int nlanes, unsigned mask) {
   const Fiber &f0 = w[__builtin_ctz(mask)];
   unsigned ballot = 0;
-  for (int l = 0; l < nlanes; ++l)
-    if (((mask >> l) & 1u) && w[l].value) ballot |= 1u << l;
+  uint32_t red = f0.op == W_REDUCE_MAX_S ? 0x80000000u : 0u; /* __reduce_*_sync's result */
+  for (int l = 0; l < nlanes; ++l) {
+    if (!((mask >> l) & 1u)) continue;
+    const uint32_t x = (uint32_t)w[l].value;
+    if (w[l].value) ballot |= 1u << l;
+    if (f0.op == W_REDUCE_ADD) red += x;
+    else if (f0.op == W_REDUCE_MAX_U) red = x > red ? x : red;
+    else if (f0.op == W_REDUCE_MAX_S) red = (int32_t)x > (int32_t)red ? x : red;
+  }
   for (int lane = 0; lane < nlanes; ++lane) {
     if (!((mask >> lane) & 1u)) continue;
     Fiber &f = w[lane];
@@ -369,6 +376,11 @@ void warp_results(Fiber *w, int nlanes, unsigned mask) {
       case W_MATCH_ANY:
         for (int l = 0; l < nlanes; ++l)
           if (((mask >> l) & 1u) && w[l].value == f.value) r |= 1ull << l;
+        break;
+      case W_REDUCE_ADD:
+      case W_REDUCE_MAX_S:
+      case W_REDUCE_MAX_U:
+        r = red;
         break;
     }
     f.result = r;

@@ -67,7 +67,10 @@ void grid_sync(const char *site);
  * launch (across grid_sync), freed when the launch ends (a plain launch: when the block ends). */
 void *block_local(const void *key, size_t bytes);
 
-enum WarpOp { W_SYNC, W_SHFL_IDX, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL, W_MATCH_ANY };
+enum WarpOp {
+  W_SYNC, W_SHFL_IDX, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL, W_MATCH_ANY,
+  W_REDUCE_ADD, W_REDUCE_MAX_S, W_REDUCE_MAX_U /* __reduce_*_sync on 32-bit values */
+};
 /* Blocks the lane until every lane of `mask` has reached a warp intrinsic of the same kind and mask,
  * then returns this lane's result (a shuffled value, a ballot, ...). */
 uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, const char *site);
@@ -143,6 +146,16 @@ static inline unsigned emu_mask_or_all(unsigned m = 0xffffffffu) { return m; }
 template <class T>
 static inline T emu_shfl(::emu::WarpOp op, unsigned mask, T v, const char *site, int arg, int width = 32) {
   return ::emu::of_bits<T>(::emu::warp_op(op, mask, ::emu::bits_of(v), arg, width, site));
+}
+
+/* __reduce_add_sync / __reduce_max_sync (sm_80+): int or unsigned, the max signed or not by the type. */
+#define __reduce_add_sync(m, v) emu_reduce(::emu::W_REDUCE_ADD, (m), (v), EMU_SITE)
+#define __reduce_max_sync(m, v) emu_reduce(::emu::W_REDUCE_MAX_U, (m), (v), EMU_SITE)
+template <class T>
+static inline T emu_reduce(::emu::WarpOp op, unsigned mask, T v, const char *site) {
+  static_assert(sizeof(T) == 4 && std::is_integral<T>::value, "__reduce_*_sync take 32-bit integers");
+  if (op == ::emu::W_REDUCE_MAX_U && std::is_signed<T>::value) op = ::emu::W_REDUCE_MAX_S;
+  return (T)(uint32_t)::emu::warp_op(op, mask, (uint32_t)v, 0, 32, site);
 }
 
 #define __ballot_sync(m, p) ((unsigned)::emu::warp_op(::emu::W_BALLOT, (m), (p) ? 1u : 0u, 0, 32, EMU_SITE))

@@ -64,6 +64,16 @@ __global__ void k_warp_ops(int *out, int) {
   out[t * 8 + 7] = (int)match;
 }
 
+/* __reduce_*_sync: a sum, a signed and an unsigned max over the warp, and a sum over half a warp. */
+__global__ void k_warp_reduce(int *out, int) {
+  const int lane = threadIdx.x & 31, t = threadIdx.x;
+  const unsigned half = lane < 16 ? 0x0000ffffu : 0xffff0000u;
+  out[t * 4 + 0] = (int)__reduce_add_sync(0xffffffffu, (unsigned)(lane + 1));
+  out[t * 4 + 1] = __reduce_max_sync(0xffffffffu, lane == 3 ? 2 : lane - 40); /* signed: 2 */
+  out[t * 4 + 2] = (int)__reduce_max_sync(0xffffffffu, lane == 5 ? 0xfffffff0u : (unsigned)lane);
+  out[t * 4 + 3] = __reduce_add_sync(half, lane);
+}
+
 /* The block's sum of v (warp shuffles, then the warps' sums from part[]), in thread 0; 0 elsewhere. */
 __device__ int block_sum_at_0(int v, int *part) {
   for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -245,6 +255,18 @@ TEST(CudaEmu, WarpIntrinsicsGiveCudasResults) {
     EXPECT_EQ((unsigned)o[5], 0x49249249u) << t;                /* lanes 0, 3, 6, .. 30 */
     EXPECT_EQ(o[6], 2) << t;
     EXPECT_EQ((unsigned)o[7], 0xfu << (lane & ~3)) << t;
+  }
+}
+
+TEST(CudaEmu, WarpReductionsGiveCudasResults) {
+  const std::vector<int> h = device_run(k_warp_reduce, 1, 64, 64 * 4);
+  for (int t = 0; t < 64; ++t) {
+    const int lane = t & 31;
+    const int *o = &h[(size_t)t * 4];
+    EXPECT_EQ(o[0], 528) << t;
+    EXPECT_EQ(o[1], 2) << t;
+    EXPECT_EQ((unsigned)o[2], 0xfffffff0u) << t;
+    EXPECT_EQ(o[3], lane < 16 ? 120 : 376) << t; /* 0 + .. + 15, 16 + .. + 31 */
   }
 }
 
