@@ -473,7 +473,7 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
       const int64_t vn = v + w.step * kChunk; /* this thread's group in the block's next chunk */
       for (int i = 0; i < cp.n; ++i) {
         prefetch8(cp.mv[i], v, true);
-        if (vn < V) prefetch8(cp.mv[i], vn, false);
+        prefetch8(cp.mv[i], vn, false); /* nothing past the model's row: lim <= V */
       }
       /* The nucleus mask (D holds the nucleus model's x until GeDi's logP replaces it), then GeDi's
        * logP(desired | v) (it does not depend on s; computing it first keeps fewer values live across

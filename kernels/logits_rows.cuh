@@ -13,6 +13,7 @@ struct MV {
   int32_t dtype;
   int32_t sparse;
   int32_t vec; /* 16-byte aligned base: 8-token groups load as 16-byte vectors */
+  int32_t esh; /* log2 of the element size: 2 (fp32), 1 (16-bit) */
   float fill;
   float tau;
 };
@@ -26,13 +27,14 @@ __device__ __forceinline__ MV make_mv(const KP &p, const Row &R, int k, int64_t 
   if (m.sparse_index) {
     v.sparse = 1;
     v.dtype = LMF_DTYPE_F32;
+    v.esh = 2;
     v.base = p.sp[k] + row * p.ystride;
     v.vec = 1;
   } else {
     v.sparse = 0;
     v.dtype = m.dtype;
-    const int64_t es = m.dtype == LMF_DTYPE_F32 ? 4 : 2;
-    v.base = static_cast<const char *>(m.logits) + R.in_row[k] * m.row_stride * es;
+    v.esh = m.dtype == LMF_DTYPE_F32 ? 2 : 1;
+    v.base = static_cast<const char *>(m.logits) + R.in_row[k] * m.row_stride * ((int64_t)1 << v.esh);
     v.vec = (reinterpret_cast<uintptr_t>(v.base) & 15u) == 0u;
   }
   return v;
@@ -44,6 +46,7 @@ __device__ __forceinline__ MV bias_mv(const KP &p, int64_t row) {
   v.base = p.job.bias + row * p.job.bias_row_stride;
   v.lim = p.job.vocab_out;
   v.dtype = LMF_DTYPE_F32;
+  v.esh = 2;
   v.sparse = 0;
   v.vec = (reinterpret_cast<uintptr_t>(v.base) & 15u) == 0u;
   v.fill = 0.0f;
@@ -108,13 +111,15 @@ __device__ __forceinline__ void load8(const MV &m, int64_t v, float x[kPer]) {
  * one. The combine pass loads the models one after another; with every model's line already on its
  * way, a chunk waits about one memory latency instead of one per model. A hint: nothing is read. */
 __device__ __forceinline__ void prefetch8(const MV &m, int64_t v, bool l1) {
-  if (v >= m.lim) return;
-  const char *a = static_cast<const char *>(m.base) + v * (m.dtype == LMF_DTYPE_F32 ? 4 : 2);
+  const char *a = static_cast<const char *>(m.base) + (v << m.esh); /* used only where v < m.lim */
+  const uint32_t in = v < m.lim;
 #if defined(__CUDA_ARCH__)
-  if (l1) asm volatile("prefetch.global.L1 [%0];" ::"l"(a));
-  else asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+  /* Predicated rather than branched around: the branch and its convergence barrier cost more
+   * instructions than the hint itself. */
+  if (l1) asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.u32 p, %1, 0;\n\t@p prefetch.global.L1 [%0];\n\t}" ::"l"(a), "r"(in));
+  else asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.u32 p, %1, 0;\n\t@p prefetch.global.L2 [%0];\n\t}" ::"l"(a), "r"(in));
 #else
-  (void)a, (void)l1; /* the CPU emulator (tests/emu) */
+  (void)a, (void)in, (void)l1; /* the CPU emulator (tests/emu) */
 #endif
 }
 

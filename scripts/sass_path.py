@@ -31,9 +31,10 @@ the block's running max:
         --take 'if (!LEAD || threadIdx.x == 0)' --take 'if (threadIdx.x == 0) {'
 
 (2026-11-27: 1,687 instructions per 2048-token chunk, 1,350 with the --take, i.e. 211 and 169 a token;
-after the exp-sum went to double, 1,465 and 1,128; with REDUX warp reductions, 1,361 and 1,024. The
-second combine pass of the rows its lists cannot decide: the same arguments with 'k_combineILb0ELi3E'
-and --take 'if (warm && kind == SK_TOPP)' --take 'cls != kNone8', 1,456, then 1,448.) A loop whose
+after the exp-sum went to double, 1,465 and 1,128; with REDUX warp reductions, 1,361 and 1,024; with
+predicated prefetches, 1,324 and 987. The second combine pass of the rows its lists cannot decide: the
+same arguments with 'k_combineILb0ELi3E' and --take 'if (warm && kind == SK_TOPP)'
+--take 'cls != kNone8', 1,456, then 1,448, then 1,411.) A loop whose
 back edge is an unconditional jump (its test at the top) cannot be given --trips: decide the branches
 into it instead.
 """
