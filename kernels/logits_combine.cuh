@@ -354,7 +354,7 @@ __device__ __forceinline__ void prefetch_models(const CombPlan &cp, int64_t v, b
 
 /* s(v .. v + 7) of the models combined in this row, in model order: the coefficient fold from 0
  * (lmf_lg_term); bad |= a NaN / +inf among them. 0 when no model is combined. */
-__device__ __forceinline__ void sum_models(const CombPlan &cp, int64_t v, float y[kPer], int *bad) {
+__device__ __forceinline__ void sum_models_exact(const CombPlan &cp, int64_t v, float y[kPer], int *bad) {
   bool b = false;
 #pragma unroll
   for (int q = 0; q < kPer; ++q) y[q] = 0.0f;
@@ -369,6 +369,27 @@ __device__ __forceinline__ void sum_models(const CombPlan &cp, int64_t v, float 
     }
   }
   *bad |= b;
+}
+
+/* sum_models_exact's results, first by the plain fold, acc + w x. A non-finite input makes its
+ * product, and every sum after it, non-finite (0 x inf and NaN give NaN, inf + -inf too), so where
+ * all 8 sums are finite every input was finite: lmf_lg_term's -inf rule and the NaN / +inf test had
+ * nothing to change, and the sums are its bits. Otherwise (a masked token, a bad input, an overflow)
+ * the thread folds again with them: 3 instructions a token and model fewer where no token is. */
+__device__ __forceinline__ void sum_models(const CombPlan &cp, int64_t v, float y[kPer], int *bad) {
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) y[q] = 0.0f;
+  for (int i = 0; i < cp.n; ++i) {
+    const float wk = cp.w[i];
+    float x[kPer];
+    load8(cp.mv[i], v, x);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) y[q] = LMF_FADD(y[q], LMF_FMUL(wk, x[q]));
+  }
+  bool fin = true;
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) fin &= LMF_FABS(y[q]) < __uint_as_float(0x7f800000u);
+  if (!fin) sum_models_exact(cp, v, y, bad);
 }
 
 /* The last steps of y(v .. v + 7) after the masks: the bias row, / T (where divide: T is the row's
