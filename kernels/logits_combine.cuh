@@ -227,10 +227,10 @@ __device__ __forceinline__ void window_flush(Row *R, U128 cm[kClasses], U128 tot
  * the others *pk and *cb are left as they were). The 64-bit argmax's warp max is two 32-bit ones:
  * the high words', then the low words' of the lanes holding that high word. */
 __device__ void block_reduce3(int32_t *mk, unsigned long long *pk, uint32_t *cb, Red &r) {
-  const int32_t m = warp_max_i32(*mk);
+  const int32_t m = warp_max32<int32_t>(*mk);
   const uint32_t qh = (uint32_t)(*pk >> 32);
-  const uint32_t qhm = warp_max_u32(qh);
-  const uint32_t qlm = warp_max_u32(qh == qhm ? (uint32_t)*pk : 0u);
+  const uint32_t qhm = warp_max32<uint32_t>(qh);
+  const uint32_t qlm = warp_max32<uint32_t>(qh == qhm ? (uint32_t)*pk : 0u);
   const uint32_t s = warp_add_u32(*cb);
   if (lane_id() == 0) {
     r.k[warp_id()] = m;
@@ -352,9 +352,11 @@ __device__ __forceinline__ void prefetch_models(const CombPlan &cp, int64_t v, b
   for (int i = 0; i < cp.n; ++i) prefetch8(cp.mv[i], v, l1);
 }
 
-/* s(v .. v + 7) of the models combined in this row, in model order: the coefficient fold from 0
- * (lmf_lg_term); bad |= a NaN / +inf among them. 0 when no model is combined. */
-__device__ __forceinline__ void sum_models_exact(const CombPlan &cp, int64_t v, float y[kPer], int *bad) {
+/* y(v .. v + 7) = the models combined in this row folded from 0 in model order. RULE: each step is
+ * lmf_lg_term (its -inf rule) and returns whether an input was NaN / +inf; otherwise acc + w x and
+ * returns false. */
+template <bool RULE>
+__device__ __forceinline__ bool fold_models(const CombPlan &cp, int64_t v, float y[kPer]) {
   bool b = false;
 #pragma unroll
   for (int q = 0; q < kPer; ++q) y[q] = 0.0f;
@@ -364,32 +366,25 @@ __device__ __forceinline__ void sum_models_exact(const CombPlan &cp, int64_t v, 
     load8(cp.mv[i], v, x);
 #pragma unroll
     for (int q = 0; q < kPer; ++q) {
-      b |= bad_f(x[q]);
-      y[q] = term_f(y[q], wk, x[q]);
+      if (RULE) b |= bad_f(x[q]);
+      y[q] = RULE ? term_f(y[q], wk, x[q]) : LMF_FADD(y[q], LMF_FMUL(wk, x[q]));
     }
   }
-  *bad |= b;
+  return b;
 }
 
-/* sum_models_exact's results, first by the plain fold, acc + w x. A non-finite input makes its
- * product, and every sum after it, non-finite (0 x inf and NaN give NaN, inf + -inf too), so where
- * all 8 sums are finite every input was finite: lmf_lg_term's -inf rule and the NaN / +inf test had
- * nothing to change, and the sums are its bits. Otherwise (a masked token, a bad input, an overflow)
- * the thread folds again with them: 3 instructions a token and model fewer where no token is. */
+/* s(v .. v + 7): the coefficient fold from 0 (lmf_lg_term); bad |= a NaN / +inf among the inputs. 0
+ * when no model is combined. First the plain fold, acc + w x. A non-finite input makes its product,
+ * and every sum after it, non-finite (0 x inf and NaN give NaN, inf + -inf too), so where all 8 sums
+ * are finite every input was finite: lmf_lg_term's -inf rule and the NaN / +inf test had nothing to
+ * change, and the sums are its bits. Otherwise (a masked token, a bad input, an overflow) the thread
+ * folds again with them: 3 instructions a token and model fewer where no token is. */
 __device__ __forceinline__ void sum_models(const CombPlan &cp, int64_t v, float y[kPer], int *bad) {
-#pragma unroll
-  for (int q = 0; q < kPer; ++q) y[q] = 0.0f;
-  for (int i = 0; i < cp.n; ++i) {
-    const float wk = cp.w[i];
-    float x[kPer];
-    load8(cp.mv[i], v, x);
-#pragma unroll
-    for (int q = 0; q < kPer; ++q) y[q] = LMF_FADD(y[q], LMF_FMUL(wk, x[q]));
-  }
+  fold_models<false>(cp, v, y);
   bool fin = true;
 #pragma unroll
   for (int q = 0; q < kPer; ++q) fin &= LMF_FABS(y[q]) < __uint_as_float(0x7f800000u);
-  if (!fin) sum_models_exact(cp, v, y, bad);
+  if (!fin) *bad |= fold_models<true>(cp, v, y); /* the exact fold */
 }
 
 /* The last steps of y(v .. v + 7) after the masks: the bias row, / T (where divide: T is the row's

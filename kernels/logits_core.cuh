@@ -305,17 +305,9 @@ __device__ long long block_reduce_ll(long long v, Red &r) {
 }
 
 /* Warp-wide 32-bit reductions, every lane gets the result: one REDUX instruction from sm_80 on
- * (__reduce_*_sync), five shuffle steps before. */
-__device__ __forceinline__ int32_t warp_max_i32(int32_t v) {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  return __reduce_max_sync(kFull, v);
-#else
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(kFull, v, o));
-  return v;
-#endif
-}
-__device__ __forceinline__ uint32_t warp_max_u32(uint32_t v) {
+ * (__reduce_*_sync), five shuffle steps before. T: int32_t (signed max) or uint32_t. */
+template <class T>
+__device__ __forceinline__ T warp_max32(T v) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   return __reduce_max_sync(kFull, v);
 #else

@@ -18,7 +18,7 @@ B = 1, so each of its instructions is fetched into the SM at least once per laun
 
     python3 scripts/sass_footprint.py build-sass/logits.sm_90.sass 'k_coopE' --cold 'block_search(' \\
         --cold 'coop_in_bin(y, me.ymax, pk.bin)' --cold-from 'With log-prob rows every block writes' \\
-        --split 'coop_last(p, R' --split fn:list_cut --cold 'sum_models_exact('
+        --split 'coop_last(p, R' --split fn:list_cut --cold 'fold_models<true>('
     python3 scripts/sass_footprint.py build-sass/logits.sm_90.sass 'k_windowILb1E' \\
         --cold 'block_search(' --cold 'block_binned(' --cold 'recompute_y(' --cold 'b_final(p, w)' \\
         --cold 'b_sample(p, w)' --cold 'b_final_merge(' --split 'row_listcut(p, w.row)' --split fn:list_cut

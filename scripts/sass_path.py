@@ -29,7 +29,7 @@ the block's running max:
         --take 'if (p.need_y' --cold lmf_f16_to_f32 --cold 'LMF_FDIV(y[q], T.b)' \\
         --cold 'if (v + q >= V) y[q] = ninf()' --cold 'sel8(y, j)' --cold 'load1(m, v + j)' --fall-rest \\
         --take 'if (!LEAD || threadIdx.x == 0)' --take 'if (threadIdx.x == 0) {' \\
-        --take 'if (!fin) sum_models_exact'
+        --take 'if (!fin) *bad |= fold_models'
 
 (2026-11-27: 1,687 instructions per 2048-token chunk, 1,350 with the --take, i.e. 211 and 169 a token;
 after the exp-sum went to double, 1,465 and 1,128; with REDUX warp reductions, 1,361 and 1,024; with
@@ -38,8 +38,8 @@ combine pass of the rows its lists cannot decide: the same arguments with 'k_com
 --take 'if (warm && kind == SK_TOPP)' --take 'cls != kNone8': 1,456, then 1,448, 1,411 and 1,356.)
 A loop whose back edge is an unconditional jump (its test at the top) cannot be given --trips: decide
 the branches into it instead. Where a condition and the call it guards share a line
-('if (!fin) sum_models_exact(...)'), both successors start on that line, so --cold on the callee
-marks both: decide that branch with --take / --fall.
+('if (!fin) *bad |= fold_models<true>(...)'), both successors start on that line, so --cold on the
+callee marks both: decide that branch with --take / --fall.
 """
 import argparse
 import collections
