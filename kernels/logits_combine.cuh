@@ -18,21 +18,19 @@ __device__ __forceinline__ int class_of(float d) {
   const int i = (int)LMF_FMUL(c, 0.25f); /* floor(d / 4), 0 .. 8 */
   return (int)((0x655432210ull >> (4 * i)) & 15u);
 }
-/* The class that ends each of the CPU's windows d < 4, 8, 16, 32. */
-__device__ __forceinline__ int cpu_window_class(int w) { return w < 3 ? w : kClasses - 1; }
 
 /* Entries a class list keeps (its stride in the workspace is lcap; counts go on past the cap, and a
  * class whose count passes it is not used). Every list is written where HBM traffic counts, so each
- * keeps no more than a cut can use: the window pass's, kListCap (a list cut's window holds at most
- * that many tokens in all); the combine pass's (SUP), lcap for classes 0 .. 2 (their counts are
- * loose: a block's running max is below the row's) but kWinCap past 8 nats, where only the CPU's
- * 16-nat window of at most kWinCap tokens can use them. */
+ * keeps no more than a cut can use: the window pass's, kListCap (a list cut holds at most that many
+ * tokens in all); the combine pass's (SUP), lcap for classes 0 .. 3 (their counts are loose: a block's
+ * running max is below the row's; a top-p cut of a flat row often lies 4 to 10 nats below the max,
+ * class 2 or 3) but kWinCap for the classes past 10 nats, which only a peaked row fills so little. */
 template <bool SUP>
 __device__ __forceinline__ unsigned list_cap(int cls, unsigned lcap) {
   /* SUP needs no min with lcap: the combine fills lists only where a block walks kSupChunks chunks,
    * so V > 3 kChunk and lcap = min(V, kSupCap) > kWinCap (and a min there costs the CM_SUP combine a
    * spill on sm_80). */
-  if (SUP) return cls < 3 ? lcap : (unsigned)kWinCap;
+  if (SUP) return cls < 4 ? lcap : (unsigned)kWinCap;
   return lcap < (unsigned)kListCap ? lcap : (unsigned)kListCap;
 }
 

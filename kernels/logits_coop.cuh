@@ -14,10 +14,10 @@
  *   2  every block merges the row's partials (cmerge_calc: the same bits in every block);
  *      top-p: the mass (exact, 2^-80 units) and count of each bin of d2 = 2 (ymax - y), 1/8 wide
  *      over [0, 32) plus one bin past 32, added to the row's histogram with atomics         | barrier
- *   3  every block reads the histogram: the CPU's windows (d2 < 4, 8, 16, 32 are bins < 32, 64, 128,
- *      256) give the target (search_target, the CPU's rule), and the bin where the cumulative mass
- *      from the top reaches it is the crossing bin. Its tokens (at most kListCap) are appended to
- *      the row's list; a crossing bin of more than kListCap tokens (flat rows) writes Y instead.
+ *   3  every block reads the histogram: the target (search_target: top_p times the combine's total,
+ *      at most the bins' total), and the bin where the cumulative mass from the top reaches it is the
+ *      crossing bin. Its tokens (at most kListCap) are appended to the row's list; a crossing bin of
+ *      more than kListCap tokens (flat rows) writes Y instead.
  *   Without log-prob rows (the ticket path: the bar's case and the bench, which only sample):
  *      each block adds its certain survivors (min-p; for top-p the bins above the crossing one) to
  *      the row's LSE mass and Gumbel-max, fences, and takes a ticket. The row's last block cuts the
@@ -144,39 +144,28 @@ __device__ void coop_hist(const KP &p, CoopRow &CR, float ymax, const float y[kP
   }
 }
 
-/* Phase 3: the windows and the target into R (block-local), then the crossing bin, the mass above it
- * and its count. Block-uniform results. */
+/* Phase 3: the target, then the crossing bin, the mass above it and its count. Block-uniform
+ * results. */
 struct CoopPick {
   U128 tgt, flo;
   int bin;
   unsigned cnt;
 };
-__device__ CoopPick coop_pick(const KP &p, Row &R, const CoopRow &CR, Red &red) {
-  __shared__ unsigned long long s_wlo[4], s_whi[4];
-  __shared__ unsigned s_wc[4];
+__device__ CoopPick coop_pick(const KP &p, const Row &R, const CoopRow &CR, Red &red) {
+  __shared__ unsigned long long s_in[2]; /* the mass of the bins below d2 = 32 */
   __shared__ CoopPick s_pick;
   const int t = threadIdx.x;
   const U128 m = u128(__ldcg(&CR.mass[t].lo), __ldcg(&CR.mass[t].hi));
   const unsigned n = __ldcg(&CR.cnt[t]);
   const U128 incl = block_incl_scan_u128(m, red);
-  const unsigned cincl = block_incl_scan_u32(n, red);
-  const int w = t == 31 ? 0 : t == 63 ? 1 : t == 127 ? 2 : t == 255 ? 3 : -1;
-  if (w >= 0) {
-    s_wlo[w] = incl.lo;
-    s_whi[w] = incl.hi;
-    s_wc[w] = cincl;
+  if (t == kThreads - 1) {
+    s_in[0] = incl.lo;
+    s_in[1] = incl.hi;
   }
   const U128 over = u128(__ldcg(&CR.mass[kCoopBins - 1].lo), __ldcg(&CR.mass[kCoopBins - 1].hi));
   __syncthreads();
-  const U128 tot = add(u128(s_wlo[3], s_whi[3]), over);
-  if (t == 0) {
-    for (int k = 0; k < 4; ++k) {
-      R.win_c[k] = s_wc[k];
-      R.win_m[k] = u128(s_wlo[k], s_whi[k]);
-    }
-  }
-  __syncthreads();
-  const U128 tgt = search_target(p, SK_TOPP, R, tot);
+  const U128 in = u128(s_in[0], s_in[1]);
+  const U128 tgt = search_target(p, SK_TOPP, R, add(in, over));
   long long b = block_reduce_ll<OP_MIN>(ge(incl, tgt) ? t : kCoopBins - 1, red);
   if (t == (int)b) { /* b < 256 */
     s_pick.bin = (int)b;
@@ -185,7 +174,7 @@ __device__ CoopPick coop_pick(const KP &p, Row &R, const CoopRow &CR, Red &red) 
   }
   if (t == 0 && b == kCoopBins - 1) { /* the mass past d2 = 32 holds the target's end */
     s_pick.bin = (int)b;
-    s_pick.flo = u128(s_wlo[3], s_whi[3]);
+    s_pick.flo = in;
     s_pick.cnt = __ldcg(&CR.cnt[kCoopBins - 1]);
   }
   if (t == 0) s_pick.tgt = tgt;

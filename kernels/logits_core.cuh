@@ -51,7 +51,7 @@ struct Row {
   uint32_t flags; /* RF_*, from init and the sparse scatter (atomics) */
   int32_t greedy, need_dist, need_lse, want_sum, fuse_T;
   int32_t search; /* SK_*: the cut search this row is in */
-  int32_t wfree;  /* top-p may take the combine pass's total (the CPU's window rule) */
+  int32_t topp_total; /* top-p's target is top_p times `total` (search_target) */
   uint32_t prefix;
   int32_t nuc_on, gf_on, topk_on, topp_on;
   int32_t do_final, do_sample;
@@ -61,7 +61,6 @@ struct Row {
   float T, Teff, plaus_thr, gL_pos, gL_neg, gt, ymax, lse;
   float smax[kNst], slse[kNst];
   float w[kMaxM];
-  unsigned int win_c[4]; /* atomics */
   int64_t nfin;
   int64_t in_row[kMaxM];
   uint64_t seed, goff;
@@ -69,7 +68,6 @@ struct Row {
   double total; /* sum over chunks of (sum e^(y - chunk max)) e^(chunk max - ymax), in double */
   U128 flo, target;
   U128 acc;       /* atomics: the final pass's mass */
-  U128 win_m[4];  /* atomics (list mode: written by the list cut) */
   unsigned long long best; /* atomics: packed Gumbel-max */
   /* List mode (KP::list): the window pass's per-class counts and masses and the total mass (atomics,
    * zeroed again by the list cut for the row's next search). */

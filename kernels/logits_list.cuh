@@ -6,17 +6,16 @@
 /* ---- List mode: a cut from at most kListCap candidates (KP::list) ------------------------------- */
 
 /* The CPU's list mode. Every token a top-k / top-p cut can keep lies in a window near the maximum; one
- * pass (b_window) counts the tokens of each class of 2 (ymax - y) (class_of; the CPU's windows are
- * unions of the first classes), sums their masses and the total mass, and appends each class's tokens
- * to its list. The largest window (classes 0 .. k) holding at most kListCap tokens is then
- * complete in the lists; if it reaches the cut's target (the same target the general search uses,
- * search_target), one block per row (b_listcut) finds the cut among its tokens, then top-p on the top-k
- * survivors, min-p, the LSE and the sample: no further pass over the row. Otherwise the row stays in
- * the general search. The window is a prefix of the cut's order, so the cut found is the same token. */
+ * pass (b_window) counts the tokens of each class of 2 (ymax - y) (class_of), sums their masses and
+ * the total mass, and appends each class's tokens to its list. The largest window (classes 0 .. k)
+ * holding at most kListCap tokens is then complete in the lists; if it reaches the cut's target (the
+ * general search's, search_target), one block per row (b_listcut) finds the cut among its tokens, then
+ * top-p on the top-k survivors, min-p, the LSE and the sample: no further pass over the row. Otherwise
+ * the row stays in the general search. The window is a prefix of the cut's order, so the cut found is
+ * the same token. */
 
 /* The window pass of a top-k (unit masses) or top-p cut (masses e^(y - ymax); after a top-k cut, its
- * survivors only): per class count, mass and tokens; the total mass (the CPU's target for top-p when
- * its window cannot take the combine pass's total: search_target). */
+ * survivors only): per class count, mass and tokens; the total mass (search_target's bound). */
 __device__ void b_window(const KP &p, const Part &w, int kind) {
   const int64_t row = w.row;
   Row *R = &p.rows[row];
@@ -38,10 +37,9 @@ __device__ void b_window(const KP &p, const Part &w, int kind) {
   window_flush(R, cm, tot);
 }
 
-/* One thread: the windows from the classes (win_c / win_m, as the general search's first histogram
- * pass leaves them), the target (search_target: the CPU's rule, its windows of at most kWinCap tokens
- * included), and the largest window with at most kListCap tokens if it holds the target (-1: the
- * general search). Clears the class sums; cnt gets the classes' counts. */
+/* One thread: the row's classes (b_window's sums), the target (search_target: every token's mass is
+ * known here), and the largest window (classes 0 .. k) with at most kListCap tokens if it holds the
+ * target (-1: the general search). Clears the class sums; cnt gets the classes' counts. */
 __device__ int list_window(const KP &p, int kind, Row *R, unsigned cnt[kClasses]) {
   unsigned cc = 0u, kc = 0u; /* windows 0 .. k: count and mass; kc, km: window kw's */
   U128 cmass = u128(0ull, 0ull), km = u128(0ull, 0ull);
@@ -51,11 +49,6 @@ __device__ int list_window(const KP &p, int kind, Row *R, unsigned cnt[kClasses]
     cnt[k] = atomicExch(&R->cls_c[k], 0u);
     cc += cnt[k];
     cmass = add(cmass, u128(atomicExch(&R->cls_m[k].lo, 0ull), atomicExch(&R->cls_m[k].hi, 0ull)));
-    for (int w = 0; w < 4; ++w) /* the CPU's windows, as the general search's first pass sums them */
-      if (cpu_window_class(w) == k) {
-        R->win_c[w] = cc;
-        R->win_m[w] = cmass;
-      }
     if (cc <= (unsigned)kListCap) {
       kw = k;
       kc = cc;
@@ -170,70 +163,83 @@ __device__ void window_items(const KP &p, int64_t row, ListSmem &S) {
   __syncthreads();
 }
 
-/* The combine pass's lists (list_append_chunk: a superset of each window, classes 0 .. k holding every
- * token of window k). Their entries, filtered with the row's max, give the exact counts of the windows
- * whose classes were all kept. The target can only be the CPU's first choice, top-p's from the combine
- * pass's total (its other needs every token's mass): it stands if the largest of those windows with at
- * most kWinCap tokens holds it (then the CPU's window, no smaller, does too). That window is compacted
- * into the list cut's items. Top-k: k. false: not decided here (block-uniform). Two reads of the lists:
- * the windows' counts (each thread's own too), then the compaction. */
+/* The combine pass's lists (list_append_chunk: classes against each block's running max, at most the
+ * row's, so lists 0 .. k hold every token of true class at most k, and more). With lists 0 .. ksup
+ * complete (within their caps), their entries filtered by their true class (class_of with the row's
+ * max) give true classes 0 .. ksup exactly. The cut lies in the first true class kc where the
+ * cumulative mass reaches the target (top-p's: top_p times the combine pass's total, search_target;
+ * top-k: k tokens); classes 0 .. kc, at most kListCap tokens, become the list cut's items. false: not
+ * decided here (block-uniform): the window pass next. Two reads of the lists: the classes' masses and
+ * this thread's counts, then the compaction. */
 __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &red, U128 *tgt) {
   const Row *R = &p.rows[row];
   const uint2 *L = p.cand + row * (int64_t)kClasses * p.lcap;
   const float ymax = R->ymax;
-  if (kind == SK_TOPP && !R->wfree) return false;
+  if (kind == SK_TOPP && !R->topp_total) return false;
   int ksup = -1;
   for (int k = 0; k < kClasses && S.cnt[k] <= list_cap<true>(k, (unsigned)p.lcap); ++k) ksup = k;
   if (ksup < 0) return false;
-  /* The CPU's windows d < 4, 8, 16, 32 only (a window this rule takes must lie inside the CPU's),
-   * their counts 16 bits each (at most 3 kSupCap + 3 kWinCap < 2^16 entries: list_cap), this
-   * thread's and the block's. */
-  long long mine4 = 0;
+  const bool unit = kind == SK_TOPK;
+  /* This thread's entries per true class: counts, 10 bits each (a thread reads at most 4 kSupCap / kThreads
+   * + 2 kWinCap / kThreads < 1024 entries: list_cap), and masses. */
+  unsigned long long mine = 0ull;
+  U128 cm[kClasses];
+#pragma unroll
+  for (int c = 0; c < kClasses; ++c) cm[c] = u128(0ull, 0ull);
   for (int k = 0; k <= ksup; ++k) {
     const uint2 *Lk = class_list(L, p.lcap, k);
     const unsigned n = S.cnt[k];
 #pragma unroll 4
     for (unsigned i = threadIdx.x; i < n; i += kThreads) {
-      const float d = LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(__ldcg(&Lk[i].x))), 2.0f);
+      const float y = __uint_as_float(__ldcg(&Lk[i].x));
+      const int tc = class_of(LMF_FMUL(LMF_FSUB(ymax, y), 2.0f));
+      if (tc > ksup) continue;
+      mine += 1ull << (10 * tc);
+      const U128 fx = item_fx(true, unit, y, ymax);
 #pragma unroll
-      for (int w = 0; w < 4; ++w) mine4 += (long long)(d < (float)(4 << w)) << (16 * w);
+      for (int c = 0; c < kClasses; ++c)
+        if (c == tc) cm[c] = add(cm[c], fx);
     }
   }
-  const long long wc = block_reduce_ll<OP_SUM>(mine4, red);
-  int kw = -1;
-  for (int w = 0; w < 4 && cpu_window_class(w) <= ksup; ++w)
-    if (((wc >> (16 * w)) & 0xffff) <= kWinCap) kw = w;
-  if (kw < 0) return false;
-  const unsigned n = (unsigned)((wc >> (16 * kw)) & 0xffff);
-  const float lim = (float)(4 << kw);
-  const unsigned mine = (unsigned)((mine4 >> (16 * kw)) & 0xffff);
-  unsigned pos = (unsigned)block_incl_scan_u128(u128(mine, 0ull), red).lo - mine;
+  U128 t;
+  if (unit) {
+    t = u128((unsigned long long)p.job.top_k, 0ull);
+  } else {
+    t = ceil_fx((double)p.job.top_p * R->total);
+    if (is_zero(t)) t = u128(1ull, 0ull);
+  }
+  /* kc and the tokens of classes 0 .. kc: this thread's (mk) and the block's (nk). */
+  int kc = -1;
+  unsigned mk = 0u;
+  U128 cum = u128(0ull, 0ull);
+#pragma unroll
+  for (int c = 0; c < kClasses; ++c)
+    if (c <= ksup && kc < 0) { /* block-uniform */
+      cum = add(cum, block_sum_u128(cm[c], red));
+      mk += (unsigned)(mine >> (10 * c)) & 1023u;
+      if (ge(cum, t)) kc = c;
+    }
+  if (kc < 0) return false;
+  const unsigned nk = (unsigned)block_reduce_ll<OP_SUM>((long long)mk, red);
+  if (nk > (unsigned)kListCap) return false;
+  unsigned pos = block_incl_scan_u32(mk, red) - mk;
   for (int k = 0; k <= ksup; ++k) {
     const uint2 *Lk = class_list(L, p.lcap, k);
-    const unsigned nk = S.cnt[k];
+    const unsigned n = S.cnt[k];
 #pragma unroll 4
-    for (unsigned i = threadIdx.x; i < nk; i += kThreads) {
+    for (unsigned i = threadIdx.x; i < n; i += kThreads) {
       const uint2 e = __ldcg(&Lk[i]);
-      if (LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(e.x)), 2.0f) < lim) {
+      if (class_of(LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(e.x)), 2.0f)) <= kc) {
         S.cy[pos] = __uint_as_float(e.x);
         S.cid[pos] = e.y;
         ++pos;
       }
     }
   }
-  if (threadIdx.x == 0) S.n = n;
+  if (threadIdx.x == 0) S.n = nk;
   __syncthreads();
-  if (kind == SK_TOPK) {
-    *tgt = u128((unsigned long long)p.job.top_k, 0ull);
-    return n >= (unsigned)p.job.top_k;
-  }
-  U128 sum = u128(0ull, 0ull);
-  for (unsigned i = threadIdx.x; i < n; i += kThreads) sum = add(sum, item_fx(true, false, S.cy[i], ymax));
-  sum = block_sum_u128(sum, red);
-  U128 t = ceil_fx((double)p.job.top_p * R->total);
-  if (is_zero(t)) t = u128(1ull, 0ull);
   *tgt = t;
-  return ge(sum, t);
+  return true;
 }
 
 /* What a list cut did with a row. */

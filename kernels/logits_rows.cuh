@@ -180,7 +180,7 @@ __device__ void after_temp(const lmf_lg_job &j, Row &R) {
     R.search = SK_TOPK;
   } else if (j.top_p < 1.0f) {
     R.search = SK_TOPP;
-    R.wfree = R.want_sum;
+    R.topp_total = R.want_sum;
   } else if (!R.need_lse) {
     R.do_sample = 1; /* sampling needs no LSE (min-p reads only the max) */
   } else if (R.want_sum && j.min_p <= 0.0f) {
@@ -292,7 +292,7 @@ __device__ LMF_NOINLINE void init_row(const KP &p, int64_t row, Row &R) { /* k_c
   R.flags = flags;
   R.status = resolve_flags(flags);
   R.search = SK_NONE;
-  R.wfree = 0;
+  R.topp_total = 0;
   R.prefix = 0;
   R.nuc_on = R.gf_on = R.topk_on = R.topp_on = 0;
   R.do_final = R.do_sample = 0;
@@ -303,10 +303,6 @@ __device__ LMF_NOINLINE void init_row(const KP &p, int64_t row, Row &R) { /* k_c
   for (int s = 0; s < kNst; ++s) {
     R.smax[s] = ninf();
     R.slse[s] = ninf();
-  }
-  for (int k = 0; k < 4; ++k) {
-    R.win_c[k] = 0u;
-    R.win_m[k] = u128(0ull, 0ull);
   }
   for (int k = 0; k < kClasses; ++k) {
     R.cls_c[k] = 0u;

@@ -86,7 +86,7 @@ __device__ __forceinline__ void warp_hist_add(unsigned long long *wlo, unsigned 
 }
 
 /* Histogram pass of digit `level` (bits 31-24, 23-16, 15-8, 7-0 of the key) over the tokens whose
- * higher digits match the prefix found so far; top-p's first pass also sums the CPU's windows. */
+ * higher digits match the prefix found so far. */
 __device__ void b_hist(const KP &p, const Part &w, int kind, int level) {
   unsigned long long(*wlo)[kBins] = static_cast<unsigned long long(*)[kBins]>(block_scratch());
   unsigned long long(*whi)[kBins] = wlo + kWarps;
@@ -100,19 +100,10 @@ __device__ void b_hist(const KP &p, const Part &w, int kind, int level) {
   __syncthreads();
   const SRow s = srow_of(*R);
   const uint32_t prefix = R->prefix;
-  /* In list mode every top-k / top-p search starts with list_window, which writes the windows. */
-  const bool win = !p.list && kind == SK_TOPP && level == 0 && R->wfree != 0;
   const int64_t V = p.job.vocab_out;
   const float *Yr = p.Y + w.row * p.ystride;
   const float *Dr = p.D ? p.D + row * p.ystride : nullptr;
   const int wi = warp_id();
-  U128 wm[4];
-  unsigned wc[4];
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    wm[k] = u128(0ull, 0ull);
-    wc[k] = 0u;
-  }
   for (int64_t c = w.first; c < p.nchunks; c += w.step) {
     float yv[kPer], dv[kPer];
     load_search(kind, w, Yr, Dr, c, V, yv, dv);
@@ -126,15 +117,6 @@ __device__ void b_hist(const KP &p, const Part &w, int kind, int level) {
       if (v < V) e = search_item_v(kind, s, sel8(yv, q), sel8(dv, q), v, &key, &fx, &y);
       if (e && level > 0) e = (key >> (32 - 8 * level)) == prefix;
       warp_hist_add(wlo[wi], whi[wi], e, (key >> (24 - 8 * level)) & 0xffu, fx);
-      if (win && e) {
-        const float d = LMF_FMUL(LMF_FSUB(s.ymax, y), 2.0f);
-#pragma unroll
-        for (int k = 0; k < 4; ++k)
-          if (d < (float)(4 << k)) {
-            wm[k] = add(wm[k], fx);
-            ++wc[k];
-          }
-      }
     }
   }
   __syncthreads();
@@ -145,20 +127,14 @@ __device__ void b_hist(const KP &p, const Part &w, int kind, int level) {
     for (int i = 0; i < kWarps; ++i) sum = add(sum, u128(wlo[i][t], whi[i][t]));
     atomic_add_u128(p.hist + row * kBins + t, sum);
   }
-  if (win) {
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const U128 m = warp_sum_u128(wm[k]);
-      const long long n = warp_reduce_ll<OP_SUM>((long long)wc[k]);
-      if (lane_id() == 0) {
-        atomic_add_u128(&R->win_m[k], m);
-        if (n) atomicAdd(&R->win_c[k], (unsigned int)n);
-      }
-    }
-  }
 }
 
-/* The target of a search (level 0): fraction times the total mass, as the CPU computes it. */
+/* The target of a search (level 0), as the CPU computes it: fraction times the total mass tot (exact,
+ * every token's), except for top-p straight after the combine (Row::topp_total), where it is top_p
+ * times the combine pass's total (in double: the chunks' exp-sums rescaled to the row's max), so a
+ * cut whose tokens lie near the max needs no pass over every token to know its target. Never above
+ * tot, so the cut is always reached (a target that rounding puts past every token keeps up to the
+ * last token with mass). */
 __device__ U128 search_target(const KP &p, int kind, const Row &R, U128 tot) {
   const lmf_lg_job &j = p.job;
   U128 t;
@@ -166,22 +142,7 @@ __device__ U128 search_target(const KP &p, int kind, const Row &R, U128 tot) {
     case SK_NUC: t = ceil_fx((double)j.nucleus_p * fx_to_double(tot)); break;
     case SK_GF: t = ceil_fx((double)j.gedi_filter_p * fx_to_double(tot)); break;
     case SK_TOPK: t = u128((unsigned long long)j.top_k, 0ull); break;
-    default: {
-      double td = (double)j.top_p * fx_to_double(tot);
-      if (R.wfree) {
-        /* The CPU first tries the largest window (2 (ymax - y) < 4, 8, 16, 32) holding at most CAP
-         * tokens against the combine pass's total; it keeps that target if the window's mass
-         * reaches it. */
-        int kw = -1;
-        for (int k = 0; k < 4; ++k)
-          if (R.win_c[k] <= (unsigned)kWinCap) kw = k;
-        if (kw >= 0) {
-          const double to = (double)j.top_p * R.total;
-          if (ge(R.win_m[kw], ceil_fx(to))) td = to;
-        }
-      }
-      t = ceil_fx(td);
-    }
+    default: t = ceil_fx((double)j.top_p * (R.topp_total ? R.total : fx_to_double(tot)));
   }
   if (!ge(tot, t)) t = tot;
   if (is_zero(t)) t = u128(1ull, 0ull);
@@ -265,7 +226,7 @@ __device__ void finish_search(const KP &p, int kind, Row *R, uint64_t cut) {
       R->topk_cut = cut;
       if (p.job.top_p < 1.0f) {
         R->search = SK_TOPP; /* on the top-k survivors, with their mass as the total */
-        R->wfree = 0;
+        R->topp_total = 0;
       } else {
         R->search = SK_NONE;
         lse_or_sample(*R);

@@ -55,7 +55,9 @@
  *    (16 lanes in a fixed order, the same on every ISA) and merged in block order; "mass >= p"
  *    compares with p times the total mass, the candidates' masses being added in the walk's order.
  *    Where top-p follows no top-k, the total comes from the combine pass (per block sum of
- *    e^(y - block max), rescaled in double), and so does the LSE when every finite token survives.
+ *    e^(y - block max), rescaled in double; capped at the sum of the masses, which rounding may
+ *    leave below it), whichever way the cut is found, and so does the LSE when every finite token
+ *    survives.
  *    (Summation orders differ between paths: a boundary within ~1e-16 of p may fall either way; the
  *    path never depends on the thread count.)
  *  - Gumbel noise: see logits_math.h; U's fp32 evaluation is clamped below 1. Batches whose best
@@ -215,6 +217,7 @@ typedef struct task {
   int32_t w_valid;         /* W holds e^(y - ymax) for every token of Y */
   int32_t want_sum;        /* the combine pass also sums e^(y - ymax) (top-p target, or the LSE) */
   int32_t wfree_try;       /* top-p may try a window without the masses of every token */
+  int32_t topp_total;      /* top-p's target is top_p times `total` (at most the masses' sum) */
   double total;            /* that sum */
   uint64_t seed, offset, goff;
   float smax[NST], slse[NST];
@@ -1115,6 +1118,7 @@ static void row_init(const lmf_lg_job *job, task *t) {
   t->need_lse = is_verify(job) || job->token_logprob || job->lse || job->logprobs;
   t->need_dist = !t->greedy || (!is_verify(job) && t->need_lse);
   t->wfree_try = 0;
+  t->topp_total = 0;
   t->want_sum = t->fuse_T && t->need_dist && job->top_k == 0 &&
                 (job->top_p < 1.0f || (t->need_lse && job->min_p <= 0.0f));
   t->list_mode = 0;
@@ -1386,9 +1390,11 @@ static void start_search(task *t, int kind, const float *src, int desc, double t
 /* A descending cut (src values below hmax, masses in W), after the windows pass: the smallest
  * window whose mass reaches the target, if it holds at most CAP tokens, gives the candidates; else
  * all tokens if there are at most CAP; else a histogram of the smallest window holding the target
- * mass (or of everything). */
+ * mass (or of everything). The target: frac (unit masses), or frac times `total` where that is not
+ * negative (top-p from the combine pass's total, at most the masses' sum), else times the masses'
+ * sum. */
 static void start_desc_search(task *t, int kind, const float *src, float hmax, double frac, int unit,
-                              int64_t nblk) {
+                              double total, int64_t nblk) {
   double tot = 0.0, wm[NWIN] = {0.0, 0.0, 0.0, 0.0};
   int64_t cnt = 0, wc[NWIN] = {0, 0, 0, 0};
   for (int64_t b = 0; b < nblk; ++b) {
@@ -1405,7 +1411,8 @@ static void start_desc_search(task *t, int kind, const float *src, float hmax, d
   s->desc = 1;
   s->unit = unit;
   s->hmax = hmax;
-  s->target = unit ? frac : frac * tot;
+  s->target = unit ? frac : frac * (total >= 0.0 ? total : tot);
+  if (!unit && s->target > tot) s->target = tot; /* the combine's total, rounded above the masses' */
   s->flo = 0.0;
   s->hmode = 0;
   s->wfree = 0;
@@ -1627,6 +1634,7 @@ static void search_done(const lmf_lg_job *job, task *t, uint64_t cut) {
         list_finish(job, t);
       } else {
         t->wfree_try = 0; /* the combine pass's total is not the top-k survivors' */
+        t->topp_total = 0;
         t->phase = job->top_p < 1.0f ? PH_TOPP_PREP : PH_FINAL;
       }
       break;
@@ -1651,6 +1659,7 @@ static void after_temp(const lmf_lg_job *job, task *t) {
   else if (job->top_k > 0 && t->nfin > job->top_k) t->phase = PH_TOPK_PREP;
   else if (job->top_p < 1.0f) {
     t->wfree_try = t->want_sum;
+    t->topp_total = t->want_sum;
     t->phase = PH_TOPP_PREP;
   } else if (!t->need_lse && job->min_p <= 0.0f) {
     after_final(job, t); /* sampling needs no LSE */
@@ -1726,11 +1735,11 @@ static void merge_step(const lmf_lg_job *job, task *t) {
       break;
     }
     case PH_NUC_PREP:
-      start_desc_search(t, SR_NUC, t->D, t->smax[ST_NUC], (double)job->nucleus_p, 0, nblk);
+      start_desc_search(t, SR_NUC, t->D, t->smax[ST_NUC], (double)job->nucleus_p, 0, -1.0, nblk);
       break;
     case PH_TOPK_PREP:
       t->cut_on = 0;
-      start_desc_search(t, SR_TOPK, t->Y, t->ymax, (double)job->top_k, 1, nblk);
+      start_desc_search(t, SR_TOPK, t->Y, t->ymax, (double)job->top_k, 1, -1.0, nblk);
       break;
     case PH_TOPP_PREP:
       if (t->wfree_try) {
@@ -1738,7 +1747,8 @@ static void merge_step(const lmf_lg_job *job, task *t) {
         break;
       }
       t->cut_on = 0;
-      start_desc_search(t, SR_TOPP, t->Y, t->ymax, (double)job->top_p, 0, nblk);
+      start_desc_search(t, SR_TOPP, t->Y, t->ymax, (double)job->top_p, 0, t->topp_total ? t->total : -1.0,
+                        nblk);
       break;
     case PH_HIST: start_hist_search(t, nblk); break;
     case PH_GF_PREP: {

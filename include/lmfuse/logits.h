@@ -92,7 +92,9 @@ typedef struct lmf_logits_params {
   float temperature;           /* T >= 0; 0 = greedy (argmax) */
   const float *temperature_rows; /* optional per-row T [num_rows] */
   int32_t top_k;               /* 0: off */
-  float top_p;                 /* in (0, 1]; 1: off (smallest set with mass >= p) */
+  float top_p;                 /* in (0, 1]; 1: off (smallest set with mass >= p: fp32 masses
+                                  e^(y - y_max) in value-then-id order against p times the row's
+                                  total, computed as docs/logits.md says; exact to rounding) */
   float min_p;                 /* in [0, 1]; 0: off (keep p(v) >= min_p * p_max) */
   const uint64_t *seeds;       /* [num_rows] (verify: [num_seqs]); required unless all rows are greedy */
   const uint64_t *offsets;     /* [num_rows] (verify: [num_seqs]) per-row step / offset; NULL: 0 */

@@ -448,8 +448,8 @@ void test_cuda_logits_cuts(void) {
     }
     for (int32_t b = 0; b < B; ++b) seeds[b] = 77 + (uint64_t)b;
     /* Spread per model: 2 (peaked), 0.05 (flat), and at V >= 32000 1.5, where rows mix windows of at
-     * most 2048 tokens, windows of 2049 .. 4096 (the CPU's target then sums every token's mass) and
-     * wider ones. */
+     * most 2048 tokens, windows of 2049 .. 4096 (the CPU then masses every token; the lists may still
+     * decide the row) and wider ones. */
     static const double sds[3] = {2.0, 0.05, 1.5};
     static const char *const sdname[3] = {"peaked", "flat", "medium"};
     for (int di = 0; di < 3; ++di) {
@@ -493,6 +493,69 @@ void test_cuda_logits_cuts(void) {
     free(z);
     free(seeds);
   }
+  if (keep) setenv("LMF_LOGITS_LIST", keep, 1);
+  else unsetenv("LMF_LOGITS_LIST");
+  if (keep_coop) setenv("LMF_LOGITS_COOP", keep_coop, 1);
+  else unsetenv("LMF_LOGITS_COOP");
+  free(keep);
+  free(keep_coop);
+  backends_close(&be);
+}
+
+/* Top-p's target rule (lg_topp_total_row: a row where top_p times the combine's total and top_p times
+ * every token's mass keep different numbers of tied tokens) on each CUDA path: the separate kernels'
+ * general search, list mode (the window pass's lists; where a block walks 4 chunks, the combine pass's
+ * lists: B = 16 at 4 SMs, 600 at 132), without log-prob rows, and the one-launch step. */
+void test_cuda_logits_topp_total(void) {
+  REQUIRE_CUDA();
+  backends be;
+  if (!backends_open(&be)) {
+    backends_close(&be);
+    return;
+  }
+  enum { V = 4 * 2048 };
+#if defined(LMF_TEST_EMU)
+  static const int32_t batches[] = {16};
+#else
+  static const int32_t batches[] = {16, 600};
+#endif
+  const char *saved = getenv("LMF_LOGITS_LIST"), *saved_coop = getenv("LMF_LOGITS_COOP");
+  char *keep = saved ? strdup(saved) : NULL, *keep_coop = saved_coop ? strdup(saved_coop) : NULL;
+  float row[V], top_p = 0.0f;
+  if (!LMF_CHECK(lg_topp_total_row(row, V, &top_p, NULL) > 1)) goto done;
+  for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; ++bi) {
+    const int32_t B = batches[bi];
+    float *z = (float *)lt_malloc(sizeof(float) * (size_t)B * V);
+    uint64_t *seeds = (uint64_t *)lt_malloc(sizeof(uint64_t) * (size_t)B);
+    lg_models ms;
+    lg_models_init(&ms);
+    if (z && seeds) {
+      for (int32_t b = 0; b < B; ++b) {
+        memcpy(z + (size_t)b * V, row, sizeof row);
+        seeds[b] = 500 + (uint64_t)b;
+      }
+      if (LMF_CHECK(lg_models_add(&ms, LMF_DTYPE_F32, z, B, V, 1.0f) >= 0))
+        for (int mode = 0; mode < 4; ++mode) {
+          if (mode == 1 || mode == 2) setenv("LMF_LOGITS_LIST", "1", 1);
+          else unsetenv("LMF_LOGITS_LIST");
+          if (mode == 3) setenv("LMF_LOGITS_COOP", "1", 1);
+          else unsetenv("LMF_LOGITS_COOP");
+          lmf_logits_params_t p;
+          lg_params(&p, B);
+          p.temperature = 1.0f;
+          p.top_p = top_p;
+          p.seeds = seeds;
+          char what[96];
+          snprintf(what, sizeof what, "B %d, top-p %a, mode %d", (int)B, (double)top_p, mode);
+          if (mode == 2) PARITY_NO_LOGPROBS(&be, ms.m, ms.K, &p, what);
+          else PARITY(&be, ms.m, ms.K, &p, 0, what);
+        }
+    }
+    lg_models_free(&ms);
+    free(z);
+    free(seeds);
+  }
+done:
   if (keep) setenv("LMF_LOGITS_LIST", keep, 1);
   else unsetenv("LMF_LOGITS_LIST");
   if (keep_coop) setenv("LMF_LOGITS_COOP", keep_coop, 1);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/common/logits_math.h"
 #include "lmf_ref.h"
 #include "lmf_test_util.h"
 
@@ -594,4 +595,41 @@ int32_t lg_ref_row(const lmf_logits_model_t *models, size_t K, const lmf_logits_
   for (size_t k = 0; k < K; ++k) free(vals[k]);
   free(bias);
   return st;
+}
+
+int32_t lg_topp_total_row(float *z, int32_t V, float *top_p, int32_t *other) {
+  enum { BLK = 2048 };
+  if (V < 3 * BLK) return 0;
+  /* The tied value: the -a in (-8, -4] whose fp32 mass lies farthest (relatively) from e^-a, so that
+   * the two totals differ by as much as they can. */
+  float a = 4.0f;
+  double worst = -1.0;
+  for (int k = 0; k < 1024; ++k) {
+    const float c = 4.0f + (float)k / 256.0f;
+    const double e = exp(-(double)c), r = fabs((double)lmf_lg_exp_neg(-c) - e) / e;
+    if (r > worst) {
+      worst = r;
+      a = c;
+    }
+  }
+  for (int32_t v = 0; v < V; ++v) z[v] = v == 0 ? 0.0f : v >= BLK && v < BLK + LG_TIED ? -a : -INFINITY;
+  const double w = (double)lmf_lg_exp_neg(-a); /* each tied token's mass */
+  /* The combine's total: block 0 holds token 0 alone; blocks 1 and 2 the tied tokens, each e^0 = 1
+   * against its block's max -a, rescaled by e^-a. The masses' sum is exact (multiples of w). */
+  double total = 1.0;
+  total += (double)BLK * exp(-(double)a);
+  total += (double)(LG_TIED - BLK) * exp(-(double)a);
+  const double masses = 1.0 + (double)LG_TIED * w;
+  for (float p = 0.85f; p < 0.95f; p = nextafterf(p, 1.0f)) {
+    double tc = (double)p * total, tm = (double)p * masses;
+    if (tc > masses) tc = masses;
+    const double xc = (tc - 1.0) / w, xm = (tm - 1.0) / w; /* tied tokens each target needs */
+    const double jc = ceil(xc), jm = ceil(xm);
+    if (jc == jm || jc - xc < 1e-6 || xc - (jc - 1.0) < 1e-6 || jm - xm < 1e-6 || xm - (jm - 1.0) < 1e-6)
+      continue;
+    *top_p = p;
+    if (other) *other = 1 + (int32_t)jm;
+    return 1 + (int32_t)jc;
+  }
+  return 0;
 }

@@ -143,6 +143,19 @@ int lg_row_near_at(const lg_out *a, int32_t ra, const lg_out *b, int32_t rb, dou
 int32_t lg_ref_row(const lmf_logits_model_t *models, size_t num_models, const lmf_logits_params_t *params,
                    int32_t row, ref_lg_result *r);
 
+/* ---- Top-p's target ----------------------------------------------------------------------------- */
+
+/* A row (z[0 .. V), V >= 3 x 2048) and a top_p on which top-p's target rule decides the cut
+ * (docs/logits.md): token 0 at 0, LG_TIED tokens at one value -a from id 2048 on (the second and third
+ * of the 2048-token blocks), -inf elsewhere; top_p such that top_p x the combine pass's total (the
+ * blocks' e^(y - block max) sums, rescaled to the row's max in double) and top_p x the sum of every
+ * token's fp32 mass e^(y - ymax) need different numbers of the tied tokens, both at least 1e-6 of a
+ * token's mass from a boundary. With temperature 1, the count of survivors the library's rule (the
+ * combine's total) keeps, token 0 included (*other: the other rule's); 0 if no such top_p was found
+ * (then *top_p is untouched). */
+#define LG_TIED 3000
+int32_t lg_topp_total_row(float *z, int32_t V, float *top_p, int32_t *other);
+
 #ifdef __cplusplus
 }
 #endif
