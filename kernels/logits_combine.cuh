@@ -24,7 +24,8 @@ __device__ __forceinline__ int class_of(float d) {
  * keeps no more than a cut can use: the window pass's, kListCap (a list cut holds at most that many
  * tokens in all); the combine pass's (SUP), lcap for classes 0 .. 3 (their counts are loose: a block's
  * running max is below the row's; a top-p cut of a flat row often lies 4 to 10 nats below the max,
- * class 2 or 3) but kWinCap for the classes past 10 nats, which only a peaked row fills so little. */
+ * class 2 or 3) but kWinCap for the classes past 10 nats (a cut lies there only in a peaked row,
+ * among few tokens). */
 template <bool SUP>
 __device__ __forceinline__ unsigned list_cap(int cls, unsigned lcap) {
   /* SUP needs no min with lcap: the combine fills lists only where a block walks kSupChunks chunks,
