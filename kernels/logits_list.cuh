@@ -180,8 +180,8 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
   for (int k = 0; k < kClasses && S.cnt[k] <= list_cap<true>(k, (unsigned)p.lcap); ++k) ksup = k;
   if (ksup < 0) return false;
   const bool unit = kind == SK_TOPK;
-  /* This thread's entries per true class: counts, 10 bits each (a thread reads at most 4 kSupCap / kThreads
-   * + 2 kWinCap / kThreads < 1024 entries: list_cap), and masses. */
+  /* This thread's entries per true class: counts, 10 bits each (a thread reads at most
+   * (4 kSupCap + 2 kWinCap) / kThreads < 1024 entries: list_cap), and masses. */
   unsigned long long mine = 0ull;
   U128 cm[kClasses];
 #pragma unroll
