@@ -19,7 +19,7 @@ constexpr int kPer = kChunk / kThreads;   /* tokens per thread per chunk */
 constexpr int kBins = 256;                /* radix digit: 8 bits */
 constexpr int kNst = 5;                   /* statistics roles */
 constexpr int kMaxM = LMF_LOGITS_MAX_MODELS;
-constexpr int kWinCap = 2048;             /* the CPU's CAP: a top-p window with at most this many tokens */
+constexpr int kWinCap = 2048;             /* the combine's lists past 10 nats keep this many (list_cap) */
 constexpr int kClasses = 6;  /* list mode: tokens by d = 2 (ymax - y) in [0,4) [4,8) [8,16) [16,20)
                               * [20,24) [24,32) (class_of); the CPU's windows d < 4, 8, 16, 32 end
                               * with classes 0, 1, 2, 5 */

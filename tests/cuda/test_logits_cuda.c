@@ -394,6 +394,36 @@ void test_cuda_logits_verify(void) {
   backends_close(&be);
 }
 
+/* The CUDA path a case selects through the environment (read by every CUDA call): 0 the separate
+ * kernels, 1 and 2 list mode (LMF_LOGITS_LIST=1; mode 2 is the cases' run without log-prob rows), 3 the
+ * one-launch step (LMF_LOGITS_COOP=1) where the job and the device allow it. */
+static void select_path(int mode) {
+  if (mode == 1 || mode == 2) setenv("LMF_LOGITS_LIST", "1", 1);
+  else unsetenv("LMF_LOGITS_LIST");
+  if (mode == 3) setenv("LMF_LOGITS_COOP", "1", 1);
+  else unsetenv("LMF_LOGITS_COOP");
+}
+
+/* The two variables as the case found them, put back by paths_restore. */
+typedef struct saved_paths {
+  char *list, *coop;
+} saved_paths;
+
+static saved_paths paths_save(void) {
+  const char *l = getenv("LMF_LOGITS_LIST"), *c = getenv("LMF_LOGITS_COOP");
+  saved_paths s = {l ? strdup(l) : NULL, c ? strdup(c) : NULL};
+  return s;
+}
+
+static void paths_restore(saved_paths s) {
+  if (s.list) setenv("LMF_LOGITS_LIST", s.list, 1);
+  else unsetenv("LMF_LOGITS_LIST");
+  if (s.coop) setenv("LMF_LOGITS_COOP", s.coop, 1);
+  else unsetenv("LMF_LOGITS_COOP");
+  free(s.list);
+  free(s.coop);
+}
+
 /* Top-k and top-p cuts, with the list mode off and on (LMF_LOGITS_LIST, read by every CUDA call): rows
  * peaked enough for the window below the maximum to hold the cut (list mode finishes them), rows in
  * between, flat rows whose windows hold too many tokens (the general search, in the list cut's block), a
@@ -435,8 +465,7 @@ void test_cuda_logits_cuts(void) {
               {1.0f, 0.95f, 0.0f, 2048, "top-k 2048, top-p 0.95"},
               {0.0f, 0.9f, 0.0f, 0, "greedy, top-p 0.9 (log-probs)"},
               {0.9f, 1.0f, 0.05f, 0, "min-p 0.05, no cut"}};
-  const char *saved = getenv("LMF_LOGITS_LIST"), *saved_coop = getenv("LMF_LOGITS_COOP");
-  char *keep = saved ? strdup(saved) : NULL, *keep_coop = saved_coop ? strdup(saved_coop) : NULL;
+  const saved_paths keep = paths_save();
   for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
     const int32_t B = shapes[si].B, V = shapes[si].V;
     float *z = (float *)lt_malloc(sizeof(float) * (size_t)B * V);
@@ -468,10 +497,7 @@ void test_cuda_logits_cuts(void) {
       for (size_t ci = 0; ci < sizeof cuts / sizeof cuts[0]; ++ci)
         for (int mode = 0; mode < 4; ++mode) {
           if (mode == 3 && cuts[ci].top_k > 0) continue;
-          if (mode == 1 || mode == 2) setenv("LMF_LOGITS_LIST", "1", 1);
-          else unsetenv("LMF_LOGITS_LIST");
-          if (mode == 3) setenv("LMF_LOGITS_COOP", "1", 1);
-          else unsetenv("LMF_LOGITS_COOP");
+          select_path(mode);
           lmf_logits_params_t p;
           lg_params(&p, B);
           p.temperature = cuts[ci].T;
@@ -493,12 +519,7 @@ void test_cuda_logits_cuts(void) {
     free(z);
     free(seeds);
   }
-  if (keep) setenv("LMF_LOGITS_LIST", keep, 1);
-  else unsetenv("LMF_LOGITS_LIST");
-  if (keep_coop) setenv("LMF_LOGITS_COOP", keep_coop, 1);
-  else unsetenv("LMF_LOGITS_COOP");
-  free(keep);
-  free(keep_coop);
+  paths_restore(keep);
   backends_close(&be);
 }
 
@@ -519,8 +540,7 @@ void test_cuda_logits_topp_total(void) {
 #else
   static const int32_t batches[] = {16, 600};
 #endif
-  const char *saved = getenv("LMF_LOGITS_LIST"), *saved_coop = getenv("LMF_LOGITS_COOP");
-  char *keep = saved ? strdup(saved) : NULL, *keep_coop = saved_coop ? strdup(saved_coop) : NULL;
+  const saved_paths keep = paths_save();
   float row[V], top_p = 0.0f;
   if (!LMF_CHECK(lg_topp_total_row(row, V, &top_p, NULL) > 1)) goto done;
   for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; ++bi) {
@@ -536,10 +556,7 @@ void test_cuda_logits_topp_total(void) {
       }
       if (LMF_CHECK(lg_models_add(&ms, LMF_DTYPE_F32, z, B, V, 1.0f) >= 0))
         for (int mode = 0; mode < 4; ++mode) {
-          if (mode == 1 || mode == 2) setenv("LMF_LOGITS_LIST", "1", 1);
-          else unsetenv("LMF_LOGITS_LIST");
-          if (mode == 3) setenv("LMF_LOGITS_COOP", "1", 1);
-          else unsetenv("LMF_LOGITS_COOP");
+          select_path(mode);
           lmf_logits_params_t p;
           lg_params(&p, B);
           p.temperature = 1.0f;
@@ -556,12 +573,7 @@ void test_cuda_logits_topp_total(void) {
     free(seeds);
   }
 done:
-  if (keep) setenv("LMF_LOGITS_LIST", keep, 1);
-  else unsetenv("LMF_LOGITS_LIST");
-  if (keep_coop) setenv("LMF_LOGITS_COOP", keep_coop, 1);
-  else unsetenv("LMF_LOGITS_COOP");
-  free(keep);
-  free(keep_coop);
+  paths_restore(keep);
   backends_close(&be);
 }
 
