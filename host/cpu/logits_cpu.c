@@ -88,9 +88,10 @@
 #include "philox_cpu.h"
 
 /* Vector clones chosen at load time by CPU features (not by CPU model, so any AVX-512 machine gets
- * the AVX-512 clone). */
+ * the AVX-512 clone). Both vector levels have FMA, so lmf_lg_exp_neg's fmaf calls become vector FMAs
+ * there; the default clone calls libm's fmaf (correctly rounded, slower). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define LMF_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#define LMF_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define LMF_VECTOR_CLONES
 #endif
