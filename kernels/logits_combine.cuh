@@ -8,15 +8,15 @@
 
 /* The list class of a token with d = 2 (ymax - y): [0, 4) 0, [4, 8) 1, [8, 16) 2, [16, 20) 3,
  * [20, 24) 4, [24, 32) 5, else kClasses (none; +inf and NaN d's too; below 0: 0). By a table of
- * floor(d / 4) in 4-bit entries: a clamp, a product, a conversion and a shift per token instead of
+ * floor(d / 4) in 4-bit entries: a clamp, a conversion, a mask and a shift per token instead of
  * six compares and selects; the same class for every float d (checked over all 2^32 when it was
  * written). */
 __device__ __forceinline__ int class_of(float d) {
   static_assert(kClasses == 6, "the table below");
   float c = d < 32.0f ? d : 32.0f; /* NaN, +inf: 32 */
   c = c > 0.0f ? c : 0.0f;
-  const int i = (int)LMF_FMUL(c, 0.25f); /* floor(d / 4), 0 .. 8 */
-  return (int)((0x655432210ull >> (4 * i)) & 15u);
+  const int i4 = (int)c & ~3; /* 4 floor(d / 4), 0 .. 32 */
+  return (int)((0x655432210ull >> i4) & 15u);
 }
 
 /* Entries a class list keeps (its stride in the workspace is lcap; counts go on past the cap, and a
@@ -41,42 +41,45 @@ __device__ __forceinline__ unsigned list_cap(int cls, unsigned lcap) {
  * k's slots with one atomic: the warp waits for one round trip to L2 per chunk, not one per class and
  * token (the lists' atomics were the list mode's critical path). Counts go past the cap; entries
  * not. The order within a list is the warps' order of arrival, which no result depends on (a list cut
- * orders its items by key; its sums are exact). */
+ * orders its items by key; its sums are exact).
+ *
+ * Per token the loop does no test of the class: class kClasses (none) counts in the packed word's
+ * bits 60 .. 63, whose carries leave the word, and lane kClasses offers no room. Lane k offers its
+ * class's first free entry (index into L) and the room left before the cap in one word, so a token
+ * takes one shuffle, a compare and, in the combine (SUP), a predicated store (store_if): about 25 ->
+ * 13 instructions a token. The window pass (80 registers) branches around its store: the predicated
+ * stores, issued together, spill there. */
 template <bool SUP>
 __device__ __forceinline__ void list_append8(Row *R, uint2 *L, unsigned lcap, uint32_t cls,
                                              const float y[kPer], int64_t id0, int64_t idstep) {
+  static_assert(10 * kClasses + 4 <= 64, "the none class's count field");
+  static_assert((uint64_t)kClasses * kSupCap < (1ull << 18) && kSupCap < (1 << 14), "an offer's packing");
   constexpr uint32_t kNone8 = 0x11111111u * (uint32_t)kClasses; /* every token of the lane: no class */
   if (!__any_sync(kFull, cls != kNone8)) return; /* most of a wide row's warps, at one compare */
   unsigned long long mine = 0ull;
 #pragma unroll
-  for (int q = 0; q < kPer; ++q) {
-    const int k = (int)((cls >> (4 * q)) & 15u);
-    if (k < kClasses) mine += 1ull << (10 * k);
-  }
+  for (int q = 0; q < kPer; ++q) mine += 1ull << (10u * ((cls >> (4 * q)) & 15u));
   const int lane = lane_id();
-  unsigned long long inc = mine;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const unsigned long long n = __shfl_up_sync(kFull, inc, o);
-    if (lane >= o) inc += n;
-  }
+  const unsigned long long inc = warp_incl_scan_u64(mine);
   const unsigned long long tot = __shfl_sync(kFull, inc, 31);
-  unsigned base = 0u;
+  uint32_t offer = 0u; /* lane k < kClasses: (class k's next index into L) << 14 | room; else no room */
   if (lane < kClasses) {
     const unsigned n = (unsigned)(tot >> (10 * lane)) & 1023u;
-    if (n) base = atomicAdd(&R->cls_c[lane], n);
+    const unsigned base = n ? atomicAdd(&R->cls_c[lane], n) : 0u;
+    const unsigned cap = list_cap<SUP>(lane, lcap);
+    if (base < cap) offer = (((unsigned)lane * lcap + base) << 14) | (cap - base);
   }
   unsigned long long run = inc - mine; /* this lane's first slots, past the warp's base per class */
+  L = opaque_ptr(L); /* one register pair: not the row's offset rebuilt for every store */
 #pragma unroll
   for (int q = 0; q < kPer; ++q) {
-    const int k = (int)((cls >> (4 * q)) & 15u);
-    const unsigned b = __shfl_sync(kFull, base, k); /* class k's base, from lane k */
-    if (k < kClasses) {
-      const unsigned slot = b + ((unsigned)(run >> (10 * k)) & 1023u);
-      run += 1ull << (10 * k);
-      if (slot < list_cap<SUP>(k, lcap))
-        L[k * lcap + slot] = make_uint2(__float_as_uint(y[q]), (uint32_t)(id0 + (int64_t)q * idstep));
-    }
+    const unsigned k = (cls >> (4 * q)) & 15u, sh = 10u * k;
+    const uint32_t o = __shfl_sync(kFull, offer, (int)k); /* class k's offer, from lane k */
+    const unsigned slot = (unsigned)(run >> sh) & 1023u;
+    run += 1ull << sh;
+    const uint2 e = make_uint2(__float_as_uint(y[q]), (uint32_t)(id0 + (int64_t)q * idstep));
+    if (SUP) store_if(slot < (o & 0x3fffu), &L[(o >> 14) + slot], e);
+    else if (slot < (o & 0x3fffu)) L[(o >> 14) + slot] = e;
   }
 }
 
@@ -331,6 +334,8 @@ struct CombPlan {
   MV mv[kMaxM];
   float w[kMaxM];
   int n;
+  int32_t dense; /* every model dense, 16-byte aligned, of this dtype (else -1): fold_dense applies */
+  int64_t lim;   /* the models' smallest lim: fold_dense applies to groups below it */
 };
 
 /* Fills cp for row (thread k: model k) and waits for it; every thread of the block calls it. */
@@ -344,11 +349,38 @@ __device__ void comb_plan(const KP &p, const Row &R, int64_t row, CombPlan &cp) 
   }
   if (k == 0) cp.n = __popc(comb);
   __syncthreads();
+  if (k == 0) {
+    int32_t dt = cp.n ? cp.mv[0].dtype : -1;
+    int64_t lim = INT64_MAX;
+    for (int i = 0; i < cp.n; ++i) {
+      const MV &m = cp.mv[i];
+      if (m.sparse || !m.vec || m.dtype != dt) dt = -1;
+      lim = m.lim < lim ? m.lim : lim;
+    }
+    cp.dense = dt;
+    cp.lim = lim;
+  }
+  __syncthreads();
 }
 
 /* Asks for every combined model's z(v .. v + 7) ahead of its load (prefetch8). */
 __device__ __forceinline__ void prefetch_models(const CombPlan &cp, int64_t v, bool l1) {
   for (int i = 0; i < cp.n; ++i) prefetch8(cp.mv[i], v, l1);
+}
+
+/* fold_models<false> where every model is dense and of dtype DT and the group lies below every
+ * model's lim (CombPlan::dense): the same adds in the same order, without load8's tests per model
+ * (about 20 instructions a model and group). */
+template <int32_t DT>
+__device__ __forceinline__ void fold_dense(const CombPlan &cp, int64_t v, float y[kPer]) {
+#pragma unroll 1 /* a few models: unrolled by 4, K = 3 would run only the remainder loop */
+  for (int i = 0; i < cp.n; ++i) {
+    const float wk = cp.w[i];
+    float x[kPer];
+    load8_vec(cp.mv[i].base, DT, v, x);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) y[q] = LMF_FADD(y[q], LMF_FMUL(wk, x[q]));
+  }
 }
 
 /* y(v .. v + 7) = the models combined in this row folded from 0 in model order. RULE: each step is
@@ -359,6 +391,12 @@ __device__ __forceinline__ bool fold_models(const CombPlan &cp, int64_t v, float
   bool b = false;
 #pragma unroll
   for (int q = 0; q < kPer; ++q) y[q] = 0.0f;
+  if (!RULE && cp.dense >= 0 && v + kPer <= cp.lim) {
+    if (cp.dense == LMF_DTYPE_BF16) fold_dense<LMF_DTYPE_BF16>(cp, v, y);
+    else if (cp.dense == LMF_DTYPE_F32) fold_dense<LMF_DTYPE_F32>(cp, v, y);
+    else fold_dense<LMF_DTYPE_F16>(cp, v, y);
+    return false;
+  }
   for (int i = 0; i < cp.n; ++i) {
     const float wk = cp.w[i];
     float x[kPer];

@@ -391,6 +391,29 @@ __device__ double block_sum_f64_lead(double v, Red &r) {
   return s;
 }
 
+/* Inclusive prefix sum of v over the warp's lanes (64-bit words, carries within the word). On the
+ * device each step's add is predicated on the shuffle's own in-range flag: 4 instructions a step, not
+ * 7 (no lane compare, no selects). */
+__device__ __forceinline__ unsigned long long warp_incl_scan_u64(unsigned long long v) {
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+#if defined(__CUDA_ARCH__)
+    asm("{\n\t.reg .pred p;\n\t.reg .b32 vl, vh, tl, th;\n\t.reg .b64 t;\n\t"
+        "mov.b64 {vl, vh}, %0;\n\t"
+        "shfl.sync.up.b32 tl|p, vl, %1, 0, -1;\n\t"
+        "shfl.sync.up.b32 th, vh, %1, 0, -1;\n\t"
+        "mov.b64 t, {tl, th};\n\t"
+        "@p add.u64 %0, %0, t;\n\t}"
+        : "+l"(v)
+        : "r"(o));
+#else
+    const unsigned long long n = __shfl_up_sync(kFull, v, o); /* the CPU emulator (tests/emu) */
+    if (lane_id() >= o) v += n;
+#endif
+  }
+  return v;
+}
+
 /* Inclusive prefix sum of counts over the block's threads in thread order. */
 __device__ unsigned block_incl_scan_u32(unsigned v, Red &r) {
   const int lane = lane_id();

@@ -71,32 +71,37 @@ __device__ __forceinline__ float load1(const MV &m, int64_t v) {
   return m.sparse ? sparse_value(m, x) : x;
 }
 
+/* The 8 elements at base + v (of dtype; a 16-byte aligned group) as floats: vector loads. */
+__device__ __forceinline__ void load8_vec(const void *base, int32_t dtype, int64_t v, float x[kPer]) {
+  if (dtype == LMF_DTYPE_F32) {
+    const float4 *q = reinterpret_cast<const float4 *>(static_cast<const float *>(base) + v);
+    const float4 a = q[0], b = q[1];
+    x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w;
+    x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+  } else {
+    const uint4 u = *reinterpret_cast<const uint4 *>(static_cast<const uint16_t *>(base) + v);
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+    /* One branch per 8 tokens, not one per token (the compiler kept a per-token select's branches). */
+    if (dtype == LMF_DTYPE_BF16) {
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        x[2 * q] = lmf_bf16_to_f32((uint16_t)(w[q] & 0xffffu));
+        x[2 * q + 1] = __uint_as_float(w[q] & 0xffff0000u); /* lmf_bf16_to_f32 of the high half */
+      }
+    } else {
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        x[2 * q] = lmf_f16_to_f32((uint16_t)(w[q] & 0xffffu));
+        x[2 * q + 1] = lmf_f16_to_f32((uint16_t)(w[q] >> 16));
+      }
+    }
+  }
+}
+
 /* z(v .. v + 7) (v a multiple of 8), -inf at and beyond lim. */
 __device__ __forceinline__ void load8(const MV &m, int64_t v, float x[kPer]) {
   if (m.vec && v + kPer <= m.lim) {
-    if (m.dtype == LMF_DTYPE_F32) {
-      const float4 *q = reinterpret_cast<const float4 *>(static_cast<const float *>(m.base) + v);
-      const float4 a = q[0], b = q[1];
-      x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w;
-      x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
-    } else {
-      const uint4 u = *reinterpret_cast<const uint4 *>(static_cast<const uint16_t *>(m.base) + v);
-      const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-      /* One branch per 8 tokens, not one per token (the compiler kept a per-token select's branches). */
-      if (m.dtype == LMF_DTYPE_BF16) {
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          x[2 * q] = lmf_bf16_to_f32((uint16_t)(w[q] & 0xffffu));
-          x[2 * q + 1] = __uint_as_float(w[q] & 0xffff0000u); /* lmf_bf16_to_f32 of the high half */
-        }
-      } else {
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          x[2 * q] = lmf_f16_to_f32((uint16_t)(w[q] & 0xffffu));
-          x[2 * q + 1] = lmf_f16_to_f32((uint16_t)(w[q] >> 16));
-        }
-      }
-    }
+    load8_vec(m.base, m.dtype, v, x);
     if (m.sparse) {
 #pragma unroll
       for (int j = 0; j < kPer; ++j) x[j] = sparse_value(m, x[j]);
@@ -120,6 +125,29 @@ __device__ __forceinline__ void prefetch8(const MV &m, int64_t v, bool l1) {
   else asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.u32 p, %1, 0;\n\t@p prefetch.global.L2 [%0];\n\t}" ::"l"(a), "r"(in));
 #else
   (void)a, (void)in, (void)l1; /* the CPU emulator (tests/emu) */
+#endif
+}
+
+/* p, which the compiler can no longer see through: it keeps the pointer in a register pair instead of
+ * rebuilding it from the uniform values it came from at each use (5 instructions a use in
+ * list_append8's loop). */
+template <class T>
+__device__ __forceinline__ T *opaque_ptr(T *p) {
+#if defined(__CUDA_ARCH__)
+  asm("mov.b64 %0, %0;" : "+l"(p));
+#endif
+  return p;
+}
+
+/* *a = v where in: a predicated store, not a branch around one (the branch and its convergence barrier
+ * cost more than the store; list_append8's per-token step). */
+__device__ __forceinline__ void store_if(bool in, uint2 *a, uint2 v) {
+#if defined(__CUDA_ARCH__)
+  asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.u32 p, %0, 0;\n\t@p st.global.v2.u32 [%1], {%2, %3};\n\t}" ::"r"((uint32_t)in),
+               "l"(a), "r"(v.x), "r"(v.y)
+               : "memory");
+#else
+  if (in) *a = v; /* the CPU emulator (tests/emu) */
 #endif
 }
 

@@ -303,6 +303,63 @@ void test_cuda_logits_random_batches(void) {
   backends_close(&be);
 }
 
+/* Models of one dtype, dense, with 16-byte aligned rows: the combine pass's dense fold
+ * (CombPlan::dense), in each dtype. Model 1's vocabulary ends inside an 8-token group (V - 13 of
+ * V_out = V), so its last group and the tokens past it take the general fold; in the second call
+ * model 2's row stride is V + 1, which leaves most of its rows unaligned (those rows' blocks take the
+ * general fold). Shapes: the vocabulary split over blocks, and blocks that walk many chunks. */
+void test_cuda_logits_dense_models(void) {
+  REQUIRE_CUDA();
+  backends be;
+  if (!backends_open(&be)) {
+    backends_close(&be);
+    return;
+  }
+  static const struct {
+    int32_t B, V;
+  } shapes[] = {{3, 32000},
+#if defined(LMF_TEST_EMU)
+                {20, 20480}
+#else
+                {600, 20480}
+#endif
+  };
+  for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
+    const int32_t B = shapes[si].B, V = shapes[si].V;
+    float *z = (float *)lt_malloc(sizeof(float) * (size_t)B * (V + 1));
+    uint64_t *seeds = (uint64_t *)lt_malloc(sizeof(uint64_t) * (size_t)B);
+    for (int d = 0; d < 3 && z && seeds; ++d) {
+      static const float coeff[3] = {1.0f, 1.5f, -0.5f};
+      for (int32_t b = 0; b < B; ++b) seeds[b] = 77 + (uint64_t)b;
+      for (int stride = 0; stride < 2; ++stride) {
+        lg_models ms;
+        lg_models_init(&ms);
+        for (int k = 0; k < 3; ++k) {
+          const int32_t w = (k == 2 && stride) ? V + 1 : V; /* the buffer's row stride */
+          fill_q(z, (int64_t)B * w, k == 0 ? 2.0 : 1.0, 300 * si + 10 * (uint64_t)d + (uint64_t)k);
+          lg_models_add(&ms, lg_dtypes[d], z, B, w, coeff[k]);
+          ms.m[k].vocab = V;
+        }
+        ms.m[1].vocab = V - 13;
+        lmf_logits_params_t p;
+        lg_params(&p, B);
+        p.vocab_out = V;
+        p.temperature = 0.8f;
+        p.top_p = 0.9f;
+        p.seeds = seeds;
+        char what[96];
+        snprintf(what, sizeof what, "B %d V %d, dtype %d, model 2's stride %d: top-p", (int)B, (int)V,
+                 (int)lg_dtypes[d], (int)(stride ? V + 1 : V));
+        PARITY(&be, ms.m, 3, &p, 0, what);
+        lg_models_free(&ms);
+      }
+    }
+    free(z);
+    free(seeds);
+  }
+  backends_close(&be);
+}
+
 /* Strided, row-indexed, per-row coefficient and sparse inputs. */
 void test_cuda_logits_layouts(void) {
   REQUIRE_CUDA();
