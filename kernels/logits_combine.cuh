@@ -10,7 +10,7 @@
  * [20, 24) 4, [24, 32) 5, else kClasses (none; +inf and NaN d's too; below 0: 0). By a table of
  * floor(d / 4) in 4-bit entries: a clamp, a conversion, a mask and a shift per token instead of
  * six compares and selects; the same class for every float d (checked over all 2^32 when it was
- * written). */
+ * written, and again when floor(d / 4) became a mask of the conversion instead of a product). */
 __device__ __forceinline__ int class_of(float d) {
   static_assert(kClasses == 6, "the table below");
   float c = d < 32.0f ? d : 32.0f; /* NaN, +inf: 32 */
