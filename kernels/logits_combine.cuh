@@ -485,7 +485,13 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
   const bool nuc_on = R.nuc_on != 0;
   const uint64_t nuc_cut = R.nuc_cut;
   const float plaus_thr = R.plaus_thr;
-  const lmf_lg_divisor Td = lmf_lg_divisor_of(R.Teff);
+  lmf_lg_divisor Td = lmf_lg_divisor_of(R.Teff);
+#if defined(__CUDA_ARCH__)
+  /* Td.r computed here, once: the compiler had sunk its division into the fast division's branch,
+   * which runs in every chunk (about 20 instructions). The register it keeps costs a 4-byte spill,
+   * reloaded only in the nucleus mask's path. */
+  asm("" : "+f"(Td.r));
+#endif
   const bool divide = R.fuse_T && R.Teff != 1.0f;
   const bool want_sum = R.want_sum != 0;
   float *Yr = p.Y + w.row * p.ystride;

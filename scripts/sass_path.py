@@ -29,16 +29,19 @@ the block's running max:
         --take 'if (p.need_y' --cold lmf_f16_to_f32 --cold 'LMF_FDIV(y[q], T.b)' \\
         --cold 'if (v + q >= V) y[q] = ninf()' --cold 'sel8(y, j)' --cold 'load1(m, v + j)' --fall-rest \\
         --take 'if (!LEAD || threadIdx.x == 0)' --take 'if (threadIdx.x == 0) {' \\
-        --take 'if (!fin) *bad |= fold_models' --take 'if (v + kPer > V)'
+        --take 'if (!fin) *bad |= fold_models' --take 'if (v + kPer > V)' --take 'if (fast) {'
 
-(The final --take 'if (v + kPer > V)' came after the counts below: without it the path also ran the
-row's last group's -inf fill, 24 instructions a chunk; with it, today's 1,001 and 809 are 977 and 785.)
+(The last two --take came after the counts below: without the first the path also ran the row's last
+group's -inf fill, 24 instructions a chunk; the second decides a branch whose taken side starts with an
+instruction nvdisasm gives no line of its own (it inherits the cold slow division's). With both,
+today's 979 and 795 are 955 and 771, and the second pass's 1,238 is 1,214.)
 (2026-11-27: 1,687 instructions per 2048-token chunk, 1,350 with --take 'cls != kNone8', i.e. 211 and
 169 a token; after the exp-sum went to double, 1,465 and 1,128; with REDUX warp reductions, 1,361 and
-1,024; with predicated prefetches, 1,324 and 987; with the plain fold of the models, 1,239 and 917; with leaner
-appends, exp by FMAs and the dense fold, 1,001 and 809. The second combine pass of the rows its
-lists cannot decide: the same arguments with 'k_combineILb0ELi3E' and --take 'if (warm && kind ==
-SK_TOPP)' --take 'cls != kNone8': 1,456, then 1,448, 1,411, 1,356 and 1,258.)
+1,024; with predicated prefetches, 1,324 and 987; with the plain fold of the models, 1,239 and 917; with
+leaner appends, exp by FMAs and the dense fold, 1,001 and 809; with the temperature's reciprocal once
+per block, 979 and 795. The second combine pass of the rows its lists cannot decide: the same arguments
+with 'k_combineILb0ELi3E' and --take 'if (warm && kind == SK_TOPP)' --take 'cls != kNone8': 1,456, then
+1,448, 1,411, 1,356, 1,258 and 1,238.)
 A loop whose back edge is an unconditional jump (its test at the top) cannot be given --trips: decide
 the branches into it instead. Where a condition and the call it guards share a line
 ('if (!fin) *bad |= fold_models<true>(...)'), both successors start on that line, so --cold on the
