@@ -157,6 +157,10 @@ if [ "$WHAT" != bench ]; then
       --gtest_filter="${LMF_SANITIZER_FILTER:-$gfilter:-*2e31*:*RealData*:*LargeBatches*:*LongRuns*:*CutsMatchCpu*}"
     stage "racecheck" 90 "$S" compute-sanitizer --tool racecheck --error-exitcode 9 "$cuda_bin" \
       --gtest_filter='Cuda.PassesMatchCpu:DyntokCuda.SpecVectorsMatchCpu:LogitsCuda.SpecVectorsMatchCpu:LogitsCuda.LayoutsMatchCpu:HypernetCuda.VariantsMatchCpu:EmbedCuda.FvtMatchesCpu'
+    # List mode's class lists take predicated stores at indices packed into one word per class
+    # (list_append8's offers): memcheck on the cases that fill them, last, where time is left.
+    stage "memcheck logits list mode" 60 "$S" env LMF_LOGITS_LIST=1 compute-sanitizer --tool memcheck \
+      --error-exitcode 9 "$cuda_bin" --gtest_filter='LogitsCuda.RandomBatchesMatchCpu:LogitsCuda.DenseModelsMatchCpu'
   fi
   if [ -f "$S" ]; then
     grep -E "^######## |ERROR SUMMARY" "$S" >> "$OUT/summary.txt"
