@@ -215,6 +215,14 @@ void test_cuda_logits_spec_vectors(void) {
   backends_close(&be);
 }
 
+/* Rows of a batch at V = 20480 where each block walks more than kPrefetchChunks (8) chunks of its row
+ * (one block per row: B = 20 on the emulator's 4 SMs, 600 on a 132-SM card). */
+#if defined(LMF_TEST_EMU)
+enum { kManyChunksB = 20 };
+#else
+enum { kManyChunksB = 600 };
+#endif
+
 /* Batches of random rows, sizes that exercise one row per block and the vocabulary split over blocks,
  * and blocks that walk more than kPrefetchChunks (8) chunks of their row, where the combine pass runs its
  * unrolled sums (B = 20 on the emulator's 4 SMs, B = 600 on a 132-SM card: one block per row). */
@@ -227,13 +235,7 @@ void test_cuda_logits_random_batches(void) {
   }
   static const struct {
     int32_t B, V;
-  } shapes[] = {{1, 152064}, {3, 32000}, {37, 4099}, {256, 1024}, {1024, 64},
-#if defined(LMF_TEST_EMU)
-                {20, 20480}
-#else
-                {600, 20480}
-#endif
-  };
+  } shapes[] = {{1, 152064}, {3, 32000}, {37, 4099}, {256, 1024}, {1024, 64}, {kManyChunksB, 20480}};
   for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
     const int32_t B = shapes[si].B, V = shapes[si].V;
     float *z = (float *)lt_malloc(sizeof(float) * (size_t)B * V);
@@ -317,20 +319,14 @@ void test_cuda_logits_dense_models(void) {
   }
   static const struct {
     int32_t B, V;
-  } shapes[] = {{3, 32000},
-#if defined(LMF_TEST_EMU)
-                {20, 20480}
-#else
-                {600, 20480}
-#endif
-  };
+  } shapes[] = {{3, 32000}, {kManyChunksB, 20480}};
   for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
     const int32_t B = shapes[si].B, V = shapes[si].V;
     float *z = (float *)lt_malloc(sizeof(float) * (size_t)B * (V + 1));
     uint64_t *seeds = (uint64_t *)lt_malloc(sizeof(uint64_t) * (size_t)B);
+    for (int32_t b = 0; seeds && b < B; ++b) seeds[b] = 77 + (uint64_t)b;
     for (int d = 0; d < 3 && z && seeds; ++d) {
       static const float coeff[3] = {1.0f, 1.5f, -0.5f};
-      for (int32_t b = 0; b < B; ++b) seeds[b] = 77 + (uint64_t)b;
       for (int stride = 0; stride < 2; ++stride) {
         lg_models ms;
         lg_models_init(&ms);
