@@ -6,17 +6,17 @@
 
 /* ---- List mode's candidate lists --------------------------------------------------------------- */
 
-/* The list class of a token with d = 2 (ymax - y): [0, 4) 0, [4, 8) 1, [8, 16) 2, [16, 20) 3,
- * [20, 24) 4, [24, 32) 5, else kClasses (none; +inf and NaN d's too; below 0: 0). By a table of
- * floor(d / 4) in 4-bit entries: a clamp, a conversion, a mask and a shift per token instead of
- * six compares and selects; the same class for every float d (checked over all 2^32 when it was
- * written, and again when floor(d / 4) became a mask of the conversion instead of a product). */
-__device__ __forceinline__ int class_of(float d) {
+/* The list class of a token g = ymax - y below the max (in d = 2 g, as kClasses names them): g in
+ * [0, 2) 0, [2, 4) 1, [4, 8) 2, [8, 10) 3, [10, 12) 4, [12, 16) 5, else kClasses (none; +inf and NaN
+ * g's too; below 0: 0). By a table of floor(g) in 3-bit entries: a clamp, a conversion, a product
+ * and a shift per token instead of six compares and selects. The same class for every float g as
+ * the earlier table of floor(d / 4) on d = 2 g (checked over all 2^32), without the doubling. */
+__device__ __forceinline__ int class_of(float g) {
   static_assert(kClasses == 6, "the table below");
-  float c = d < 32.0f ? d : 32.0f; /* NaN, +inf: 32 */
+  float c = g < 16.0f ? g : 16.0f; /* NaN, +inf: 16 */
   c = c > 0.0f ? c : 0.0f;
-  const int i4 = (int)c & ~3; /* 4 floor(d / 4), 0 .. 32 */
-  return (int)((0x655432210ull >> i4) & 15u);
+  const int i = (int)c; /* floor(g), 0 .. 16: entry i is the class of [i, i + 1) */
+  return (int)((0x6b6d91b492240ull >> (3 * i)) & 7u);
 }
 
 /* Entries a class list keeps (its stride in the workspace is lcap; counts go on past the cap, and a
@@ -92,10 +92,7 @@ __device__ __forceinline__ void list_append_chunk(const KP &p, int64_t row, floa
                                                   int64_t v) {
   uint32_t cls = 0u;
 #pragma unroll
-  for (int q = 0; q < kPer; ++q) {
-    const float d = LMF_FMUL(LMF_FSUB(runmax, y[q]), 2.0f); /* -inf y: +inf (or NaN): no class */
-    cls |= (uint32_t)class_of(d) << (4 * q);
-  }
+  for (int q = 0; q < kPer; ++q) cls |= (uint32_t)class_of(LMF_FSUB(runmax, y[q])) << (4 * q); /* -inf y: none */
   list_append8<true>(&p.rows[row], p.cand + row * (int64_t)kClasses * p.lcap, (unsigned)p.lcap, cls, y, v, 1);
 }
 
@@ -164,10 +161,10 @@ __device__ __forceinline__ int window_token(int kind, const SRow &s, float yq, f
   U128 fx = u128(0ull, 0ull);
   int c = kClasses;
   *y = 0.0f;
-  const float d = LMF_FMUL(LMF_FSUB(s.ymax, yq), 2.0f); /* -inf y: +inf */
+  const float g = LMF_FSUB(s.ymax, yq); /* -inf y: +inf */
   if (v < V && search_item_v(kind, s, yq, dq, v, &key, &fx, y)) {
     tot = add(tot, fx);
-    c = class_of(d);
+    c = class_of(g);
 #pragma unroll
     for (int k = 0; k < kClasses; ++k)
       if (c == k) cm[k] = add(cm[k], fx);
@@ -289,15 +286,15 @@ __device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t
   const float mx = key_s_inv(mk);
   double sum = 0.0; /* in thread 0, which writes the partial */
   if (want_sum && !lmf_lg_is_ninf(mx)) {
-    double s = 0.0;
+    float s = 0.0f; /* the thread's group (lmf_lg_group_add) */
     if (warm) {
 #pragma unroll
-      for (int j = 0; j < kPer; ++j) s += lmf_lg_mass_f64(lmf_lg_exp_neg(LMF_FSUB(y[j], mx)));
+      for (int j = 0; j < kPer; ++j) s = lmf_lg_group_add(s, lmf_lg_exp_neg(LMF_FSUB(y[j], mx)));
     } else {
 #pragma unroll 1 /* the body's code fetched once, not kPer times (sel8) */
-      for (int j = 0; j < kPer; ++j) s += lmf_lg_mass_f64(lmf_lg_exp_neg(LMF_FSUB(sel8(y, j), mx)));
+      for (int j = 0; j < kPer; ++j) s = lmf_lg_group_add(s, lmf_lg_exp_neg(LMF_FSUB(sel8(y, j), mx)));
     }
-    sum = block_sum_f64_lead(s, red);
+    sum = block_sum_f64_lead((double)s, red);
   }
   if (threadIdx.x == 0) {
     CPart &P = p.cpart[row * p.nchunks + c];
@@ -379,13 +376,13 @@ __device__ __forceinline__ void fold_dense(const CombPlan &cp, int64_t v, float 
     float x[kPer];
     load8_vec(cp.mv[i].base, DT, v, x);
 #pragma unroll
-    for (int q = 0; q < kPer; ++q) y[q] = LMF_FADD(y[q], LMF_FMUL(wk, x[q]));
+    for (int q = 0; q < kPer; ++q) y[q] = LMF_FFMA(wk, x[q], y[q]);
   }
 }
 
 /* y(v .. v + 7) = the models combined in this row folded from 0 in model order. RULE: each step is
- * lmf_lg_term (its -inf rule) and returns whether an input was NaN / +inf; otherwise acc + w x and
- * returns false. */
+ * lmf_lg_term (its -inf rule) and returns whether an input was NaN / +inf; otherwise the fused acc + w x
+ * and returns false. */
 template <bool RULE>
 __device__ __forceinline__ bool fold_models(const CombPlan &cp, int64_t v, float y[kPer]) {
   bool b = false;
@@ -404,7 +401,7 @@ __device__ __forceinline__ bool fold_models(const CombPlan &cp, int64_t v, float
 #pragma unroll
     for (int q = 0; q < kPer; ++q) {
       if (RULE) b |= bad_f(x[q]);
-      y[q] = RULE ? term_f(y[q], wk, x[q]) : LMF_FADD(y[q], LMF_FMUL(wk, x[q]));
+      y[q] = RULE ? term_f(y[q], wk, x[q]) : LMF_FFMA(wk, x[q], y[q]);
     }
   }
   return b;
@@ -437,7 +434,7 @@ __device__ __forceinline__ void bias_and_T(const KP &p, int64_t row, int64_t v, 
 #pragma unroll
     for (int q = 0; q < kPer; ++q) {
       b |= bad_f(x[q]);
-      y[q] = term_f(y[q], 1.0f, x[q]);
+      y[q] = ninf_f(x[q]) ? ninf() : LMF_FADD(y[q], x[q]); /* term_f(y, 1, x): 1 x x is exact */
     }
   }
   if (divide) {

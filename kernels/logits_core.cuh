@@ -32,7 +32,7 @@ constexpr uint32_t kSentinel = 0x7f800001u; /* an unlisted id in a sparse model'
 constexpr uint32_t kCanonNan = 0x7fc00000u; /* listed NaNs are stored as this (never the sentinel) */
 constexpr int64_t kNone64 = INT64_MAX;
 
-static_assert(kPer == 8, "a thread handles one 8-token group (16-byte vectors) per chunk");
+static_assert(kPer == 8 && kPer == LMF_LG_GROUP, "a thread: one 8-token group a chunk (16-byte vectors, exp-sums)");
 static_assert(kThreads == kBins, "the search merge maps one thread to one bin");
 static_assert(kListCap % kThreads == 0 && kListCap >= kWinCap && kListCap <= kSupCap, "list cut capacity");
 
@@ -174,7 +174,7 @@ __device__ __forceinline__ bool bad_f(float x) { return !(x < __uint_as_float(0x
 __device__ __forceinline__ bool ninf_f(float x) { return x == ninf(); }
 /* lmf_lg_term(acc, w, x) with ninf_f. */
 __device__ __forceinline__ float term_f(float acc, float w, float x) {
-  const float t = LMF_FADD(acc, LMF_FMUL(w, x));
+  const float t = LMF_FFMA(w, x, acc);
   return ninf_f(x) ? ninf() : t;
 }
 

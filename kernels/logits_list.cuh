@@ -192,7 +192,7 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
 #pragma unroll 4
     for (unsigned i = threadIdx.x; i < n; i += kThreads) {
       const float y = __uint_as_float(__ldcg(&Lk[i].x));
-      const int tc = class_of(LMF_FMUL(LMF_FSUB(ymax, y), 2.0f));
+      const int tc = class_of(LMF_FSUB(ymax, y));
       if (tc > ksup) continue;
       mine += 1ull << (10 * tc);
       const U128 fx = item_fx(true, unit, y, ymax);
@@ -229,7 +229,7 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
 #pragma unroll 4
     for (unsigned i = threadIdx.x; i < n; i += kThreads) {
       const uint2 e = __ldcg(&Lk[i]);
-      if (class_of(LMF_FMUL(LMF_FSUB(ymax, __uint_as_float(e.x)), 2.0f)) <= kc) {
+      if (class_of(LMF_FSUB(ymax, __uint_as_float(e.x))) <= kc) {
         S.cy[pos] = __uint_as_float(e.x);
         S.cid[pos] = e.y;
         ++pos;

@@ -446,12 +446,12 @@ __device__ void b_stats(const KP &p, const Part &w) {
 #pragma unroll
       for (int j = 0; j < kPer; ++j) mk = key_s(x[j]) > mk ? key_s(x[j]) : mk;
       const float mx = key_s_inv((int32_t)block_reduce_ll<OP_MAX>(mk, red));
-      double sum = 0.0;
+      float s8 = 0.0f; /* the thread's group (lmf_lg_group_add) */
       if (!lmf_lg_is_ninf(mx)) {
 #pragma unroll
-        for (int j = 0; j < kPer; ++j) sum += lmf_lg_mass_f64(lmf_lg_exp_neg(LMF_FSUB(x[j], mx)));
+        for (int j = 0; j < kPer; ++j) s8 = lmf_lg_group_add(s8, lmf_lg_exp_neg(LMF_FSUB(x[j], mx)));
       }
-      sum = block_sum_f64_lead(sum, red);
+      const double sum = block_sum_f64_lead((double)s8, red);
       bad = (int)block_reduce_ll<OP_MAX>(bad, red);
       bad_all |= bad;
       if (threadIdx.x == 0) {

@@ -133,7 +133,6 @@ LMF_CASE(LogitsProperties, VerifyDraftGreedyRowLayout, test_logits_verify_greedy
 // Logits: the CUDA kernels' arithmetic shortcuts against the CPU's plain operations
 LMF_CASE(LogitsKernelMath, DivisionByTemperatureMatchesDivision, test_logits_div_by_matches_division)
 LMF_CASE(LogitsKernelMath, ExpNegRangeAndError, test_logits_exp_neg_range_and_error)
-LMF_CASE(LogitsKernelMath, MassAsDoubleMatchesConversion, test_logits_mass_f64_matches_conversion)
 
 // Logits: bad input (status, message naming the argument, nothing written)
 LMF_CASE(LogitsBadInput, Combine, test_logits_bad_input_combine)

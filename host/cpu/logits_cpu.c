@@ -55,9 +55,9 @@
  *    (16 lanes in a fixed order, the same on every ISA) and merged in block order; "mass >= p"
  *    compares with p times the total mass, the candidates' masses being added in the walk's order.
  *    Where top-p follows no top-k, the total comes from the combine pass (per block sum of
- *    e^(y - block max), rescaled in double; capped at the sum of the masses, which rounding may
- *    leave below it), whichever way the cut is found, and so does the LSE when every finite token
- *    survives.
+ *    e^(y - block max): fp32 within the CUDA threads' 8-token groups, the groups in double; rescaled
+ *    in double; capped at the sum of the masses, which rounding may leave below it), whichever way
+ *    the cut is found, and so does the LSE when every finite token survives.
  *    (Summation orders differ between paths: a boundary within ~1e-16 of p may fall either way; the
  *    path never depends on the thread count.)
  *  - Gumbel noise: see logits_math.h; U's fp32 evaluation is clamped below 1. Batches whose best
@@ -604,6 +604,26 @@ static double exp_sum(const float *x, int n, float m, float *wout, int64_t *cnt)
   for (int i = 0; i < n; ++i) c += w[i] > 0.0f;
   if (cnt) *cnt = c;
   return vsum(w, n);
+}
+
+/* The exp-sum the CUDA backend's chunks also form: e^(x - m) added in fp32 within each group of
+ * LMF_LG_GROUP tokens (lmf_lg_group_add), the groups in double (lane j takes groups g % 8 == j, then
+ * the lanes in order). x starts a block, so its groups are the CUDA threads'. */
+LMF_VECTOR_CLONES
+static double exp_sum_groups(const float *x, int n, float m) {
+  float w[BLK];
+  for (int i = 0; i < n; ++i) w[i] = lmf_lg_exp_neg(LMF_FSUB(x[i], m));
+  const int ng = (n + LMF_LG_GROUP - 1) / LMF_LG_GROUP;
+  for (int i = n; i < ng * LMF_LG_GROUP; ++i) w[i] = 0.0f; /* past the vocabulary's end: mass 0 */
+  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int g = 0; g < ng; ++g) {
+    float s = 0.0f;
+    for (int q = 0; q < LMF_LG_GROUP; ++q) s = lmf_lg_group_add(s, w[g * LMF_LG_GROUP + q]);
+    lane[g % 8] += (double)s;
+  }
+  double t = 0.0;
+  for (int j = 0; j < 8; ++j) t += lane[j];
+  return t;
 }
 
 /* sum of w over the finite y, in double; counts them. */
@@ -1224,7 +1244,7 @@ static void block_step(const lmf_lg_job *job, task *t, int64_t blk) {
         scale_block(x, m->temperature, n);
         float mx = max_block(x, n);
         p->smax[j] = mx;
-        p->ssum[j] = lmf_lg_is_ninf(mx) ? 0.0 : exp_sum(x, n, mx, NULL, NULL);
+        p->ssum[j] = lmf_lg_is_ninf(mx) ? 0.0 : exp_sum_groups(x, n, mx);
       }
       break;
     }
@@ -1307,7 +1327,7 @@ static void block_step(const lmf_lg_job *job, task *t, int64_t blk) {
       int b2;
       p->cnt = finish_block(y, n, t->fuse_T ? t->Teff : 1.0f, &b2, &p->max, &p->arg);
       p->bad = bad | b2;
-      if (t->want_sum) p->osum = lmf_lg_is_ninf(p->max) ? 0.0 : exp_sum(y, n, p->max, NULL, NULL);
+      if (t->want_sum) p->osum = lmf_lg_is_ninf(p->max) ? 0.0 : exp_sum_groups(y, n, p->max);
       break;
     }
     case PH_TEMP: {

@@ -5,7 +5,8 @@
  *
  * Per output row b and token v in [0, V_out):
  *   x_k(v) = z_k(v) / tau_k                     model k's logits (v >= V_k: -inf; sparse: fill value)
- *   s(v)   = sum_k c_k x_k(v) [+ omega logP(desired | v)] [+ bias(v)]     accumulated in fp32
+ *   s(v)   = sum_k c_k x_k(v) [+ omega logP(desired | v)] [+ bias(v)]     accumulated in fp32, in
+ *            model order, each term one fused multiply-add (one rounding; both backends alike)
  *   masks: contrastive plausibility on one model, the nucleus of one model, GeDi's class filter
  *   then the temperature T, top-k, top-p, min-p, and a Gumbel-max sample keyed by
  *   (row seed, row offset, token id): the token depends only on the row's own inputs and seed.

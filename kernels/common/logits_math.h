@@ -1,11 +1,13 @@
 /* The per-element arithmetic of lmf_logits_*, shared by the CPU backend (C99) and the CUDA kernels, so
  * both compute the combined score s(v), the masks' comparisons, the GeDi posterior and the Gumbel keys
- * with the same fp32 operations in the same order (no FMA contraction: LMF_FMUL / LMF_FADD ...). A token
- * sampled on one backend is then the token sampled on the other, whatever the thread or block layout.
+ * with the same fp32 operations in the same order (no FMA contraction; the explicit fused multiply-adds,
+ * LMF_FFMA, round once on both: fmaf on the CPU). A token sampled on one backend is then the token
+ * sampled on the other, whatever the thread or block layout.
  *
  * Conventions:
  *   x_k(v) = z_k(v) / tau_k                                   lmf_lg_scale_x
- *   s(v)   = fold over the row's models k in index order of    lmf_lg_term(acc, c_k / tau_k, z_k(v)),
+ *   s(v)   = fold over the row's models k in index order of    lmf_lg_term(acc, c_k / tau_k, z_k(v))
+ *            (acc + w z rounded once),
  *            starting from acc = 0; then lmf_lg_term(acc, omega, logP(desired | v)) (GeDi), then
  *            lmf_lg_term(acc, 1, bias(v)). A -inf input gives -inf whatever the sign of its weight.
  *   Gumbel noise of token v in a row with (seed, offset): word 0 of Philox4x32-10 with key
@@ -43,9 +45,11 @@ LMF_HD int lmf_lg_is_bad(float x) {
   return ((b & 0x7fffffffu) > 0x7f800000u) | (b == 0x7f800000u);
 }
 
-/* One step of the combination: acc + w * x, except that x = -inf gives -inf whatever the sign of w. */
+/* One step of the combination: acc + w * x with one rounding (a fused multiply-add: one instruction a
+ * model and token on the device, fmaf on the CPU), except that x = -inf gives -inf whatever the sign
+ * of w. */
 LMF_HD float lmf_lg_term(float acc, float w, float x) {
-  float t = LMF_FADD(acc, LMF_FMUL(w, x));
+  float t = LMF_FFMA(w, x, acc);
   return lmf_lg_is_ninf(x) ? lmf_lg_ninf() : t;
 }
 
@@ -92,42 +96,43 @@ LMF_HD float lmf_lg_div(lmf_lg_divisor d, float a) {
 /* x = z / tau (masks, GeDi, the draft model). */
 LMF_HD float lmf_lg_scale_x(float z, float tau) { return LMF_FDIV(z, tau); }
 
-/* e^x for x <= 0 (larger x are treated as 0; x < -87, -inf and NaN give 0): about 1 ulp, with +, -, *,
- * fused multiply-adds (one rounding on both backends: fmaf) and bit operations only, so both
- * backends give the same bits. The FMAs halve the polynomial's instructions on the device (a
- * combine pass spends an exp per token). */
+/* e^x for x <= 0 (larger x are treated as 0; x < -87, -inf and NaN give 0): within 0.89 ulp on
+ * [-87, 0] (every float there checked), with +, -, *, fused multiply-adds (one rounding on both
+ * backends: fmaf) and bit operations only, so both backends give the same bits. The FMAs halve the
+ * polynomial's instructions on the device (a combine pass spends an exp per token). */
 LMF_HD float lmf_lg_exp_neg(float x) {
   int under = !(x >= -87.0f); /* also NaN */
   x = under ? -87.0f : x;
   x = x > 0.0f ? 0.0f : x;
-  float k = LMF_FMUL(x, 1.44269504088896341f);
-  float t = LMF_FADD(k, 12582912.0f);
-  float n = LMF_FSUB(t, 12582912.0f); /* k rounded to the nearest integer, [-126, 0] */
-  /* ln 2 split: hi has 16 significant bits, so n * hi is exact. */
+  /* n = x log2(e) rounded to the nearest integer, in [-126, 0], as t - 1.5 * 2^23 (one FMA: the
+   * product is not rounded first). */
+  float t = LMF_FFMA(x, 1.44269504088896341f, 12582912.0f);
+  float n = LMF_FSUB(t, 12582912.0f);
+  /* ln 2 split: hi has 16 significant bits, so n * hi is exact; |r| <= ln 2 / 2. */
   float r = LMF_FFMA(-n, 1.428606765330187e-06f, LMF_FFMA(-n, 0.693145751953125f, x));
-  float p = LMF_FFMA(r, 1.0f / 5040.0f, 1.0f / 720.0f);
-  p = LMF_FFMA(r, p, 1.0f / 120.0f);
-  p = LMF_FFMA(r, p, 1.0f / 24.0f);
-  p = LMF_FFMA(r, p, 1.0f / 6.0f);
-  p = LMF_FFMA(r, p, 0.5f);
+  /* e^r by a degree-6 polynomial 1 + r + c2 r^2 + ... + c6 r^6, its coefficients fitted for the least
+   * largest relative error on [-ln 2 / 2, ln 2 / 2] (3.1e-9 before the coefficients' and the
+   * evaluation's roundings; a Taylor polynomial needs degree 7 for that). */
+  float p = LMF_FFMA(r, 0x1.6a23d0p-10f, 0x1.123a20p-7f);
+  p = LMF_FFMA(r, p, 0x1.5558f2p-5f);
+  p = LMF_FFMA(r, p, 0x1.555492p-3f);
+  p = LMF_FFMA(r, p, 0x1.fffffcp-2f);
   p = LMF_FFMA(r, p, 1.0f);
   p = LMF_FFMA(r, p, 1.0f);
-  /* 2^n from t = k + 1.5 * 2^23, whose bits are 0x4b400000 + n: (n + 127) << 23 = (bits(t) + 127) << 23
+  /* 2^n from t = n + 1.5 * 2^23, whose bits are 0x4b400000 + n: (n + 127) << 23 = (bits(t) + 127) << 23
    * (0x4b400000 << 23 vanishes), with no float-to-integer conversion (a slow pipe on the device). */
   float scale = lmf_bits_f32((lmf_f32_bits(t) + 127u) << 23);
   float e = LMF_FMUL(p, scale);
   return under ? 0.0f : e;
 }
 
-/* A mass w in [0, 1] from lmf_lg_exp_neg (0 or a normal float) as a double, built from its bits: the
- * exponent rebased by 1023 - 127, the significand moved up 29 bits. On the device the conversion
- * instruction runs on the narrow conversion pipe. A subnormal w, which lmf_lg_exp_neg never returns,
- * gives a value below 2^-1022, not its own. */
-LMF_HD double lmf_lg_mass_f64(float w) {
-  const uint32_t b = lmf_f32_bits(w);
-  const uint32_t hi = b >= 0x00800000u ? (b >> 3) + ((1023u - 127u) << 20) : 0u;
-  return lmf_f64_of_words(hi, b << 29);
-}
+/* A group's exp-sum: the LMF_LG_GROUP masses of tokens 8g .. 8g + 7 of a 2048-token block (a CUDA
+ * thread's tokens of a chunk; past the vocabulary's end, mass 0), added in fp32 in token order from 0
+ * by s = lmf_lg_group_add(s, w). A block's exp-sum adds its groups' sums in double. Both backends form the same groups in the same order, so
+ * their block sums differ only in the order of those double adds; one fp32 add a token, where a
+ * double per token cost a conversion (4 integer instructions by the bits) and a double add. */
+#define LMF_LG_GROUP 8
+LMF_HD float lmf_lg_group_add(float s, float w) { return LMF_FADD(s, w); }
 
 /* log(1 + e) for e in [0, 1]. */
 LMF_HD float lmf_lg_log1p_unit(float e) {

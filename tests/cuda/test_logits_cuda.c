@@ -577,9 +577,10 @@ void test_cuda_logits_cuts(void) {
 }
 
 /* Top-p's target rule (lg_topp_total_row: a row where top_p times the combine's total and top_p times
- * every token's mass keep different numbers of tied tokens) on each CUDA path: the separate kernels'
- * general search, list mode (the window pass's lists; where a block walks 4 chunks, the combine pass's
- * lists: B = 16 at 4 SMs, 600 at 132), without log-prob rows, and the one-launch step. */
+ * every token's mass keep different numbers of tied tokens; lg_topp_group_row: one where that total's
+ * 8-token groups, added in fp32, decide it) on each CUDA path: the separate kernels' general search,
+ * list mode (the window pass's lists; where a block walks 4 chunks, the combine pass's lists: B = 16
+ * at 4 SMs, 600 at 132), without log-prob rows, and the one-launch step. */
 void test_cuda_logits_topp_total(void) {
   REQUIRE_CUDA();
   backends be;
@@ -593,39 +594,42 @@ void test_cuda_logits_topp_total(void) {
 #else
   static const int32_t batches[] = {16, 600};
 #endif
+  static int32_t (*const builders[2])(float *, int32_t, float *, int32_t *) = {lg_topp_total_row,
+                                                                               lg_topp_group_row};
   const saved_paths keep = paths_save();
-  float row[V], top_p = 0.0f;
-  if (!LMF_CHECK(lg_topp_total_row(row, V, &top_p, NULL) > 1)) goto done;
-  for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; ++bi) {
-    const int32_t B = batches[bi];
-    float *z = (float *)lt_malloc(sizeof(float) * (size_t)B * V);
-    uint64_t *seeds = (uint64_t *)lt_malloc(sizeof(uint64_t) * (size_t)B);
-    lg_models ms;
-    lg_models_init(&ms);
-    if (z && seeds) {
-      for (int32_t b = 0; b < B; ++b) {
-        memcpy(z + (size_t)b * V, row, sizeof row);
-        seeds[b] = 500 + (uint64_t)b;
-      }
-      if (LMF_CHECK(lg_models_add(&ms, LMF_DTYPE_F32, z, B, V, 1.0f) >= 0))
-        for (int mode = 0; mode < 4; ++mode) {
-          select_path(mode);
-          lmf_logits_params_t p;
-          lg_params(&p, B);
-          p.temperature = 1.0f;
-          p.top_p = top_p;
-          p.seeds = seeds;
-          char what[96];
-          snprintf(what, sizeof what, "B %d, top-p %a, mode %d", (int)B, (double)top_p, mode);
-          if (mode == 2) PARITY_NO_LOGPROBS(&be, ms.m, ms.K, &p, what);
-          else PARITY(&be, ms.m, ms.K, &p, 0, what);
+  for (int r = 0; r < 2; ++r) {
+    float row[V], top_p = 0.0f;
+    if (!LMF_CHECK_MSG(builders[r](row, V, &top_p, NULL) > 1, "row %d", r)) continue;
+    for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; ++bi) {
+      const int32_t B = batches[bi];
+      float *z = (float *)lt_malloc(sizeof(float) * (size_t)B * V);
+      uint64_t *seeds = (uint64_t *)lt_malloc(sizeof(uint64_t) * (size_t)B);
+      lg_models ms;
+      lg_models_init(&ms);
+      if (z && seeds) {
+        for (int32_t b = 0; b < B; ++b) {
+          memcpy(z + (size_t)b * V, row, sizeof row);
+          seeds[b] = 500 + (uint64_t)b;
         }
+        if (LMF_CHECK(lg_models_add(&ms, LMF_DTYPE_F32, z, B, V, 1.0f) >= 0))
+          for (int mode = 0; mode < 4; ++mode) {
+            select_path(mode);
+            lmf_logits_params_t p;
+            lg_params(&p, B);
+            p.temperature = 1.0f;
+            p.top_p = top_p;
+            p.seeds = seeds;
+            char what[96];
+            snprintf(what, sizeof what, "row %d, B %d, top-p %a, mode %d", r, (int)B, (double)top_p, mode);
+            if (mode == 2) PARITY_NO_LOGPROBS(&be, ms.m, ms.K, &p, what);
+            else PARITY(&be, ms.m, ms.K, &p, 0, what);
+          }
+      }
+      lg_models_free(&ms);
+      free(z);
+      free(seeds);
     }
-    lg_models_free(&ms);
-    free(z);
-    free(seeds);
   }
-done:
   paths_restore(keep);
   backends_close(&be);
 }

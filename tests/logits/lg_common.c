@@ -597,6 +597,28 @@ int32_t lg_ref_row(const lmf_logits_model_t *models, size_t K, const lmf_logits_
   return st;
 }
 
+/* The first top_p in [0.85, 0.95) (float steps) at which top_p x total and top_p x other_total (each
+ * capped at the masses' sum) need different numbers of tied tokens of mass w after `before` mass in
+ * nbase tokens, both at least 1e-6 of w from a boundary and both within the ntied tokens. The count the
+ * first keeps (nbase + its tied tokens; *other: the second's); 0 if none. */
+static int32_t topp_separating(double total, double other_total, double masses, double before, int32_t nbase,
+                               double w, int32_t ntied, float *top_p, int32_t *other) {
+  for (float p = 0.85f; p < 0.95f; p = nextafterf(p, 1.0f)) {
+    double tc = (double)p * total, tm = (double)p * other_total;
+    if (tc > masses) tc = masses;
+    if (tm > masses) tm = masses;
+    const double xc = (tc - before) / w, xm = (tm - before) / w; /* tied tokens each target needs */
+    const double jc = ceil(xc), jm = ceil(xm);
+    if (jc == jm || jc - xc < 1e-6 || xc - (jc - 1.0) < 1e-6 || jm - xm < 1e-6 || xm - (jm - 1.0) < 1e-6)
+      continue;
+    if (jc < 1.0 || jm < 1.0 || jc > (double)ntied || jm > (double)ntied) continue;
+    *top_p = p;
+    if (other) *other = nbase + (int32_t)jm;
+    return nbase + (int32_t)jc;
+  }
+  return 0;
+}
+
 int32_t lg_topp_total_row(float *z, int32_t V, float *top_p, int32_t *other) {
   enum { BLK = 2048 };
   if (V < 3 * BLK) return 0;
@@ -620,16 +642,47 @@ int32_t lg_topp_total_row(float *z, int32_t V, float *top_p, int32_t *other) {
   total += (double)BLK * exp(-(double)a);
   total += (double)(LG_TIED - BLK) * exp(-(double)a);
   const double masses = 1.0 + (double)LG_TIED * w;
-  for (float p = 0.85f; p < 0.95f; p = nextafterf(p, 1.0f)) {
-    double tc = (double)p * total, tm = (double)p * masses;
-    if (tc > masses) tc = masses;
-    const double xc = (tc - 1.0) / w, xm = (tm - 1.0) / w; /* tied tokens each target needs */
-    const double jc = ceil(xc), jm = ceil(xm);
-    if (jc == jm || jc - xc < 1e-6 || xc - (jc - 1.0) < 1e-6 || jm - xm < 1e-6 || xm - (jm - 1.0) < 1e-6)
-      continue;
-    *top_p = p;
-    if (other) *other = 1 + (int32_t)jm;
-    return 1 + (int32_t)jc;
+  return topp_separating(total, masses, masses, 1.0, 1, w, LG_TIED, top_p, other);
+}
+
+/* A group's exp-sum as lmf_lg_group_add forms it: the masses added in fp32 in token order from 0. */
+static float group_sum(const float *w) {
+  float s = 0.0f;
+  for (int q = 0; q < LMF_LG_GROUP; ++q) s = lmf_lg_group_add(s, w[q]);
+  return s;
+}
+
+int32_t lg_topp_group_row(float *z, int32_t V, float *top_p, int32_t *other) {
+  enum { BLK = 2048, C4 = 4 };
+  if (V < 2 * BLK) return 0;
+  /* Block 1: its max -4 at id 2048, then 2047 tied tokens h below it, with h in [1, 3) where eight
+   * fp32 adds of their mass u (relative to -4) lie farthest from 8u: the 255 full groups of tied
+   * tokens repeat that error, so the two totals differ by about 255 times it. */
+  const float c = (float)C4;
+  float zt = -c - 1.0f;
+  double worst = -1.0;
+  for (int k = 0; k < 512; ++k) {
+    const float t = LMF_FSUB(-c, 1.0f + (float)k / 256.0f);
+    const float u = lmf_lg_exp_neg(LMF_FSUB(t, -c));
+    const float g[LMF_LG_GROUP] = {u, u, u, u, u, u, u, u};
+    const double r = fabs((double)group_sum(g) - 8.0 * (double)u) / (double)u;
+    if (r > worst) {
+      worst = r;
+      zt = t;
+    }
   }
-  return 0;
+  for (int32_t v = 0; v < V; ++v) z[v] = v == 0 ? 0.0f : v == BLK ? -c : v > BLK && v < 2 * BLK ? zt : -INFINITY;
+  /* The combine's total: block 0's group 0 is token 0 alone (1); block 1's groups hold the head's 1 and
+   * the tied tokens' u, as the backends add them, rescaled from the block's max -c. */
+  const float u = lmf_lg_exp_neg(LMF_FSUB(zt, -c));
+  float g[LMF_LG_GROUP] = {1.0f, u, u, u, u, u, u, u};
+  double blk1 = (double)group_sum(g), blk1_each = 1.0 + 2047.0 * (double)u;
+  g[0] = u;
+  blk1 += 255.0 * (double)group_sum(g);
+  const double scale = exp(-(double)c);
+  const double total = 1.0 + blk1 * scale, each = 1.0 + blk1_each * scale;
+  /* The walk's masses, against the row's max 0: token 0, the head, then the tied tokens. */
+  const double wh = (double)lmf_lg_exp_neg(-c), w = (double)lmf_lg_exp_neg(zt);
+  const double masses = 1.0 + wh + 2047.0 * w;
+  return topp_separating(total, each, masses, 1.0 + wh, 2, w, 2047, top_p, other);
 }

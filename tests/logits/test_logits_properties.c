@@ -990,41 +990,44 @@ void test_logits_ties(void) {
 }
 
 /* Top-p's target where the candidates near the max cannot hold it (docs/logits.md, "Sampling and the
- * determinism guarantee"): top_p times the combine pass's total, not times the sum of every token's mass.
- * lg_topp_total_row builds a row where the two need different numbers of tied tokens; the log-prob row
- * shows how many survived, and the token is one of them. */
+ * determinism guarantee"): top_p times the combine pass's total, not times the sum of every token's mass
+ * (lg_topp_total_row), and that total as its 8-token groups add it, not every mass in double
+ * (lg_topp_group_row). Each builds a row where the two need different numbers of tied tokens; the
+ * log-prob row shows how many survived, and the token is one of them. */
 void test_logits_topp_target_is_combine_total(void) {
   enum { V = 4 * 2048 };
+  static int32_t (*const rows[2])(float *, int32_t, float *, int32_t *) = {lg_topp_total_row, lg_topp_group_row};
+  static const char *const names[2] = {"the masses' sum", "every mass in double"};
   lmf_context_t *ctx = lt_context(LMF_BACKEND_CPU, 0);
   float *z = (float *)lt_malloc(sizeof(float) * V);
-  lg_models ms;
-  lg_models_init(&ms);
-  lg_out o;
-  memset(&o, 0, sizeof o);
-  float top_p = 0.0f;
-  int32_t other = 0;
-  const int32_t want = z ? lg_topp_total_row(z, V, &top_p, &other) : 0;
-  if (!ctx || !z) goto done;
-  if (!LMF_CHECK_MSG(want > 1, "no top_p in [0.85, 0.95) separates the two targets")) goto done;
-  if (!LMF_CHECK(lg_models_add(&ms, LMF_DTYPE_F32, z, 1, V, 1.0f) >= 0) || !LMF_CHECK(lg_out_alloc(&o, 1, V, 0, 0)))
-    goto done;
-  lmf_logits_params_t p;
-  lg_params(&p, 1);
-  p.temperature = 1.0f;
-  p.top_p = top_p;
-  const uint64_t seed = 3;
-  p.seeds = &seed;
-  if (LMF_CHECK_OK(lg_combine(ctx, ms.m, ms.K, &p, &o))) {
-    int32_t alive = 0;
-    for (int32_t v = 0; v < V; ++v) alive += o.logprobs[v] > -INFINITY;
-    LMF_CHECK_MSG(alive == want, "top_p %a: %d survivors, want %d (the masses' sum as the total: %d)",
-                  (double)top_p, (int)alive, (int)want, (int)other);
-    LMF_CHECK_MSG(o.tokens[0] >= 0 && o.logprobs[o.tokens[0]] > -INFINITY, "token %d is not a survivor",
-                  (int)o.tokens[0]);
+  for (int r = 0; r < 2 && ctx && z; ++r) {
+    lg_models ms;
+    lg_models_init(&ms);
+    lg_out o;
+    memset(&o, 0, sizeof o);
+    float top_p = 0.0f;
+    int32_t other = 0;
+    const int32_t want = rows[r](z, V, &top_p, &other);
+    if (LMF_CHECK_MSG(want > 1, "row %d: no top_p in [0.85, 0.95) separates the two targets", r) &&
+        LMF_CHECK(lg_models_add(&ms, LMF_DTYPE_F32, z, 1, V, 1.0f) >= 0) && LMF_CHECK(lg_out_alloc(&o, 1, V, 0, 0))) {
+      lmf_logits_params_t p;
+      lg_params(&p, 1);
+      p.temperature = 1.0f;
+      p.top_p = top_p;
+      const uint64_t seed = 3;
+      p.seeds = &seed;
+      if (LMF_CHECK_OK(lg_combine(ctx, ms.m, ms.K, &p, &o))) {
+        int32_t alive = 0;
+        for (int32_t v = 0; v < V; ++v) alive += o.logprobs[v] > -INFINITY;
+        LMF_CHECK_MSG(alive == want, "row %d, top_p %a: %d survivors, want %d (%s as the total: %d)", r,
+                      (double)top_p, (int)alive, (int)want, names[r], (int)other);
+        LMF_CHECK_MSG(o.tokens[0] >= 0 && o.logprobs[o.tokens[0]] > -INFINITY, "row %d: token %d is not a survivor",
+                      r, (int)o.tokens[0]);
+      }
+    }
+    lg_out_free(&o);
+    lg_models_free(&ms);
   }
-done:
-  lg_out_free(&o);
-  lg_models_free(&ms);
   free(z);
   lmf_context_destroy(ctx);
 }
