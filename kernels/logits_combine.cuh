@@ -268,19 +268,21 @@ __device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t
                                                Red &red) {
   int32_t mk = key_s(ninf());
   uint32_t cb = bad ? (1u << 16) : 0u; /* finite tokens (at most 2048 a block) | threads with a bad one << 16 */
-  /* The thread's argmax in 32 bits (the ids grow with j, so the first of equal keys wins), packed once. */
-  int32_t ak = key_s(LMF_FADD(y[0], 0.0f)); /* -0 + 0 = +0 */
+  /* The thread's argmax (the ids grow with j, so the first of equal values wins), by float compares:
+   * the order of the keys of y + 0 (-0 and +0 one key) wherever the row has no NaN, and a row with one
+   * is bad and its argmax unused. Keyed and packed once. */
+  float ay = y[0];
   uint32_t aid = (uint32_t)id[0];
 #pragma unroll
   for (int j = 0; j < kPer; ++j) {
     mk = key_s(y[j]) > mk ? key_s(y[j]) : mk;
-    const int32_t k = key_s(LMF_FADD(y[j], 0.0f));
-    if (k > ak) {
-      ak = k;
+    if (y[j] > ay) {
+      ay = y[j];
       aid = (uint32_t)id[j];
     }
     cb += !ninf_f(y[j]);
   }
+  const int32_t ak = key_s(LMF_FADD(ay, 0.0f)); /* -0 + 0 = +0 */
   unsigned long long pk = ((unsigned long long)((uint32_t)ak ^ 0x80000000u) << 32) | (0xffffffffu - aid);
   block_reduce3(&mk, &pk, &cb, red);
   const float mx = key_s_inv(mk);

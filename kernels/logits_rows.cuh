@@ -13,7 +13,7 @@ struct MV {
   int32_t dtype;
   int32_t sparse;
   int32_t vec; /* 16-byte aligned base: 8-token groups load as 16-byte vectors */
-  int32_t esh; /* log2 of the element size: 2 (fp32), 1 (16-bit) */
+  int32_t esz; /* the element's size in bytes: 4 (fp32), 2 (16-bit) */
   float fill;
   float tau;
 };
@@ -27,14 +27,14 @@ __device__ __forceinline__ MV make_mv(const KP &p, const Row &R, int k, int64_t 
   if (m.sparse_index) {
     v.sparse = 1;
     v.dtype = LMF_DTYPE_F32;
-    v.esh = 2;
+    v.esz = 4;
     v.base = p.sp[k] + row * p.ystride;
     v.vec = 1;
   } else {
     v.sparse = 0;
     v.dtype = m.dtype;
-    v.esh = m.dtype == LMF_DTYPE_F32 ? 2 : 1;
-    v.base = static_cast<const char *>(m.logits) + R.in_row[k] * m.row_stride * ((int64_t)1 << v.esh);
+    v.esz = m.dtype == LMF_DTYPE_F32 ? 4 : 2;
+    v.base = static_cast<const char *>(m.logits) + R.in_row[k] * m.row_stride * v.esz;
     v.vec = (reinterpret_cast<uintptr_t>(v.base) & 15u) == 0u;
   }
   return v;
@@ -46,7 +46,7 @@ __device__ __forceinline__ MV bias_mv(const KP &p, int64_t row) {
   v.base = p.job.bias + row * p.job.bias_row_stride;
   v.lim = p.job.vocab_out;
   v.dtype = LMF_DTYPE_F32;
-  v.esh = 2;
+  v.esz = 4;
   v.sparse = 0;
   v.vec = (reinterpret_cast<uintptr_t>(v.base) & 15u) == 0u;
   v.fill = 0.0f;
@@ -116,8 +116,11 @@ __device__ __forceinline__ void load8(const MV &m, int64_t v, float x[kPer]) {
  * one. The combine pass loads the models one after another; with every model's line already on its
  * way, a chunk waits about one memory latency instead of one per model. A hint: nothing is read. */
 __device__ __forceinline__ void prefetch8(const MV &m, int64_t v, bool l1) {
-  const char *a = static_cast<const char *>(m.base) + (v << m.esh); /* used only where v < m.lim */
-  const uint32_t in = v < m.lim;
+  /* In 32 bits (a vocabulary is below 2^31; a v past 2^32 would wrap to a token of the row, and a hint
+   * at any of its tokens is harmless): one wide product for the address, one compare. */
+  const uint32_t v32 = (uint32_t)v;
+  const char *a = static_cast<const char *>(m.base) + (uint64_t)v32 * (uint32_t)m.esz; /* used where v < lim */
+  const uint32_t in = v32 < (uint32_t)m.lim;
 #if defined(__CUDA_ARCH__)
   /* Predicated rather than branched around: the branch and its convergence barrier cost more
    * instructions than the hint itself. */
