@@ -266,7 +266,11 @@ __device__ void block_reduce3(int32_t *mk, unsigned long long *pk, uint32_t *cb,
 __device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t c, const float y[kPer],
                                                const int64_t id[kPer], int bad, bool want_sum, bool warm,
                                                Red &red) {
-  int32_t mk = key_s(ninf());
+  /* The thread's max key (key_s's order, the CPU's: -0 below +0) from two maxima of the raw bits, keyed
+   * once: the largest as signed integers is the largest float where one is not negative; where all are,
+   * the smallest as unsigned is (NaNs included: the order of their keys). Two instructions a token. */
+  int32_t smax = INT32_MIN;
+  uint32_t umin = 0xffffffffu;
   uint32_t cb = bad ? (1u << 16) : 0u; /* finite tokens (at most 2048 a block) | threads with a bad one << 16 */
   /* The thread's argmax (the ids grow with j, so the first of equal values wins), by float compares:
    * the order of the keys of y + 0 (-0 and +0 one key) wherever the row has no NaN, and a row with one
@@ -275,13 +279,16 @@ __device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t
   uint32_t aid = (uint32_t)id[0];
 #pragma unroll
   for (int j = 0; j < kPer; ++j) {
-    mk = key_s(y[j]) > mk ? key_s(y[j]) : mk;
+    const uint32_t b = __float_as_uint(y[j]);
+    smax = (int32_t)b > smax ? (int32_t)b : smax;
+    umin = b < umin ? b : umin;
     if (y[j] > ay) {
       ay = y[j];
       aid = (uint32_t)id[j];
     }
     cb += !ninf_f(y[j]);
   }
+  int32_t mk = key_s(__uint_as_float(smax >= 0 ? (uint32_t)smax : umin));
   const int32_t ak = key_s(LMF_FADD(ay, 0.0f)); /* -0 + 0 = +0 */
   unsigned long long pk = ((unsigned long long)((uint32_t)ak ^ 0x80000000u) << 32) | (0xffffffffu - aid);
   block_reduce3(&mk, &pk, &cb, red);

@@ -45,7 +45,7 @@ with 'k_combineILb0ELi3E' and --take 'if (warm && kind == SK_TOPP)' --take 'cls 
 (2026-11-28, with both --take above: 955 and 771, second pass 1,214; with a group's exp-sum in fp32 and
 the degree-6 exp, 909, 725 and 1,206; with the fused fold, 887, 703 and 1,180; with the classes on
 g = ymax - y, 879, 695 and 1,173; with 32-bit prefetch addresses, 859, 675 and 1,153; with the
-chunk's argmax by float compares, 845 and 661.)
+chunk's argmax by float compares, 845 and 661; with the chunk's max from the raw bits, 832 and 648.)
 A loop whose back edge is an unconditional jump (its test at the top) cannot be given --trips: decide
 the branches into it instead. Where a condition and the call it guards share a line
 ('if (!fin) *bad |= fold_models<true>(...)'), both successors start on that line, so --cold on the

@@ -597,24 +597,27 @@ int32_t lg_ref_row(const lmf_logits_model_t *models, size_t K, const lmf_logits_
   return st;
 }
 
-/* The first top_p in [0.85, 0.95) (float steps) at which top_p x total and top_p x other_total (each
- * capped at the masses' sum) need different numbers of tied tokens of mass w after `before` mass in
- * nbase tokens, both at least 1e-6 of w from a boundary and both within the ntied tokens. The count the
- * first keeps (nbase + its tied tokens; *other: the second's); 0 if none. */
-static int32_t topp_separating(double total, double other_total, double masses, double before, int32_t nbase,
-                               double w, int32_t ntied, float *top_p, int32_t *other) {
+/* The first top_p in [0.85, 0.95) (float steps) at which top_p x total needs a different number of tied
+ * tokens (of mass w, after `before` mass in nbase tokens) than top_p x each of the n other totals (every
+ * target capped at the masses' sum), each at least 1e-6 of w from a boundary and within the ntied
+ * tokens. The count the first keeps (nbase + its tied tokens; *other: others[0]'s); 0 if none. */
+static int32_t topp_separating(double total, const double *others, int n, double masses, double before,
+                               int32_t nbase, double w, int32_t ntied, float *top_p, int32_t *other) {
   for (float p = 0.85f; p < 0.95f; p = nextafterf(p, 1.0f)) {
-    double tc = (double)p * total, tm = (double)p * other_total;
-    if (tc > masses) tc = masses;
-    if (tm > masses) tm = masses;
-    const double xc = (tc - before) / w, xm = (tm - before) / w; /* tied tokens each target needs */
-    const double jc = ceil(xc), jm = ceil(xm);
-    if (jc == jm || jc - xc < 1e-6 || xc - (jc - 1.0) < 1e-6 || jm - xm < 1e-6 || xm - (jm - 1.0) < 1e-6)
-      continue;
-    if (jc < 1.0 || jm < 1.0 || jc > (double)ntied || jm > (double)ntied) continue;
+    double j[8];
+    int ok = 1;
+    for (int i = 0; i <= n && i < 8 && ok; ++i) {
+      double t = (double)p * (i == 0 ? total : others[i - 1]);
+      if (t > masses) t = masses;
+      const double x = (t - before) / w; /* tied tokens the target needs */
+      j[i] = ceil(x);
+      ok = j[i] - x >= 1e-6 && x - (j[i] - 1.0) >= 1e-6 && j[i] >= 1.0 && j[i] <= (double)ntied &&
+           (i == 0 || j[i] != j[0]);
+    }
+    if (!ok) continue;
     *top_p = p;
-    if (other) *other = nbase + (int32_t)jm;
-    return nbase + (int32_t)jc;
+    if (other) *other = nbase + (int32_t)j[1];
+    return nbase + (int32_t)j[0];
   }
   return 0;
 }
@@ -642,47 +645,54 @@ int32_t lg_topp_total_row(float *z, int32_t V, float *top_p, int32_t *other) {
   total += (double)BLK * exp(-(double)a);
   total += (double)(LG_TIED - BLK) * exp(-(double)a);
   const double masses = 1.0 + (double)LG_TIED * w;
-  return topp_separating(total, masses, masses, 1.0, 1, w, LG_TIED, top_p, other);
+  return topp_separating(total, &masses, 1, masses, 1.0, 1, w, LG_TIED, top_p, other);
 }
 
-/* A group's exp-sum as lmf_lg_group_add forms it: the masses added in fp32 in token order from 0. */
-static float group_sum(const float *w) {
+/* A group's exp-sum as lmf_lg_group_add forms it: the masses added in fp32 in token order from 0
+ * (backward: in the reverse order, as a wrong implementation might). */
+static float group_sum(const float *w, int backward) {
   float s = 0.0f;
-  for (int q = 0; q < LMF_LG_GROUP; ++q) s = lmf_lg_group_add(s, w[q]);
+  for (int q = 0; q < LMF_LG_GROUP; ++q) s = lmf_lg_group_add(s, w[backward ? LMF_LG_GROUP - 1 - q : q]);
   return s;
 }
 
 int32_t lg_topp_group_row(float *z, int32_t V, float *top_p, int32_t *other) {
-  enum { BLK = 2048, C4 = 4 };
+  enum { BLK = 2048, NG = BLK / LMF_LG_GROUP };
   if (V < 2 * BLK) return 0;
-  /* Block 1: its max -4 at id 2048, then 2047 tied tokens h below it, with h in [1, 3) where eight
-   * fp32 adds of their mass u (relative to -4) lie farthest from 8u: the 255 full groups of tied
-   * tokens repeat that error, so the two totals differ by about 255 times it. */
-  const float c = (float)C4;
-  float zt = -c - 1.0f;
+  /* Block 1: its max -c at id 2048; each later group's first token half a nat lower (a "leader"),
+   * the group's other seven tied h lower, with h in [1, 3) where the groups' fp32 sums, in token
+   * order, lie farthest from both the sums in double and the sums in the reverse order. The block's
+   * NG - 1 such groups repeat the same roundings, so the totals differ by about NG - 1 times them. */
+  const float c = 4.0f, za = LMF_FSUB(-c, 0.5f);
+  const float a = lmf_lg_exp_neg(LMF_FSUB(za, -c)); /* a leader's mass against the block's max */
+  float zt = LMF_FSUB(-c, 1.0f);
   double worst = -1.0;
   for (int k = 0; k < 512; ++k) {
     const float t = LMF_FSUB(-c, 1.0f + (float)k / 256.0f);
     const float u = lmf_lg_exp_neg(LMF_FSUB(t, -c));
-    const float g[LMF_LG_GROUP] = {u, u, u, u, u, u, u, u};
-    const double r = fabs((double)group_sum(g) - 8.0 * (double)u) / (double)u;
+    const float g[LMF_LG_GROUP] = {a, u, u, u, u, u, u, u};
+    const double f = (double)group_sum(g, 0);
+    const double dd = fabs(f - ((double)a + 7.0 * (double)u)), dr = fabs(f - (double)group_sum(g, 1));
+    const double r = (dd < dr ? dd : dr) / (double)u;
     if (r > worst) {
       worst = r;
       zt = t;
     }
   }
-  for (int32_t v = 0; v < V; ++v) z[v] = v == 0 ? 0.0f : v == BLK ? -c : v > BLK && v < 2 * BLK ? zt : -INFINITY;
-  /* The combine's total: block 0's group 0 is token 0 alone (1); block 1's groups hold the head's 1 and
-   * the tied tokens' u, as the backends add them, rescaled from the block's max -c. */
+  for (int32_t v = 0; v < V; ++v)
+    z[v] = v == 0 ? 0.0f : v == BLK ? -c : v > BLK && v < 2 * BLK ? (v % LMF_LG_GROUP == 0 ? za : zt) : -INFINITY;
+  /* The combine's total: block 0's group 0 is token 0 alone (1); block 1's group 0 holds the head's 1
+   * and seven u, its others a leader's a and seven u, rescaled from the block's max -c. */
   const float u = lmf_lg_exp_neg(LMF_FSUB(zt, -c));
-  float g[LMF_LG_GROUP] = {1.0f, u, u, u, u, u, u, u};
-  double blk1 = (double)group_sum(g), blk1_each = 1.0 + 2047.0 * (double)u;
-  g[0] = u;
-  blk1 += 255.0 * (double)group_sum(g);
+  const float g0[LMF_LG_GROUP] = {1.0f, u, u, u, u, u, u, u}, g[LMF_LG_GROUP] = {a, u, u, u, u, u, u, u};
   const double scale = exp(-(double)c);
-  const double total = 1.0 + blk1 * scale, each = 1.0 + blk1_each * scale;
-  /* The walk's masses, against the row's max 0: token 0, the head, then the tied tokens. */
-  const double wh = (double)lmf_lg_exp_neg(-c), w = (double)lmf_lg_exp_neg(zt);
-  const double masses = 1.0 + wh + 2047.0 * w;
-  return topp_separating(total, each, masses, 1.0 + wh, 2, w, 2047, top_p, other);
+  const double fwd = (double)group_sum(g0, 0) + (double)(NG - 1) * (double)group_sum(g, 0);
+  const double bwd = (double)group_sum(g0, 1) + (double)(NG - 1) * (double)group_sum(g, 1);
+  const double each = 1.0 + (double)(NG - 1) * (double)a + (double)(BLK - NG) * (double)u;
+  const double others[2] = {1.0 + each * scale, 1.0 + bwd * scale};
+  /* The walk's masses, against the row's max 0: token 0, the head, the leaders, then the tied tokens. */
+  const double wh = (double)lmf_lg_exp_neg(-c), wa = (double)lmf_lg_exp_neg(za), w = (double)lmf_lg_exp_neg(zt);
+  const double before = 1.0 + wh + (double)(NG - 1) * wa;
+  const double masses = before + (double)(BLK - NG) * w;
+  return topp_separating(1.0 + fwd * scale, others, 2, masses, before, 1 + NG, w, BLK - NG, top_p, other);
 }

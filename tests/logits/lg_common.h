@@ -157,11 +157,13 @@ int32_t lg_ref_row(const lmf_logits_model_t *models, size_t num_models, const lm
 int32_t lg_topp_total_row(float *z, int32_t V, float *top_p, int32_t *other);
 
 /* A row (V >= 2 x 2048) and a top_p on which the combine's total is decided by its groups (docs/logits.md:
- * each 8-token group of a 2048-token block adds its masses in fp32, lmf_lg_group_add): token 0 at 0,
- * id 2048 at -4, ids 2049 .. 4095 tied a little lower, -inf elsewhere; top_p such that top_p x that
- * total and top_p x the total with every mass added in double need different numbers of the tied
- * tokens, each at least 1e-6 of a token's mass from a boundary. With temperature 1, the count of
- * survivors the groups' total keeps (*other: the double sums'); 0 if no such top_p was found. */
+ * each 8-token group of a 2048-token block adds its masses in fp32 in token order, lmf_lg_group_add):
+ * token 0 at 0, id 2048 at -4, each later group of ids 2056 .. 4095 a token at -4.5 then seven tied
+ * lower, -inf elsewhere; top_p such that top_p x that total, top_p x the total with every mass added
+ * in double and top_p x the groups added in the reverse order need different numbers of the tied
+ * tokens (the first against each other), each at least 1e-6 of a token's mass from a boundary. With
+ * temperature 1, the count of survivors the groups' total keeps (*other: the double sums'); 0 if no
+ * such top_p was found. */
 int32_t lg_topp_group_row(float *z, int32_t V, float *top_p, int32_t *other);
 
 #ifdef __cplusplus
