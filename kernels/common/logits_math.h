@@ -111,8 +111,8 @@ LMF_HD float lmf_lg_exp_neg(float x) {
   /* ln 2 split: hi has 16 significant bits, so n * hi is exact; |r| <= ln 2 / 2. */
   float r = LMF_FFMA(-n, 1.428606765330187e-06f, LMF_FFMA(-n, 0.693145751953125f, x));
   /* e^r by a degree-6 polynomial 1 + r + c2 r^2 + ... + c6 r^6, its coefficients fitted for the least
-   * largest relative error on [-ln 2 / 2, ln 2 / 2] (3.1e-9 before the coefficients' and the
-   * evaluation's roundings; a Taylor polynomial needs degree 7 for that). */
+   * largest relative error on [-ln 2 / 2, ln 2 / 2] (scripts/fit_exp_poly.py; 3.1e-9 before the
+   * coefficients' and the evaluation's roundings; a Taylor polynomial needs degree 7 for that). */
   float p = LMF_FFMA(r, 0x1.6a23d0p-10f, 0x1.123a20p-7f);
   p = LMF_FFMA(r, p, 0x1.5558f2p-5f);
   p = LMF_FFMA(r, p, 0x1.555492p-3f);
