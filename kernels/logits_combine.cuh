@@ -443,7 +443,9 @@ __device__ __forceinline__ void bias_and_T(const KP &p, int64_t row, int64_t v, 
 #pragma unroll
     for (int q = 0; q < kPer; ++q) {
       b |= bad_f(x[q]);
-      y[q] = ninf_f(x[q]) ? ninf() : LMF_FADD(y[q], x[q]); /* term_f(y, 1, x): 1 x x is exact */
+      /* term_f(y, 1, x)'s bits (1 x is exact) as a plain add: with the fused form ptxas spills 16 bytes
+       * instead of 4 in k_combine<false, CM_PLAIN> on sm_80. */
+      y[q] = ninf_f(x[q]) ? ninf() : LMF_FADD(y[q], x[q]);
     }
   }
   if (divide) {
