@@ -89,6 +89,7 @@
  */
 #include <cuda_runtime.h>
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 

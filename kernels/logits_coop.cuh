@@ -230,6 +230,15 @@ __device__ void coop_gather(uint2 *G, unsigned *n, unsigned in, const float y[kP
   }
 }
 
+/* dst = src, by the block's threads (Row is a plain struct of 8-byte-aligned fields). */
+static_assert(sizeof(Row) % sizeof(unsigned long long) == 0 && alignof(Row) >= alignof(unsigned long long),
+              "copy_row copies 8-byte words");
+__device__ __forceinline__ void copy_row(Row &dst, const Row &src) {
+  const unsigned long long *s = reinterpret_cast<const unsigned long long *>(&src);
+  unsigned long long *d = reinterpret_cast<unsigned long long *>(&dst);
+  for (unsigned i = threadIdx.x; i < sizeof(Row) / sizeof(unsigned long long); i += kThreads) d[i] = s[i];
+}
+
 /* A thread's place: its row, its block's chunk, its first token, the row's max. */
 struct CoopTok {
   int64_t row, c, v0;
@@ -381,7 +390,6 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   /* Phase 1. */
   if (t == 0) init_row(p, row, R);
   if (lead) {
-    if (t == 0) init_row(p, row, Rg);
     for (int i = t; i < kBins; i += kThreads) p.hist[row * kBins + i] = u128(0ull, 0ull);
     for (int i = t; i < kCoopBins; i += kThreads) {
       CR.cnt[i] = 0u;
@@ -391,6 +399,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   }
   if (blockIdx.x == 0 && t == 0) *p.coop_fallback = 0u;
   __syncthreads();
+  if (lead) copy_row(Rg, R); /* the global state: the block's copy, not a second init_row by one thread */
   bool live = R.status == LMF_ROW_OK;
   float y[kPer];
   if (live) {

@@ -70,12 +70,57 @@ __device__ __forceinline__ U128 item_fx(bool in, bool unit, float y, float ymax)
   return unit ? u128(1ull, 0ull) : fx_of(lmf_lg_exp_neg(LMF_FSUB(y, ymax)));
 }
 
+/* Lists of at most this many items take list_cut_small. */
+constexpr unsigned kSmallCut = 64;
+static_assert(2 * kSmallCut <= kBins && offsetof(ListSmem, hlo) % 16 == 0,
+              "list_cut_small keeps its items' masses in S.hlo as 16-byte pairs and their orders in S.hhi");
+
+/* list_cut for a few items (a k_coop crossing bin, 1/16 nat wide, holds 11 to 60 on the bench's K = 3
+ * rows): thread i adds the masses of the items ordered before item i, so each item's cumulative mass
+ * is known at once; the cut is the least order whose cumulative mass reaches tgt. One pass and one
+ * block reduction where the radix select takes about ten block-wide steps per digit; the sums are
+ * exact, so the cut is the radix select's. (None reaching tgt, which the callers' targets rule out:
+ * the last eligible item.) */
+__device__ __forceinline__ uint64_t list_cut_small(ListSmem &S, uint64_t lim, bool unit, float ymax, U128 tgt,
+                                                   Red &red) {
+  const unsigned t = threadIdx.x, n = S.n;
+  ulonglong2 *const mlist = reinterpret_cast<ulonglong2 *>(S.hlo); /* the histogram's room, unused here */
+  unsigned long long *const klist = S.hhi;
+  uint64_t o = ~0ull;
+  U128 fx = u128(0ull, 0ull);
+  bool e = false;
+  if (t < n) {
+    const float yv = S.cy[t];
+    o = lmf_lg_ord_desc(yv, S.cid[t]);
+    e = o <= lim;
+    fx = item_fx(e, unit, yv, ymax); /* 0 for an ineligible item, whose order is past every eligible one */
+    mlist[t] = make_ulonglong2(fx.lo, fx.hi);
+    klist[t] = o;
+  }
+  __syncthreads();
+  unsigned long long cand = 0ull, last = 0ull; /* complements: the block max is the least order */
+  if (e) {
+    U128 cum = fx;
+    for (unsigned i = 0; i < n; ++i) {
+      const ulonglong2 m = mlist[i];
+      if (klist[i] < o) cum = add(cum, u128(m.x, m.y));
+    }
+    cand = ge(cum, tgt) ? ~o : 0ull;
+    last = o;
+  }
+  cand = block_max_u64(cand, red);
+  if (cand) return ~cand;
+  return block_max_u64(last, red);
+}
+
 /* The smallest order ord (lmf_lg_ord_desc: value descending, then id) at which the cumulative mass of
  * the list's items with ord <= lim (item_fx) reaches tgt (at most their total): a radix select over the
- * 64-bit order, 8-bit digits from the top, exact 128-bit sums; it stops when one item is left. */
+ * 64-bit order, 8-bit digits from the top, exact 128-bit sums; it stops when one item is left. Lists of
+ * at most kSmallCut items take list_cut_small. */
 __device__ LMF_NOINLINE uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, float ymax, U128 tgt, Red &red) {
   const int t = threadIdx.x;
   const unsigned n = S.n;
+  if (n <= kSmallCut) return list_cut_small(S, lim, unit, ymax, tgt, red);
   const int jn = (int)((n + kThreads - 1) / kThreads); /* the same for every thread */
   /* A digit every eligible item shares decides nothing (all their mass is in its one bin, and they
    * hold the target): the search starts at the first byte where the smallest and largest keys

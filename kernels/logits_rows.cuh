@@ -253,7 +253,7 @@ __device__ __forceinline__ void load_strided(const float *chunk, int64_t c, int6
 /* ---- Init ----------------------------------------------------------------------------------------- */
 
 /* The row's scalars and first status into R, its accumulators zeroed (one thread). */
-__device__ LMF_NOINLINE void init_row(const KP &p, int64_t row, Row &R) { /* k_coop calls it twice */
+__device__ LMF_NOINLINE void init_row(const KP &p, int64_t row, Row &R) { /* one thread; called, not inlined */
   const lmf_lg_job &j = p.job;
   const bool verify = j.mode == LMF_LG_MODE_VERIFY;
   uint32_t flags = 0;
