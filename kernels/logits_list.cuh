@@ -77,10 +77,10 @@ static_assert(2 * kSmallCut <= kBins && offsetof(ListSmem, hlo) % 16 == 0,
 
 /* list_cut for a few items (a k_coop crossing bin, 1/16 nat wide, holds 11 to 60 on the bench's K = 3
  * rows): thread i adds the masses of the items ordered before item i, so each item's cumulative mass
- * is known at once; the cut is the least order whose cumulative mass reaches tgt. One pass and one
- * block reduction where the radix select takes about ten block-wide steps per digit; the sums are
- * exact, so the cut is the radix select's. (None reaching tgt, which the callers' targets rule out:
- * the last eligible item.) */
+ * is known at once; the cut is the least order whose cumulative mass reaches tgt. Three block
+ * barriers where the radix select takes four, then nine per digit; the sums are exact, so the cut is
+ * the radix select's. (None reaching tgt, which the callers' targets rule out: the last eligible
+ * item.) */
 __device__ __forceinline__ uint64_t list_cut_small(ListSmem &S, uint64_t lim, bool unit, float ymax, U128 tgt,
                                                    Red &red) {
   const unsigned t = threadIdx.x, n = S.n;
