@@ -70,40 +70,24 @@ __device__ __forceinline__ U128 item_fx(bool in, bool unit, float y, float ymax)
   return unit ? u128(1ull, 0ull) : fx_of(lmf_lg_exp_neg(LMF_FSUB(y, ymax)));
 }
 
-/* Lists of at most this many items take list_cut_small. */
-constexpr unsigned kSmallCut = 64;
-static_assert(2 * kSmallCut <= kBins && offsetof(ListSmem, hlo) % 16 == 0,
-              "list_cut_small keeps its items' masses in S.hlo as 16-byte pairs and their orders in S.hhi");
+/* Lists of at most this many items, and a digit's crossing bin of at most this many, take few_cut. */
+constexpr unsigned kFewCut = 64;
+static_assert(2 * kFewCut <= kBins && offsetof(ListSmem, hlo) % 16 == 0,
+              "few_cut's items keep their masses in S.hlo as 16-byte pairs and their orders in S.hhi");
 
-/* list_cut for a few items (a k_coop crossing bin, 1/16 nat wide, holds 11 to 60 on the bench's K = 3
- * rows): thread i adds the masses of the items ordered before item i, so each item's cumulative mass
- * is known at once; the cut is the least order whose cumulative mass reaches tgt. Three block
- * barriers where the radix select takes four, then nine per digit; the sums are exact, so the cut is
- * the radix select's. (None reaching tgt, which the callers' targets rule out: the last eligible
- * item.) */
-__device__ __forceinline__ uint64_t list_cut_small(ListSmem &S, uint64_t lim, bool unit, float ymax, U128 tgt,
-                                                   Red &red) {
-  const unsigned t = threadIdx.x, n = S.n;
-  ulonglong2 *const mlist = reinterpret_cast<ulonglong2 *>(S.hlo); /* the histogram's room, unused here */
-  unsigned long long *const klist = S.hhi;
-  uint64_t o = ~0ull;
-  U128 fx = u128(0ull, 0ull);
-  bool e = false;
-  if (t < n) {
-    const float yv = S.cy[t];
-    o = lmf_lg_ord_desc(yv, S.cid[t]);
-    e = o <= lim;
-    fx = item_fx(e, unit, yv, ymax); /* 0 for an ineligible item, whose order is past every eligible one */
-    mlist[t] = make_ulonglong2(fx.lo, fx.hi);
-    klist[t] = o;
-  }
-  __syncthreads();
+/* The cut among a few items, item i's mass in ml[i] and its order in kl[i] (i < m, in any order):
+ * the calling thread's candidate (has: order o, cum: the mass before the items plus its own) adds the
+ * masses of the items ordered before it, so each candidate's cumulative mass is known at once; the
+ * cut is the least order whose cumulative mass reaches tgt. Two block barriers, where a digit of the
+ * radix select takes nine; the sums are exact, so the cut is the radix select's. (No candidate
+ * reaching tgt, which the callers' targets rule out: the last candidate.) */
+__device__ __forceinline__ uint64_t few_cut(const ulonglong2 *ml, const unsigned long long *kl, unsigned m, bool has,
+                                            uint64_t o, U128 cum, U128 tgt, Red &red) {
   unsigned long long cand = 0ull, last = 0ull; /* complements: the block max is the least order */
-  if (e) {
-    U128 cum = fx;
-    for (unsigned i = 0; i < n; ++i) {
-      const ulonglong2 m = mlist[i];
-      if (klist[i] < o) cum = add(cum, u128(m.x, m.y));
+  if (has) {
+    for (unsigned i = 0; i < m; ++i) {
+      const ulonglong2 x = ml[i];
+      if (kl[i] < o) cum = add(cum, u128(x.x, x.y));
     }
     cand = ge(cum, tgt) ? ~o : 0ull;
     last = o;
@@ -115,12 +99,29 @@ __device__ __forceinline__ uint64_t list_cut_small(ListSmem &S, uint64_t lim, bo
 
 /* The smallest order ord (lmf_lg_ord_desc: value descending, then id) at which the cumulative mass of
  * the list's items with ord <= lim (item_fx) reaches tgt (at most their total): a radix select over the
- * 64-bit order, 8-bit digits from the top, exact 128-bit sums; it stops when one item is left. Lists of
- * at most kSmallCut items take list_cut_small. */
+ * 64-bit order, 8-bit digits from the top, exact 128-bit sums, until the crossing digit holds at most
+ * kFewCut items (few_cut finishes; one item is the cut). A list of at most kFewCut items goes to
+ * few_cut at once (a k_coop crossing bin, 1/16 nat wide, holds 11 to 60 on the bench's K = 3 rows). */
 __device__ LMF_NOINLINE uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, float ymax, U128 tgt, Red &red) {
   const int t = threadIdx.x;
   const unsigned n = S.n;
-  if (n <= kSmallCut) return list_cut_small(S, lim, unit, ymax, tgt, red);
+  ulonglong2 *const ml = reinterpret_cast<ulonglong2 *>(S.hlo); /* few_cut's items: the histogram's room */
+  unsigned long long *const kl = S.hhi;
+  if (n <= kFewCut) { /* every item in place; an ineligible one has no mass and an order past the rest */
+    uint64_t o = ~0ull;
+    U128 fx = u128(0ull, 0ull);
+    bool e = false;
+    if ((unsigned)t < n) {
+      const float yv = S.cy[t];
+      o = lmf_lg_ord_desc(yv, S.cid[t]);
+      e = o <= lim;
+      fx = item_fx(e, unit, yv, ymax);
+      ml[t] = make_ulonglong2(fx.lo, fx.hi);
+      kl[t] = o;
+    }
+    __syncthreads();
+    return few_cut(ml, kl, n, e, o, fx, tgt, red);
+  }
   const int jn = (int)((n + kThreads - 1) / kThreads); /* the same for every thread */
   /* A digit every eligible item shares decides nothing (all their mass is in its one bin, and they
    * hold the target): the search starts at the first byte where the smallest and largest keys
@@ -143,6 +144,7 @@ __device__ LMF_NOINLINE uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, 
     const int sh = 56 - 8 * level;
     S.hlo[t] = 0ull;
     S.hhi[t] = 0ull;
+    if (t == 0) S.nfew = 0u;
     __syncthreads();
     for (int jj = 0; jj < jn; ++jj) {
       const unsigned i = (unsigned)(jj * kThreads + t);
@@ -164,20 +166,46 @@ __device__ LMF_NOINLINE uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, 
     long long b = block_reduce_ll<OP_MIN>(ge(add(flo, incl), tgt) ? t : kBins, red);
     if (b == kBins) b = kBins - 1; /* unreachable: the items hold the target */
     if (t == (int)b) S.flo = add(flo, sub(incl, h));
-    __syncthreads();
+    __syncthreads(); /* also: every read of the histogram is done, its room takes few_cut's items */
     flo = S.flo;
     prefix = (prefix << 8) | (uint64_t)b;
+    /* The crossing digit's items: counted, and the first kFewCut of them (in any order) put where
+     * few_cut reads them, one shared atomic per warp. */
     long long cnt = 0;
     unsigned long long mine = ~0ull;
-    for (unsigned i = (unsigned)t; i < n; i += kThreads) {
-      const uint64_t o = lmf_lg_ord_desc(S.cy[i], S.cid[i]);
-      if (o <= lim && (o >> sh) == prefix) {
+    for (int jj = 0; jj < jn; ++jj) {
+      const unsigned i = (unsigned)(jj * kThreads + t);
+      float yv = 0.0f;
+      uint64_t o = 0ull;
+      bool in = false;
+      if (i < n) {
+        yv = S.cy[i];
+        o = lmf_lg_ord_desc(yv, S.cid[i]);
+        in = o <= lim && (o >> sh) == prefix;
+      }
+      const unsigned ball = __ballot_sync(kFull, in);
+      if (!ball) continue; /* warp-uniform */
+      unsigned slot = 0u;
+      if (lane_id() == 0) slot = atomicAdd(&S.nfew, (unsigned)__popc(ball));
+      slot = __shfl_sync(kFull, slot, 0) + (unsigned)__popc(ball & ((1u << lane_id()) - 1u));
+      if (in) {
         ++cnt;
         mine = o < mine ? o : mine;
+        if (slot < kFewCut) {
+          const U128 fx = item_fx(true, unit, yv, ymax);
+          ml[slot] = make_ulonglong2(fx.lo, fx.hi);
+          kl[slot] = o;
+        }
       }
     }
-    cnt = block_reduce_ll<OP_SUM>(cnt, red);
+    cnt = block_reduce_ll<OP_SUM>(cnt, red); /* its barriers also publish the items */
     if (cnt == 1) return ~block_max_u64(~mine, red); /* the one item of the crossing digit is the cut */
+    if (cnt <= (long long)kFewCut) {
+      const bool has = t < cnt;
+      U128 cum = flo;
+      if (has) cum = add(cum, u128(ml[t].x, ml[t].y));
+      return few_cut(ml, kl, (unsigned)cnt, has, has ? kl[t] : ~0ull, cum, tgt, red);
+    }
   }
   return prefix;
 }

@@ -31,6 +31,7 @@ struct ListSmem {
   U128 flo;
   int kw, sup;
   unsigned n; /* items in cy / cid */
+  unsigned nfew; /* list_cut: the crossing digit's items put for few_cut */
   unsigned cnt[kClasses];
   float cy[kListCap]; /* the candidates' y and id */
   uint32_t cid[kListCap];
