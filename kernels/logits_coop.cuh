@@ -13,7 +13,8 @@
  *      y = s / T of the block's 8 x 256 tokens; the chunk's partial (chunk_partial)       | barrier
  *   2  every block merges the row's partials (cmerge_calc: the same bits in every block);
  *      top-p: the mass (exact, 2^-80 units) and count of each bin of d2 = 2 (ymax - y), 1/8 wide
- *      over [0, 32) plus one bin past 32, added to the row's histogram with atomics         | barrier
+ *      over [0, 32) plus one bin past 32, added to the row's histogram with atomics (each token's
+ *      bin kept in registers for phase 3: CoopBins)                                         | barrier
  *   3  every block reads the histogram: the target (search_target: top_p times the combine's total,
  *      at most the bins' total), and the bin where the cumulative mass from the top reaches it is the
  *      crossing bin. Its tokens (at most kListCap) are appended to the row's list; a crossing bin of
@@ -107,41 +108,103 @@ __device__ __forceinline__ int coop_bin(float y, float ymax) {
   return d2 < 32.0f ? (int)LMF_FMUL(d2, 8.0f) : kCoopBins - 1;
 }
 
-/* Phase 2: this block's tokens into the row's histogram: the bins below d2 = 32 in shared memory
- * first (warp_hist_add: a warp's lanes sharing a bin add once), the bin past 32 (most tokens of a
- * wide row) in registers and one block sum. */
-__device__ void coop_hist(const KP &p, CoopRow &CR, float ymax, const float y[kPer], Red &red) {
+/* Each of a thread's tokens' phase-2 bin, kept for phase 3, which would otherwise compute every
+ * token's mass and bin again (twice: the gather and the survivors): byte q of `in` is token q's bin
+ * below d2 = 32; bit q of `past` marks the bin past 32; bit q of `none` no bin (-inf or zero mass). */
+struct CoopBins {
+  unsigned long long in;
+  unsigned past, none;
+};
+__device__ __forceinline__ CoopBins coop_bins_none() { return CoopBins{0ull, 0u, 0xffu}; }
+/* Whether token q lies in bin b (coop_in_bin's answer). */
+__device__ __forceinline__ bool coop_bins_in(const CoopBins &k, int q, int b) {
+  if ((k.none >> q) & 1u) return false;
+  const bool past = (k.past >> q) & 1u;
+  return b == kCoopBins - 1 ? past : !past && (int)((k.in >> (8 * q)) & 0xffu) == b;
+}
+/* Whether token q lies in a bin above b (coop_above_bin's answer). */
+__device__ __forceinline__ bool coop_bins_above(const CoopBins &k, int q, int b) {
+  if (((k.none | k.past) >> q) & 1u) return false;
+  return (int)((k.in >> (8 * q)) & 0xffu) < b;
+}
+
+/* A mass's fixed-point value (fx_of's, w > 0) as m 2^sh with m < 2^24 and 0 <= sh <= 57. */
+__device__ __forceinline__ void fx_parts(float w, uint32_t *m, int *sh) {
+  const uint32_t b = __float_as_uint(w);
+  const int e = (int)(b >> 23);
+  uint32_t mm = e == 0 ? 0u : (b & 0x7fffffu) | 0x800000u; /* subnormal: 0, as fx_of */
+  int s = (e > 127 ? 127 : e) - 70;
+  if (s < 0) { /* below 2^-57: truncated, as fx_of */
+    mm = -s < 32 ? mm >> -s : 0u;
+    s = 0;
+  }
+  *m = mm;
+  *sh = s;
+}
+
+/* Phase 2: this block's tokens into the row's histogram. A bin below d2 = 32 gets its tokens' count
+ * and exact mass in shared memory by native 32-bit atomics, no warp vote or shuffle: the mass
+ * m 2^sh (fx_parts) goes in as its 16-bit digits, each added to the bin's word for that digit (three
+ * words at most; a word's sum stays below 2^27 over the block's 2048 tokens, so no carry is lost),
+ * and each bin's words are summed into 128 bits at the end: the same integer as the sum of fx_of.
+ * (Before: a 64-bit add by compare-and-swap loop, its carry waited for, after a warp match and vote
+ * that every lane joined: 136 instructions a token in range on sm_90, now 69.) The bin past 32 (most
+ * tokens of a wide row) in registers and one block sum. Returns the tokens' bins. */
+__device__ CoopBins coop_hist(const KP &p, CoopRow &CR, float ymax, const float y[kPer], Red &red) {
   constexpr int kIn = kCoopBins - 1;
+  constexpr int kDig = 6; /* the 16-bit digits of bits 0 .. 95 (a mass <= 1 stays below bit 81) */
+  static_assert((unsigned long long)kChunk * 0xffffu < (1ull << 27), "a digit word's sum over a block");
   __shared__ unsigned hc[kIn];
-  __shared__ unsigned long long hlo[kIn], hhi[kIn];
-  hc[threadIdx.x] = 0u;
-  hlo[threadIdx.x] = hhi[threadIdx.x] = 0ull;
+  __shared__ unsigned hd[kDig][kIn];
+  const int i = threadIdx.x;
+  hc[i] = 0u;
+#pragma unroll
+  for (int d = 0; d < kDig; ++d) hd[d][i] = 0u;
   __syncthreads();
   U128 over = u128(0ull, 0ull);
   long long nover = 0;
+  CoopBins k{0ull, 0u, 0u};
 #pragma unroll 1 /* once per launch: the body's code fetched once (sel8) */
   for (int q = 0; q < kPer; ++q) {
     const float yq = sel8(y, q);
     const float w = lmf_lg_is_ninf(yq) ? 0.0f : lmf_lg_exp_neg(LMF_FSUB(yq, ymax));
     const int b = w > 0.0f ? coop_bin(yq, ymax) : -1;
-    const U128 fx = fx_of(w);
+    k.in |= (unsigned long long)((uint32_t)b & 0xffu) << (8 * q);
+    k.past |= (b == kIn ? 1u : 0u) << q;
+    k.none |= (b < 0 ? 1u : 0u) << q;
     if (b == kIn) {
-      over = add(over, fx);
+      over = add(over, fx_of(w));
       ++nover;
+    } else if (b >= 0) {
+      uint32_t m;
+      int sh;
+      fx_parts(w, &m, &sh);
+      const int d0 = sh >> 4;
+      const unsigned long long x = (unsigned long long)m << (sh & 15); /* below 2^39 */
+      atomicAdd(&hc[b], 1u);
+      atomicAdd(&hd[d0][b], (unsigned)x & 0xffffu);
+      atomicAdd(&hd[d0 + 1][b], (unsigned)(x >> 16) & 0xffffu);
+      atomicAdd(&hd[d0 + 2][b], (unsigned)(x >> 32));
     }
-    warp_hist_add(hlo, hhi, b >= 0 && b < kIn, (uint32_t)b, fx, hc);
   }
   over = block_sum_u128(over, red);
   nover = block_reduce_ll<OP_SUM>(nover, red); /* its barriers also order the adds above */
-  const int i = threadIdx.x;
   if (hc[i]) {
+    U128 m = u128(0ull, 0ull);
+#pragma unroll
+    for (int d = 0; d < kDig; ++d) { /* digit word d, below 2^27, at bit s = 16 d */
+      const unsigned long long v = hd[d][i];
+      const int s = 16 * d;
+      m = add(m, s >= 64 ? u128(0ull, v << (s - 64)) : u128(v << s, s + 27 > 64 ? v >> (64 - s) : 0ull));
+    }
     atomicAdd(&CR.cnt[i], hc[i]);
-    atomic_add_u128(&CR.mass[i], u128(hlo[i], hhi[i]));
+    atomic_add_u128(&CR.mass[i], m);
   }
   if (i == 0 && nover) {
     atomicAdd(&CR.cnt[kIn], (unsigned)nover);
     atomic_add_u128(&CR.mass[kIn], over);
   }
+  return k;
 }
 
 /* Phase 3: the target, then the crossing bin, the mass above it and its count. Block-uniform
@@ -205,15 +268,15 @@ __device__ __forceinline__ bool coop_in_bin(float y, float ymax, int b) {
   if (lmf_lg_is_ninf(y) || !(lmf_lg_exp_neg(LMF_FSUB(y, ymax)) > 0.0f)) return false;
   return coop_bin(y, ymax) == b;
 }
-/* Whether a token lies in a bin above b (a larger y than every token of bin b). */
-__device__ __forceinline__ bool coop_above_bin(float y, float ymax, int b) {
-  if (lmf_lg_is_ninf(y) || !(lmf_lg_exp_neg(LMF_FSUB(y, ymax)) > 0.0f)) return false;
-  return coop_bin(y, ymax) < b;
-}
 
-/* Phase 3: appends the thread's tokens marked in `in` to the row's list G, one atomic per warp (a warp
- * scan of the counts gives each lane its place). Warp-uniform call. */
-__device__ void coop_gather(uint2 *G, unsigned *n, unsigned in, const float y[kPer], int64_t v0) {
+/* Phase 3: the row's list G takes the thread's tokens marked in `in`, one atomic per warp (a warp scan
+ * of the counts gives each lane its place). In two halves, so that the atomic's round trip overlaps
+ * the work put between them (the block's survivors): coop_claim issues it, lane 31 holding the warp's
+ * base while it is on its way; coop_gather writes the entries. Warp-uniform calls. */
+struct CoopClaim {
+  unsigned in, before, base; /* the tokens; the lane's place after the warp's base; the base (lane 31) */
+};
+__device__ __forceinline__ CoopClaim coop_claim(unsigned *n, unsigned in) {
   const unsigned c = (unsigned)__popc(in);
   unsigned incl = c;
 #pragma unroll
@@ -221,10 +284,13 @@ __device__ void coop_gather(uint2 *G, unsigned *n, unsigned in, const float y[kP
     const unsigned u = __shfl_up_sync(kFull, incl, o);
     if (lane_id() >= o) incl += u;
   }
-  unsigned base = 0u;
-  if (lane_id() == 31 && incl) base = atomicAdd(n, incl);
-  base = __shfl_sync(kFull, base, 31) + incl - c;
-  for (; in; in &= in - 1u) {
+  CoopClaim k{in, incl - c, 0u};
+  if (lane_id() == 31 && incl) k.base = atomicAdd(n, incl);
+  return k;
+}
+__device__ void coop_gather(uint2 *G, const CoopClaim &k, const float y[kPer], int64_t v0) {
+  unsigned base = __shfl_sync(kFull, k.base, 31) + k.before;
+  for (unsigned in = k.in; in; in &= in - 1u) {
     const int q = __ffs((int)in) - 1;
     G[base++] = make_uint2(__float_as_uint(sel8(y, q)), (uint32_t)(v0 + q));
   }
@@ -239,17 +305,36 @@ __device__ __forceinline__ void copy_row(Row &dst, const Row &src) {
   for (unsigned i = threadIdx.x; i < sizeof(Row) / sizeof(unsigned long long); i += kThreads) d[i] = s[i];
 }
 
+/* Phase 1's first act: the lines of the thread's tokens in every dense model the row may combine
+ * without a row index, asked for (prefetch8) from the kernel's parameters alone. The loads come after
+ * init_row (a round trip for the row's seed) and comb_plan (three block barriers); the lines are on
+ * their way meanwhile. A hint: a model whose per-row coefficient is 0 in this row costs a line read. */
+__device__ __forceinline__ void coop_prefetch_early(const KP &p, int64_t row, int64_t v0) {
+  const lmf_lg_job &j = p.job;
+  for (int k = 0; k < j.num_models; ++k) {
+    const lmf_lg_model &m = j.models[k];
+    if (!(m.roles & LMF_LG_ROLE_COMBINE) || m.sparse_index || m.row_index) continue; /* COMBINE: c != 0 */
+    MV mv;
+    mv.esz = m.dtype == LMF_DTYPE_F32 ? 4 : 2;
+    mv.base = static_cast<const char *>(m.logits) + row * m.row_stride * mv.esz;
+    mv.lim = m.vocab < j.vocab_out ? (int64_t)m.vocab : (int64_t)j.vocab_out;
+    prefetch8(mv, v0, true);
+  }
+}
+
 /* A thread's place: its row, its block's chunk, its first token, the row's max. */
 struct CoopTok {
   int64_t row, c, v0;
   float ymax;
 };
 
-/* Adds this block's tokens that survive S (and, for maxbin >= 0, lie in a bin above maxbin: the top-p
- * cut's certain survivors) to the row's sums, order-free: their mass (fin) to Rg.acc, their best
- * Gumbel-max (key, id) (samp) to Rg.best, with its y in the chunk's partial. Block-uniform. */
+/* Adds this block's tokens that survive S (and, for maxbin >= 0, lie in a bin above maxbin by their
+ * phase-2 bins kb: the top-p cut's certain survivors) to the row's sums, order-free: their mass (fin)
+ * to Rg.acc, their best Gumbel-max (key, id) (samp) to Rg.best, with its y in the chunk's partial.
+ * Block-uniform. */
 __device__ void coop_survivors(const KP &p, const Row &R, Row &Rg, const Surv &S, int maxbin,
-                               const float y[kPer], const CoopTok &me, bool fin, bool samp, Red &red) {
+                               const CoopBins &kb, const float y[kPer], const CoopTok &me, bool fin,
+                               bool samp, Red &red) {
   const lmf_lg_job &j = p.job;
   const bool minp = j.min_p > 0.0f;
   const uint64_t seed = R.seed, goff = R.goff;
@@ -259,9 +344,9 @@ __device__ void coop_survivors(const KP &p, const Row &R, Row &Rg, const Surv &S
 #pragma unroll 1 /* once per launch: the body's code fetched once (sel8) */
   for (int q = 0; q < kPer; ++q) {
     const int64_t v = me.v0 + q;
+    if (maxbin >= 0 && !coop_bins_above(kb, q, maxbin)) continue;
     const float yq = sel8(y, q);
     if (v >= j.vocab_out || !survives(S, yq, v, minp, j.log_min_p)) continue;
-    if (maxbin >= 0 && !coop_above_bin(yq, me.ymax, maxbin)) continue;
     if (fin) acc = add(acc, fx_of(lmf_lg_exp_neg(LMF_FSUB(yq, me.ymax))));
     if (samp) {
       const float key = lmf_lg_gumbel_key(yq, lmf_lg_gumbel(seed, goff, (uint32_t)v));
@@ -286,10 +371,13 @@ __device__ void coop_survivors(const KP &p, const Row &R, Row &Rg, const Surv &S
   }
 }
 
-/* The row's LSE after its cuts, from the survivors' summed mass (plus `more`). */
-__device__ __forceinline__ float coop_lse(const Row &Rg, float ymax, U128 more) {
-  const U128 acc = add(u128(__ldcg(&Rg.acc.lo), __ldcg(&Rg.acc.hi)), more);
+/* The row's LSE after its cuts, from the survivors' summed mass. */
+__device__ __forceinline__ float coop_lse_of(float ymax, U128 acc) {
   return (float)((double)ymax + log(fx_to_double(acc)));
+}
+/* The same from the row's sum (plus `more`). */
+__device__ __forceinline__ float coop_lse(const Row &Rg, float ymax, U128 more) {
+  return coop_lse_of(ymax, add(u128(__ldcg(&Rg.acc.lo), __ldcg(&Rg.acc.hi)), more));
 }
 
 /* What b_outputs reads of a row whose step k_coop did: the LSE, the packed best (0: greedy, or no
@@ -304,14 +392,29 @@ __device__ __forceinline__ void coop_set_token(Row &Rg, float lse, unsigned long
 /* The ticket path's end, in the row's last block (every other block's sums, list entries and Y are
  * visible): the top-p cut in the crossing bin, from the row's list (or, past kListCap tokens, by the
  * general search over Y, which every block wrote), that bin's survivors added to the row's sums, then
- * the outputs. Block-uniform. */
-__device__ void coop_last(const KP &p, const Row &R, Row &Rg, const uint2 *G, const CoopPick &pk, Surv S,
+ * the outputs, from the block's copy of the row's state R. Block-uniform.
+ *
+ * The row's sums and every chunk's best y are final here (each block added its own before its
+ * ticket), so they are read first, with the list: their round trip overlaps the list's, where thread
+ * 0 once read them after the cut, the chunk's y only once it knew the chunk, and the outputs read the
+ * row's state back from global memory: three round trips in a chain on the step's serial tail. */
+__device__ void coop_last(const KP &p, Row &R, Row &Rg, const uint2 *G, const CoopPick &pk, Surv S,
                           bool live, bool search, bool listed, bool fin, bool samp, const CoopTok &me,
                           Red &red) {
   const lmf_lg_job &j = p.job;
   const int t = threadIdx.x;
+  const int64_t nch = p.nchunks;
   __shared__ float s_ly;
+  __shared__ float s_yb[kThreads]; /* chunk c's best y, for c < kThreads */
   if (live) {
+    float yb = 0.0f;
+    if (samp && t < nch) yb = __ldcg(&p.cpart[me.row * nch + t].ybest);
+    unsigned long long others = 0ull;
+    U128 racc = u128(0ull, 0ull);
+    if (t == 0) {
+      if (samp) others = __ldcg(&Rg.best);
+      if (fin) racc = u128(__ldcg(&Rg.acc.lo), __ldcg(&Rg.acc.hi));
+    }
     U128 acc = u128(0ull, 0ull);
     unsigned long long mine = 0ull, lbest = 0ull;
     float my = 0.0f;
@@ -351,22 +454,27 @@ __device__ void coop_last(const KP &p, const Row &R, Row &Rg, const uint2 *G, co
         lbest = block_max_u64(mine, red);
         if (lbest && mine == lbest) s_ly = my;
       }
-      __syncthreads();
     }
+    if (samp && t < nch) s_yb[t] = yb;
+    __syncthreads();
     if (t == 0) {
-      const float lse = fin ? coop_lse(Rg, me.ymax, acc) : R.lse;
+      const float lse = fin ? coop_lse_of(me.ymax, add(racc, acc)) : R.lse;
       unsigned long long best = 0ull;
       float ytok = me.ymax;
       if (samp) {
-        const unsigned long long others = __ldcg(&Rg.best);
         best = lbest > others ? lbest : others;
-        if (best && best == lbest) ytok = s_ly;
-        else if (best) ytok = __ldcg(&p.cpart[me.row * p.nchunks + unpack_id(best) / kChunk].ybest);
+        if (best && best == lbest) {
+          ytok = s_ly;
+        } else if (best) {
+          const int64_t c = unpack_id(best) / kChunk;
+          ytok = c < kThreads ? s_yb[c] : __ldcg(&p.cpart[me.row * nch + c].ybest);
+        }
       }
+      coop_set_token(R, lse, best, ytok);
       coop_set_token(Rg, lse, best, ytok);
     }
   }
-  if (t == 0) b_outputs(p, me.row);
+  if (t == 0) b_outputs_of(p, me.row, R);
 }
 
 __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p) {
@@ -388,7 +496,8 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   coop_mark(pr, prof);
 
   /* Phase 1. */
-  if (t == 0) init_row(p, row, R);
+  coop_prefetch_early(p, row, v0);
+  if (t == 0) init_row_in(p, row, R); /* inlined: see init_row_in */
   if (lead) {
     for (int i = t; i < kBins; i += kThreads) p.hist[row * kBins + i] = u128(0ull, 0ull);
     for (int i = t; i < kCoopBins; i += kThreads) {
@@ -437,7 +546,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   }
   const bool search = live && R.search == SK_TOPP;
   const float ymax = live ? R.ymax : 0.0f;
-  if (search) coop_hist(p, CR, ymax, y, red);
+  const CoopBins kb = search ? coop_hist(p, CR, ymax, y, red) : coop_bins_none();
   coop_mark(pr, prof); /* phase 2 */
   COOP_SYNC();
   coop_mark(pr, prof);
@@ -447,14 +556,15 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   pk.cnt = 0u;
   pk.bin = -1;
   bool listed = false;
+  CoopClaim claim{0u, 0u, 0u}; /* listed: the thread's tokens of the crossing bin, their places claimed */
   if (search) {
     pk = coop_pick(p, R, CR, red);
     listed = pk.cnt <= (unsigned)kListCap;
     if (listed) {
-      unsigned in = 0u; /* bit q: token v0 + q lies in the crossing bin */
-#pragma unroll 1 /* once per launch: the body's code fetched once (sel8) */
-      for (int q = 0; q < kPer; ++q) in |= coop_in_bin(sel8(y, q), ymax, pk.bin) ? 1u << q : 0u;
-      coop_gather(G, &CR.ngather, in, y, v0);
+      unsigned in = 0u; /* bit q: token v0 + q lies in the crossing bin (a few instructions a token) */
+#pragma unroll
+      for (int q = 0; q < kPer; ++q) in |= coop_bins_in(kb, q, pk.bin) ? 1u << q : 0u;
+      claim = coop_claim(&CR.ngather, in);
     } else {
       if (v0 < V) store8_f32(p.Y + row * p.ystride + v0, y); /* the row's last group: Y is padded to 8 */
       if (t == 0 && j.logprobs) atomicExch(p.coop_fallback, 1u);
@@ -475,7 +585,8 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
      * blocks to finish (its fence and ticket order every block's sums, list entries and Y before its
      * reads) cuts the crossing bin, adds its survivors and writes the outputs. Two grid barriers in
      * all. j.logprobs is the same in every block. */
-    if (fin || samp) coop_survivors(p, R, Rg, S, search ? pk.bin : -1, y, me, fin, samp, red);
+    if (fin || samp) coop_survivors(p, R, Rg, S, search ? pk.bin : -1, kb, y, me, fin, samp, red);
+    if (listed) coop_gather(G, claim, y, v0); /* the claims' round trip overlapped the survivors */
     coop_mark(pr, prof); /* phase 3 */
     __threadfence();
     __syncthreads();
@@ -492,6 +603,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   }
 
   /* With log-prob rows every block writes its tokens' log-probs: each needs the cut and the LSE. */
+  if (listed) coop_gather(G, claim, y, v0);
   coop_mark(pr, prof); /* phase 3 */
   COOP_SYNC();
   coop_mark(pr, prof);
@@ -512,7 +624,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   /* Phase 5: the survivors' mass (the LSE) and the sample. */
   S.topp_on = search;
   S.topp_cut = cut;
-  if (fin || samp) coop_survivors(p, R, Rg, S, -1, y, me, fin, samp, red);
+  if (fin || samp) coop_survivors(p, R, Rg, S, -1, kb, y, me, fin, samp, red);
   coop_mark(pr, prof); /* phase 5 */
   COOP_SYNC();
   coop_mark(pr, prof);
@@ -534,9 +646,10 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
     if (live) {
       const unsigned long long best = samp ? __ldcg(&Rg.best) : 0ull;
       const float ytok = best ? __ldcg(&p.cpart[row * nch + unpack_id(best) / kChunk].ybest) : ymax;
+      coop_set_token(R, lse, best, ytok);
       coop_set_token(Rg, lse, best, ytok);
     }
-    b_outputs(p, row);
+    b_outputs_of(p, row, R);
   }
   coop_mark(pr, prof); /* phase 6 */
   coop_print(pr, prof && lead);

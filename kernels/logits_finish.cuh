@@ -113,19 +113,24 @@ __device__ void b_logprobs(const KP &p, const Part &w) {
   }
 }
 
-/* One thread per row: tokens, statuses, LSE, token log-prob, the GeDi state update. */
-__device__ void b_outputs(const KP &p, int64_t row) {
+/* One thread per row: tokens, statuses, LSE, token log-prob, the GeDi state update, from the row's
+ * state R (the global one, or k_coop's block copy). R's fields are read before the first output is
+ * written: the compiler cannot tell the outputs from R, so it issues no read of R before a write that
+ * precedes it, and each write then waits for the read before: a round trip per field, in a chain. */
+__device__ void b_outputs_of(const KP &p, int64_t row, const Row &R) {
   const lmf_lg_job &j = p.job;
-  const Row &R = p.rows[row];
-  const bool ok = R.status == LMF_ROW_OK;
+  const int32_t status = R.status;
+  const bool ok = status == LMF_ROW_OK;
+  const float lse = R.lse, ytok = R.ytok;
+  const int ymiss = R.ymiss;
   const float nan = __uint_as_float(kCanonNan);
   const int32_t token = ok ? (R.greedy ? R.yarg : sampled_token(R)) : -1;
   j.tokens[row] = token;
-  if (j.status) j.status[row] = ok ? (int32_t)LMF_ROW_OK : R.status;
-  if (j.lse) j.lse[row] = ok ? R.lse : nan;
+  if (j.status) j.status[row] = ok ? (int32_t)LMF_ROW_OK : status;
+  if (j.lse) j.lse[row] = ok ? lse : nan;
   if (j.token_logprob) {
-    const float yt = ok ? (R.ymiss ? R.ytok : p.Y[row * p.ystride + token]) : 0.0f;
-    j.token_logprob[row] = ok ? LMF_FSUB(yt, R.lse) : nan;
+    const float yt = ok ? (ymiss ? ytok : p.Y[row * p.ystride + token]) : 0.0f;
+    j.token_logprob[row] = ok ? LMF_FSUB(yt, lse) : nan;
   }
   if (j.gedi_pos_model >= 0) {
     if (ok) {
@@ -139,6 +144,7 @@ __device__ void b_outputs(const KP &p, int64_t row) {
     if (j.gedi_logp_desired) j.gedi_logp_desired[row] = ok ? p.D[row * p.ystride + token] : nan;
   }
 }
+__device__ void b_outputs(const KP &p, int64_t row) { b_outputs_of(p, row, p.rows[row]); }
 
 /* KP::ltail, in the last list cut's block after the row's cuts: the LSE pass and the sample pass where
  * the row still needs them (the general search decided it, or it took no cut), then its outputs, so no

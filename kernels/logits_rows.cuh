@@ -252,8 +252,10 @@ __device__ __forceinline__ void load_strided(const float *chunk, int64_t c, int6
 
 /* ---- Init ----------------------------------------------------------------------------------------- */
 
-/* The row's scalars and first status into R, its accumulators zeroed (one thread). */
-__device__ LMF_NOINLINE void init_row(const KP &p, int64_t row, Row &R) { /* one thread; called, not inlined */
+/* The row's scalars and first status into R, its accumulators zeroed (one thread). Inlined where R's
+ * memory space and p are known (k_coop: its parameters then come through the constant cache and its
+ * loads can all be issued before R's shared-memory stores); init_row is the called copy. */
+__device__ __forceinline__ void init_row_in(const KP &p, int64_t row, Row &R) {
   const lmf_lg_job &j = p.job;
   const bool verify = j.mode == LMF_LG_MODE_VERIFY;
   uint32_t flags = 0;
@@ -351,6 +353,9 @@ __device__ LMF_NOINLINE void init_row(const KP &p, int64_t row, Row &R) { /* one
   R.flo = R.target = R.acc = u128(0ull, 0ull);
   R.best = 0ull;
 }
+/* The separate kernels' copy: through a generic pointer to p, each field is a load from memory, but
+ * the code is fetched once (docs/logits.md, "Code footprint"). */
+__device__ LMF_NOINLINE void init_row(const KP &p, int64_t row, Row &R) { init_row_in(p, row, R); }
 
 /* One warp per row: the row's state (init_row) and its histogram zeroed. */
 __device__ void b_init(const KP &p, int64_t row) {

@@ -112,7 +112,7 @@ def main():
     loops = []  # (size, head, back edge) of backward branches at the loop's line
     for i, (_, text, chain) in enumerate(ins):
         m, t = target(text)
-        if m and t is not None and t <= i and a.loop in site_text(chain):
+        if m and t is not None and t <= i and (a.loop in site_text(chain) or (chain and a.loop == sf.label(chain[-1]))):
             loops.append((i - t, t, i))
     if not loops:
         raise SystemExit(f"no backward branch on a line holding {a.loop!r}")
