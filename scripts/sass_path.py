@@ -5,7 +5,8 @@ conditional branch, so a step's per-token work can be read without a GPU (docs/l
 work at large batches"). A count of instructions a warp issues, not a time.
 
 KERNEL is a regular expression on the mangled name; LOOP_TEXT names the loop by its back edge's source
-line (the innermost line of the branch that closes it; the largest such loop is taken). A branch is
+line (the innermost line of the branch that closes it; the largest such loop is taken), by its text or
+as FILE:LINE (logits_coop.cuh:168: the one loop of that line, where several share its text). A branch is
 decided, in this order, by:
   --trips TEXT=N   a loop whose back edge's line holds TEXT runs N times (back edges: once otherwise);
   --take TEXT      branches whose line holds TEXT are taken (the jump happens);
