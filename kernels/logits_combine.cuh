@@ -673,19 +673,39 @@ __device__ CMerge cmerge_calc(const KP &p, int64_t row, const Row &R, bool temp)
   float M = ninf();
   int32_t arg = 0;
   int64_t first = n + lane_id();
-  /* __ldcg: from L2, where KP::cfold's last combine block finds the other blocks' partials. */
-#pragma unroll 1
-  for (int64_t c = lane_id(); c < n; c += 32) {
-    bad |= __ldcg(&P[c].bad);
-    cnt += __ldcg(&P[c].cnt);
-    const float m = __ldcg(&P[c].max);
+  /* One chunk's partial into the lane's max, first argmax, count and flag. */
+  auto take = [&](int64_t c, float m, int32_t a, int32_t k, int32_t b) {
+    bad |= b;
+    cnt += k;
     if (first >= n) first = c;
     if (m > M) {
       M = m;
-      arg = __ldcg(&P[c].arg);
+      arg = a;
       first = c;
     }
+  };
+  /* __ldcg: from L2, where KP::cfold's last combine block finds the other blocks' partials. The
+   * lane's first two chunks (every chunk where n <= 64: k_coop's rows, B = 1 up to V = 131,072) are
+   * read at once, every field, their sums kept for the total below: one round trip, where the loop
+   * waited for each chunk's max before the next chunk's and its argmax, and the total read the maxima
+   * and sums again. */
+  const int64_t c0 = lane_id(), c1 = c0 + 32;
+  float m0 = ninf(), m1 = ninf();
+  int32_t a0 = 0, a1 = 0, k0 = 0, k1 = 0, b0 = 0, b1 = 0;
+  double o0 = 0.0, o1 = 0.0;
+  if (c0 < n) {
+    m0 = __ldcg(&P[c0].max), a0 = __ldcg(&P[c0].arg), k0 = __ldcg(&P[c0].cnt), b0 = __ldcg(&P[c0].bad);
+    o0 = __ldcg(&P[c0].osum);
   }
+  if (c1 < n) {
+    m1 = __ldcg(&P[c1].max), a1 = __ldcg(&P[c1].arg), k1 = __ldcg(&P[c1].cnt), b1 = __ldcg(&P[c1].bad);
+    o1 = __ldcg(&P[c1].osum);
+  }
+  if (c0 < n) take(c0, m0, a0, k0, b0);
+  if (c1 < n) take(c1, m1, a1, k1, b1);
+#pragma unroll 1
+  for (int64_t c = c0 + 64; c < n; c += 32)
+    take(c, __ldcg(&P[c].max), __ldcg(&P[c].arg), __ldcg(&P[c].cnt), __ldcg(&P[c].bad));
   bad = (int)warp_reduce_ll<OP_MAX>(bad);
   cnt = warp_reduce_ll<OP_SUM>(cnt);
   const int wl = warp_first_max_lane(M, first);
@@ -700,9 +720,10 @@ __device__ CMerge cmerge_calc(const KP &p, int64_t row, const Row &R, bool temp)
   r.total = 0.0;
   if (r.st == LMF_ROW_OK && !temp && R.want_sum) {
     const double ymax = (double)r.ymax;
-    r.total = warp_sum_chunk_order(n, [&](int64_t c) {
-      const float m = __ldcg(&P[c].max);
-      return lmf_lg_is_ninf(m) ? 0.0 : __ldcg(&P[c].osum) * exp((double)m - ymax);
+    r.total = warp_sum_chunk_order(n, [&](int64_t c) { /* c: this lane's c0, c1, c0 + 64, ... */
+      const float m = c < 32 ? m0 : c < 64 ? m1 : __ldcg(&P[c].max);
+      const double o = c < 32 ? o0 : c < 64 ? o1 : __ldcg(&P[c].osum);
+      return lmf_lg_is_ninf(m) ? 0.0 : o * exp((double)m - ymax);
     });
   }
   return r;
