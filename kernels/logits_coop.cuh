@@ -646,10 +646,9 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
     if (live) {
       const unsigned long long best = samp ? __ldcg(&Rg.best) : 0ull;
       const float ytok = best ? __ldcg(&p.cpart[row * nch + unpack_id(best) / kChunk].ybest) : ymax;
-      coop_set_token(R, lse, best, ytok);
-      coop_set_token(Rg, lse, best, ytok);
+      coop_set_token(Rg, lse, best, ytok); /* not R: the block's other threads read R.lse above */
     }
-    b_outputs_of(p, row, R);
+    b_outputs(p, row);
   }
   coop_mark(pr, prof); /* phase 6 */
   coop_print(pr, prof && lead);
