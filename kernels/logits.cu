@@ -6,9 +6,10 @@
  * Structure. A row's vocabulary is cut into chunks of kChunk = 2048 tokens, the CPU backend's blocks
  * (the per-block maxima of its LSE and top-p-total formulas are reproduced chunk by chunk). A "chunk
  * kernel" runs on B * gx thread blocks of 256 threads: block i serves row i / gx and its chunks
- * i % gx, i % gx + gx, ... (gx = blocks per row). At small B, gx = min(chunks, ~4 blocks per SM / B),
- * so B = 1 spreads the row over up to `chunks` blocks (V = 152,064: 75 blocks); at B >= 4 * SMs,
- * gx = 1: one block per row. Chunk kernels leave per-chunk partials (max, argmax, count, NaN flag,
+ * i % gx, i % gx + gx, ... (gx = blocks per row, chosen per kernel: chunk_gx). gx is the most blocks
+ * per row the device holds at once for that kernel (B x gx within one wave), at most `chunks`, so
+ * B = 1 spreads the row over up to `chunks` blocks (V = 152,064: 75 blocks); where B alone fills the
+ * device, gx = 1: one block per row. Chunk kernels leave per-chunk partials (max, argmax, count, NaN flag,
  * sum of e^(x - chunk max)) in the workspace, or add exact integers to per-row accumulators with
  * atomics; a small merge kernel (a warp or a block per row) then merges the partials in chunk order
  * with online (max, sum) rescaling, decides the row's status and its next step. The host enqueues a
@@ -103,6 +104,9 @@
 #include <stdlib.h>
 
 #include <atomic>
+#include <map>
+#include <mutex>
+#include <utility>
 
 namespace {
 
@@ -214,6 +218,39 @@ bool pdl_support(int device) {
   return v == 2;
 }
 
+/* Thread blocks of kernel `k` that one SM holds at once on `device` (its registers and shared memory:
+ * cudaOccupancyMaxActiveBlocksPerMultiprocessor), asked once per kernel and device; 4 (the combine
+ * kernels' launch bound) where the runtime cannot say. */
+int blocks_per_sm(Kernel k, int device) {
+  static std::mutex mu;
+  static std::map<std::pair<const void *, int>, int> seen;
+  const std::pair<const void *, int> key(reinterpret_cast<const void *>(k), device);
+  std::lock_guard<std::mutex> hold(mu);
+  const auto it = seen.find(key);
+  if (it != seen.end()) return it->second;
+  int n = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, kThreads, 0) != cudaSuccess) {
+    (void)cudaGetLastError(); /* not the launch's error */
+    n = 0;
+  }
+  if (n < 1) n = 4;
+  seen.emplace(key, n);
+  return n;
+}
+
+/* Blocks per row (gx) for a chunk kernel over `rows` rows: as many as the device holds at once in
+ * one wave (rows x gx <= cap, its resident blocks), at most one per chunk, at least one. A grid just
+ * over a wave leaves a second, partial wave with the first's per-block work: at B = 256 on a 132-SM
+ * card, the old rule (gx = ceil(4 x SMs / B) for every kernel) gave the combine 768 blocks of 21
+ * chunks for 528 places, two waves' time, where 512 blocks of 32 or 31 chunks take one wave of 32;
+ * and the histogram pass, 3 blocks an SM, two waves of 21 chunks at B = 64 where 384 blocks of 11
+ * take one. Results do not depend on gx (the partials are per chunk). */
+int64_t chunk_gx(int64_t cap, int64_t rows, int64_t nchunks) {
+  int64_t gx = rows > 0 ? cap / rows : 1;
+  if (gx > nchunks) gx = nchunks;
+  return gx < 1 ? 1 : gx;
+}
+
 /* k_coop's capacity on a device: the blocks it can hold at once (cooperative launch supported), 0 where
  * it cannot be launched cooperatively. Asked once per device. */
 int64_t coop_capacity(int device, int sms) {
@@ -249,9 +286,19 @@ bool coop_takes(const lmf_lg_job *job, const Layout &L, bool sparse, int nstat, 
 struct Launcher {
   cudaStream_t stream;
   const char *fn;
-  int device;
+  int device, sms;
   bool pdl;
   mutable bool first = true;
+  /* Blocks per row for chunk kernel k over `rows` rows (chunk_gx at k's own occupancy). */
+  int64_t gx(Kernel k, int64_t rows, int64_t nchunks) const {
+    return chunk_gx((int64_t)sms * blocks_per_sm(k, device), rows, nchunks);
+  }
+  /* A chunk kernel over `rows` rows (kp.nrows, or verify's sequences): its gx into kp, rows x gx blocks. */
+  lmf_status_t chunks(Kernel k, KP &kp, int64_t rows) const {
+    kp.gx = (int32_t)gx(k, rows, kp.nchunks);
+    return (*this)(k, rows * kp.gx, kp);
+  }
+  lmf_status_t chunks(Kernel k, KP &kp) const { return chunks(k, kp, kp.nrows); }
   lmf_status_t operator()(Kernel k, int64_t blocks, const KP &kp) const {
     if (blocks <= 0) return LMF_OK;
     if (blocks > (int64_t)INT32_MAX)
@@ -281,7 +328,7 @@ struct Launcher {
 /* The kernels of one cut search. List mode (top-k, top-p): a window pass and the list cut, whose block
  * runs the general search itself for the rows the lists cannot decide; `tail`: this is the step's last
  * cut, and the list cut's block finishes each row (row_tail). */
-lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, int64_t chunk_blocks, bool tail) {
+lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, bool tail) {
   kp.kind = kind;
   if (kp.list && (kind == SK_TOPK || kind == SK_TOPP)) {
     if (kp.lstream) { /* the rows whose combine pass filled their lists (Row::sup) try those first */
@@ -289,13 +336,13 @@ lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, int64_t chunk_
       LMF_TRY(launch(k_listcut, kp.nrows, kp));
       kp.level = 0;
       /* the window pass of the rows whose Y is unwritten, from their logits */
-      if (kp.ylazy) LMF_TRY(launch(k_combine<false, CM_RECWIN>, chunk_blocks, kp));
+      if (kp.ylazy) LMF_TRY(launch.chunks(k_combine<false, CM_RECWIN>, kp));
     }
     kp.ltail = tail;
     if (kp.wlast) {
-      LMF_TRY(launch(k_window<true>, chunk_blocks, kp)); /* and each row's list cut, in its last block */
+      LMF_TRY(launch.chunks(k_window<true>, kp)); /* and each row's list cut, in its last block */
     } else {
-      LMF_TRY(launch(k_window<false>, chunk_blocks, kp));
+      LMF_TRY(launch.chunks(k_window<false>, kp));
       LMF_TRY(launch(k_listcut, kp.nrows, kp));
     }
     kp.ltail = 0;
@@ -304,10 +351,10 @@ lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, int64_t chunk_
   }
   for (int level = 0; level < 4; ++level) {
     kp.level = level;
-    LMF_TRY(launch(k_hist, chunk_blocks, kp));
+    LMF_TRY(launch.chunks(k_hist, kp));
     LMF_TRY(launch(k_smerge, kp.nrows, kp));
   }
-  LMF_TRY(launch(k_tie, chunk_blocks, kp));
+  LMF_TRY(launch.chunks(k_tie, kp));
   LMF_TRY(launch(k_tiecut, kp.nrows, kp));
   kp.kind = SK_NONE;
   kp.level = 0;
@@ -389,13 +436,7 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   const bool final_pass = dist && need_lse; /* the sample needs no LSE (lse_or_sample) */
   local.need_y = dist || gf;
 
-  /* Blocks per row: about four resident blocks per SM in all, at most one per chunk. */
-  const int64_t B = local.nrows, target = (int64_t)sms * 4;
-  int64_t gx = B >= target ? 1 : (target + B - 1) / B;
-  if (gx > L.nchunks) gx = L.nchunks;
-  if (gx < 1) gx = 1;
-  local.gx = (int32_t)gx;
-  const int64_t chunk_blocks = B * gx;
+  const int64_t B = local.nrows;
   const int64_t warp_blocks = (B + kWarps - 1) / kWarps;
   const int64_t thread_blocks = (B + kThreads - 1) / kThreads;
   const int64_t grid_cap = (int64_t)sms * 8;
@@ -405,7 +446,7 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   const char *pdl_env = getenv("LMF_LOGITS_PDL"); /* opt-in until measured (docs/logits.md) */
   const bool pdl = pdl_env && pdl_env[0] == '1' && ctx->device >= 0 && ctx->device < kMaxDevices &&
                    pdl_support(ctx->device);
-  const Launcher launch{reinterpret_cast<cudaStream_t>(stream), fn, ctx->device, pdl};
+  const Launcher launch{reinterpret_cast<cudaStream_t>(stream), fn, ctx->device, sms, pdl};
   bool sparse = false;
   for (int k = 0; k < job->num_models; ++k) sparse |= job->models[k].sparse_index && job->models[k].roles;
   if (coop_takes(job, L, sparse, local.nstat, ctx->device, sms)) {
@@ -432,8 +473,10 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
    * top-p; not after GeDi's filter, which rewrites Y, nor with GeDi's combine). Only where a block
    * walks several chunks: with one (small batches), its running max is its chunk's, far below the
    * row's, and the lists hold most of the row (a model of the bench's rows: none decided at 1). */
+  const int64_t sup_gx = launch.gx(k_combine<false, CM_SUP>, B, L.nchunks);
+  const int64_t sup_chunks = (L.nchunks + sup_gx - 1) / sup_gx; /* the combine's chunks per block */
   local.lstream = local.list && dist && !gf && job->gedi_pos_model < 0 &&
-                  (job->top_k > 0 || job->top_p < 1.0f) && (L.nchunks + gx - 1) / gx >= kSupChunks;
+                  (job->top_k > 0 || job->top_p < 1.0f) && sup_chunks >= kSupChunks;
   /* With top-p every row that needs the distribution enters a cut, so Y can wait for the rows the
    * lists cannot decide; a log-prob row needs Y whole. */
   local.ylazy = local.lstream && job->top_p < 1.0f && !job->logprobs;
@@ -458,38 +501,38 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   local.model = 0;
   if (sparse) LMF_TRY(launch(k_status, thread_blocks, local));
   if (local.nstat > 0) {
-    LMF_TRY(launch(k_stats, chunk_blocks, local));
+    LMF_TRY(launch.chunks(k_stats, local));
     LMF_TRY(launch(k_stats_merge, warp_blocks, local));
   }
-  if (nuc_search) LMF_TRY(run_search(launch, local, SK_NUC, chunk_blocks, false));
+  if (nuc_search) LMF_TRY(run_search(launch, local, SK_NUC, false));
   const Kernel combine = job->gedi_pos_model >= 0 ? k_combine<true, CM_PLAIN>
                          : local.lstream           ? k_combine<false, CM_SUP>
                                                    : k_combine<false, CM_PLAIN>;
-  LMF_TRY(launch(combine, chunk_blocks, local));
+  LMF_TRY(launch.chunks(combine, local));
   local.level = 0;
   if (!local.cfold) LMF_TRY(launch(k_cmerge, warp_blocks, local));
   if (gf) {
-    LMF_TRY(run_search(launch, local, SK_GF, chunk_blocks, false));
-    LMF_TRY(launch(k_temp, chunk_blocks, local));
+    LMF_TRY(run_search(launch, local, SK_GF, false));
+    LMF_TRY(launch.chunks(k_temp, local));
     local.level = 1;
     LMF_TRY(launch(k_cmerge, warp_blocks, local));
     local.level = 0;
   }
   const bool topp = dist && job->top_p < 1.0f;
-  if (dist && job->top_k > 0) LMF_TRY(run_search(launch, local, SK_TOPK, chunk_blocks, tail && !topp));
-  if (topp) LMF_TRY(run_search(launch, local, SK_TOPP, chunk_blocks, tail));
+  if (dist && job->top_k > 0) LMF_TRY(run_search(launch, local, SK_TOPK, tail && !topp));
+  if (topp) LMF_TRY(run_search(launch, local, SK_TOPP, tail));
   if (final_pass && !tail) {
-    LMF_TRY(launch(k_final, chunk_blocks, local));
+    LMF_TRY(launch.chunks(k_final, local));
     LMF_TRY(launch(k_final_merge, thread_blocks, local));
   }
-  if (sampling && !tail) LMF_TRY(launch(k_sample, chunk_blocks, local));
+  if (sampling && !tail) LMF_TRY(launch.chunks(k_sample, local));
   if (!verify) {
-    if (job->logprobs) LMF_TRY(launch(k_logprobs, chunk_blocks, local));
+    if (job->logprobs) LMF_TRY(launch.chunks(k_logprobs, local));
     return tail ? LMF_OK : launch(k_outputs, thread_blocks, local);
   }
   const int64_t S = local.nseqs;
   LMF_TRY(launch(k_vwalk, (S + kThreads - 1) / kThreads, local));
-  if (sampling) LMF_TRY(launch(k_resid, S * gx, local));
+  if (sampling) LMF_TRY(launch.chunks(k_resid, local, S));
   return launch(k_vfinish, (S + kThreads - 1) / kThreads, local);
 }
 

@@ -729,6 +729,18 @@ int sms() {
   return v > 0 ? v : 4;
 }
 
+/* A kernel's resident blocks per SM: kCoopBlocksPerSm, or with LMF_EMU_OCC=mixed 1 .. kCoopBlocksPerSm
+ * by kernel (the order of first asking), as a device's registers make them differ: the host then sizes
+ * each kernel's grid differently within one step (kernels/logits.cu, chunk_gx). */
+int blocks_per_sm(const void *func) {
+  const char *e = getenv("LMF_EMU_OCC");
+  if (!e || strcmp(e, "mixed") != 0) return kCoopBlocksPerSm;
+  std::lock_guard<std::recursive_mutex> hold(g_lock);
+  static std::map<const void *, int> seen;
+  const auto it = seen.emplace(func, 1 + (int)(seen.size() % kCoopBlocksPerSm)).first;
+  return it->second;
+}
+
 bool reverse_order() {
   const char *e = getenv("LMF_EMU_REVERSE");
   return e && e[0] == '1';
@@ -877,13 +889,14 @@ cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, 
   return fail(cudaErrorNotSupported);
 }
 /* Every kernel fits kCoopBlocksPerSm blocks of any size per multiprocessor (the emulator's bound on a
- * cooperative grid); shared memory and registers are not modelled. */
+ * cooperative grid), or with LMF_EMU_OCC=mixed 1 to kCoopBlocksPerSm by kernel (blocks_per_sm); shared
+ * memory and registers are not modelled. */
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *n, const void *func, int block_size,
                                                                    size_t dynamic_smem, unsigned flags) {
   (void)dynamic_smem; (void)flags;
   if (!func) return fail(cudaErrorInvalidDeviceFunction);
   if (!n || block_size <= 0 || block_size > emu::kMaxThreads) return fail(cudaErrorInvalidValue);
-  *n = emu::kCoopBlocksPerSm;
+  *n = emu::blocks_per_sm(func);
   return cudaSuccess;
 }
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *n, const void *func, int block_size,
