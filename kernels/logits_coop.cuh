@@ -128,20 +128,6 @@ __device__ __forceinline__ bool coop_bins_above(const CoopBins &k, int q, int b)
   return (int)((k.in >> (8 * q)) & 0xffu) < b;
 }
 
-/* A mass's fixed-point value (fx_of's, w > 0) as m 2^sh with m < 2^24 and 0 <= sh <= 57. */
-__device__ __forceinline__ void fx_parts(float w, uint32_t *m, int *sh) {
-  const uint32_t b = __float_as_uint(w);
-  const int e = (int)(b >> 23);
-  uint32_t mm = e == 0 ? 0u : (b & 0x7fffffu) | 0x800000u; /* subnormal: 0, as fx_of */
-  int s = (e > 127 ? 127 : e) - 70;
-  if (s < 0) { /* below 2^-57: truncated, as fx_of */
-    mm = -s < 32 ? mm >> -s : 0u;
-    s = 0;
-  }
-  *m = mm;
-  *sh = s;
-}
-
 /* Phase 2: this block's tokens into the row's histogram. A bin below d2 = 32 gets its tokens' count
  * and exact mass in shared memory by native 32-bit atomics, no warp vote or shuffle: the mass
  * m 2^sh (fx_parts) goes in as its 16-bit digits, each added to the bin's word for that digit (three
@@ -382,17 +368,18 @@ __device__ __forceinline__ float coop_lse(const Row &Rg, float ymax, U128 more) 
 
 /* What b_outputs reads of a row whose step k_coop did: the LSE, the packed best (0: greedy, or no
  * sample) and the token's y (Y is not written). One thread. */
-__device__ __forceinline__ void coop_set_token(Row &Rg, float lse, unsigned long long best, float ytok) {
-  Rg.lse = lse;
-  Rg.best = best;
-  Rg.ymiss = 1;
-  Rg.ytok = ytok;
+__device__ __forceinline__ void coop_set_token(Row &R, float lse, unsigned long long best, float ytok) {
+  R.lse = lse;
+  R.best = best;
+  R.ymiss = 1;
+  R.ytok = ytok;
 }
 
 /* The ticket path's end, in the row's last block (every other block's sums, list entries and Y are
  * visible): the top-p cut in the crossing bin, from the row's list (or, past kListCap tokens, by the
  * general search over Y, which every block wrote), that bin's survivors added to the row's sums, then
- * the outputs, from the block's copy of the row's state R. Block-uniform.
+ * the outputs, from the block's copy of the row's state R (the row's global state is not written
+ * back: this block is the step's last reader of the row). Block-uniform.
  *
  * The row's sums and every chunk's best y are final here (each block added its own before its
  * ticket), so they are read first, with the list: their round trip overlaps the list's, where thread
@@ -471,7 +458,6 @@ __device__ void coop_last(const KP &p, Row &R, Row &Rg, const uint2 *G, const Co
         }
       }
       coop_set_token(R, lse, best, ytok);
-      coop_set_token(Rg, lse, best, ytok);
     }
   }
   if (t == 0) b_outputs_of(p, me.row, R);

@@ -221,16 +221,40 @@ __device__ __forceinline__ U128 sub(U128 a, U128 b) {
 __device__ __forceinline__ bool ge(U128 a, U128 b) { return a.hi > b.hi || (a.hi == b.hi && a.lo >= b.lo); }
 __device__ __forceinline__ bool is_zero(U128 a) { return (a.lo | a.hi) == 0ull; }
 
+/* A normal mass's bits b (w > 0) in the fixed point of fx_of: w = m 2^(e - 150) = (m 2^(e - 70)) 2^-80,
+ * m the significand with its implicit bit, exponents past 1's taken as 1's; returns e - 70 (negative
+ * below 2^-57, where the fixed point truncates). */
+__device__ __forceinline__ int fx_split(uint32_t b, uint32_t *m) {
+  const int e = (int)(b >> 23);
+  *m = (b & 0x7fffffu) | 0x800000u;
+  return (e > 127 ? 127 : e) - 70;
+}
+
 /* A mass w in [0, 1] (fp32) as a fixed-point integer in units of 2^-80: exact for w >= 2^-57,
- * truncated below. Sums of up to 2^31 of them fit 128 bits. */
+ * truncated below; 0 for 0, negatives and subnormals. Sums of up to 2^31 of them fit 128 bits. */
 __device__ __forceinline__ U128 fx_of(float w) {
   const uint32_t b = __float_as_uint(w);
-  const int e = (int)(b >> 23);
-  if (b == 0u || (b >> 31) != 0u || e == 0) return u128(0ull, 0ull); /* 0, negative, subnormal */
-  const unsigned long long m = (unsigned long long)((b & 0x7fffffu) | 0x800000u);
-  const int sh = (e > 127 ? 127 : e) - 70; /* w = m 2^(e - 150) = (m 2^(e - 70)) 2^-80 */
+  if (b == 0u || (b >> 31) != 0u || (b >> 23) == 0u) return u128(0ull, 0ull);
+  uint32_t m32;
+  const int sh = fx_split(b, &m32);
+  const unsigned long long m = m32;
   if (sh >= 0) return u128(m << sh, sh > 40 ? m >> (64 - sh) : 0ull);
   return u128(-sh < 64 ? m >> (-sh) : 0ull, 0ull);
+}
+
+/* fx_of(w) for w >= 0 as m 2^sh with m < 2^24 and 0 <= sh <= 57 (k_coop's histogram adds its 16-bit
+ * digits). */
+__device__ __forceinline__ void fx_parts(float w, uint32_t *m, int *sh) {
+  const uint32_t b = __float_as_uint(w);
+  uint32_t mm;
+  int s = fx_split(b, &mm);
+  if ((b >> 23) == 0u) mm = 0u; /* subnormal: 0, as fx_of */
+  if (s < 0) { /* below 2^-57: truncated, as fx_of */
+    mm = -s < 32 ? mm >> -s : 0u;
+    s = 0;
+  }
+  *m = mm;
+  *sh = s;
 }
 
 __device__ __forceinline__ double fx_to_double(U128 x) {
