@@ -124,13 +124,15 @@ fi
 
 if [ "$WHAT" != test ] && command -v ncu > /dev/null; then
   # Where a logits step spends its time (--clock-control none: the card as is), with the SM clock each
-  # kernel ran at (sm__cycles_elapsed.avg.per_second), the instructions it issued and the warps it
-  # kept resident: B = 1 on the one-launch step, then B = 256 on the separate kernels (its first
+  # kernel ran at (sm__cycles_elapsed.avg.per_second), the instructions it issued, the warps it
+  # kept resident and its grid: B = 1 on the one-launch step, then B = 256 on the separate kernels (its first
   # case's warm-up steps, ~15 kernels each), where the bar asks for 70% of the bandwidth floor.
   PR="$OUT/profile.csv"
   metrics=gpu__time_duration.sum,dram__bytes.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed
   metrics=$metrics,sm__cycles_elapsed.avg.per_second,smsp__inst_executed.sum
   metrics=$metrics,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed
+  # Each kernel's grid (chunk_gx: one wave at its occupancy) and registers, beside its time.
+  metrics=$metrics,launch__grid_size,launch__registers_per_thread
   # With the warps' stall reasons: "no instruction" is the SM waiting for code to fetch (docs/logits.md,
   # "Code footprint"), against "long scoreboard" (memory) and "barrier".
   stage "ncu logits B=1 one launch" 45 "$PR" env LMF_LOGITS_COOP=1 ncu --clock-control none --csv --page raw \
