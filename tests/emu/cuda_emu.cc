@@ -698,6 +698,7 @@ cudaError_t g_sticky = cudaSuccess; /* the last error, as cudaGetLastError retur
 std::vector<cudaStream_t> g_capturing;
 std::map<uintptr_t, size_t> g_allocs; /* device allocations: base -> bytes */
 unsigned long long g_launches;          /* kernels run (a replayed graph's count each time) */
+unsigned long long g_max_blocks;        /* the largest plain (not cooperative) grid run since asked */
 
 cudaError_t fail(cudaError_t e) {
   g_sticky = e;
@@ -790,6 +791,7 @@ cudaError_t launch(const char *name, dim3 grid, dim3 block, size_t dynamic_smem,
     g.th.resize(nthreads);
     g.coop = cooperative;
     ++g_launches;
+    if (!cooperative && nblocks > g_max_blocks) g_max_blocks = nblocks;
     Grid *outer = g_run;
     if (outer) die("a kernel launched from inside a kernel");
     g_run = &g;
@@ -826,6 +828,14 @@ extern "C" {
 unsigned long long lmf_emu_launches(void) {
   std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
   return emu::g_launches;
+}
+
+/* The most thread blocks of any plain launch since the last call (then reset). */
+unsigned long long lmf_emu_take_max_blocks(void) {
+  std::lock_guard<std::recursive_mutex> hold(emu::g_lock);
+  const unsigned long long n = emu::g_max_blocks;
+  emu::g_max_blocks = 0;
+  return n;
 }
 
 /* The grid-wide barriers cooperative launches have taken so far (each counted once). */

@@ -14,6 +14,7 @@
 
 extern "C" unsigned long long lmf_emu_launches(void);
 extern "C" unsigned long long lmf_emu_grid_barriers(void);
+extern "C" unsigned long long lmf_emu_take_max_blocks(void);
 
 namespace {
 
@@ -103,6 +104,43 @@ TEST(LogitsCudaEmu, LaunchesPerStepOneLaunch) {
   EXPECT_EQ(bar[0], fits ? 2ull : 0ull);
   EXPECT_EQ(bar[1], fits ? 2ull : 0ull);
   EXPECT_EQ(bar[2], fits ? 4ull : 0ull);
+}
+
+/* The separate kernels' grids fill one wave (chunk_gx in kernels/logits.cu): at B = 3 with 16 chunks a
+ * row, on 4 SMs of 4 blocks each (16 places), every chunk kernel takes 5 blocks a row, 15 in all; the
+ * earlier rule, ceil(16 / 3) = 6 a row, made 18: a second wave of 2 blocks, each with a full block's
+ * chunks. On more SMs the row's 16 chunks cap the grid (48 blocks). */
+TEST(LogitsCudaEmu, ChunkGridsFillOneWave) {
+  unsetenv("LMF_LOGITS_LIST");
+  unsetenv("LMF_LOGITS_COOP");
+  const int32_t B = 3, V = 16 * 2048;
+  lmf_context_t *ctx = lt_context(LMF_BACKEND_CUDA, 0);
+  ASSERT_NE(ctx, nullptr);
+  std::vector<float> z((size_t)B * V);
+  uint64_t s = 7;
+  for (float &v : z) v = (float)(2.0 * lt_normal(&s));
+  lg_models ms;
+  lg_models_init(&ms);
+  lg_models_add(&ms, LMF_DTYPE_F32, z.data(), B, V, 1.0f);
+  lmf_logits_params_t p;
+  lg_params(&p, B);
+  p.temperature = 0.8f;
+  p.top_p = 0.9f;
+  const uint64_t seeds[B] = {1, 2, 3};
+  p.seeds = seeds;
+  lg_out out;
+  ASSERT_TRUE(lg_out_alloc(&out, B, V, V, 0));
+  out.o.logprobs = nullptr;
+  (void)lmf_emu_take_max_blocks();
+  EXPECT_EQ(lg_combine(ctx, ms.m, ms.K, &p, &out), LMF_OK);
+  const unsigned long long most = lmf_emu_take_max_blocks();
+  const unsigned long long places = 4ull * (unsigned long long)sms(), all = (unsigned long long)B * 16ull;
+  EXPECT_LE(most, places) << "a grid past one wave, LMF_EMU_SMS " << sms();
+  if (all <= places) EXPECT_EQ(most, all) << "LMF_EMU_SMS " << sms();
+  else EXPECT_GT(most, places - (unsigned long long)B) << "a wave left emptier than B - 1 places";
+  lg_out_free(&out);
+  lg_models_free(&ms);
+  lmf_context_destroy(ctx);
 }
 
 }  // namespace
