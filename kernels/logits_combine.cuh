@@ -664,8 +664,9 @@ struct CMerge {
 };
 
 /* Merges the row's chunk partials in chunk order with online (max, sum) rescaling, as the CPU's
- * merge_step; one warp, every lane gets the result (the same bits in every warp that calls it). */
-__device__ CMerge cmerge_calc(const KP &p, int64_t row, const Row &R, bool temp) {
+ * merge_step; one warp, every lane gets the result (the same bits in every warp that calls it).
+ * f: the row's flags (row_flags). */
+__device__ CMerge cmerge_calc(const KP &p, int64_t row, const RowFlags &f, bool temp) {
   const CPart *P = p.cpart + row * p.nchunks;
   const int64_t n = p.nchunks;
   int bad = 0;
@@ -716,9 +717,9 @@ __device__ CMerge cmerge_calc(const KP &p, int64_t row, const Row &R, bool temp)
   r.st = LMF_ROW_OK;
   if (bad) r.st = LMF_ROW_NONFINITE;
   else if (cnt == 0) r.st = LMF_ROW_ALL_MASKED;
-  else if ((temp || R.fuse_T) && !lmf_isfinite_f32(r.ymax)) r.st = LMF_ROW_NONFINITE;
+  else if ((temp || f.fuse_T) && !lmf_isfinite_f32(r.ymax)) r.st = LMF_ROW_NONFINITE;
   r.total = 0.0;
-  if (r.st == LMF_ROW_OK && !temp && R.want_sum) {
+  if (r.st == LMF_ROW_OK && !temp && f.want_sum) {
     const double ymax = (double)r.ymax;
     r.total = warp_sum_chunk_order(n, [&](int64_t c) { /* c: this lane's c0, c1, c0 + 64, ... */
       const float m = c < 32 ? m0 : c < 64 ? m1 : __ldcg(&P[c].max);
@@ -729,8 +730,8 @@ __device__ CMerge cmerge_calc(const KP &p, int64_t row, const Row &R, bool temp)
   return r;
 }
 
-/* The merge's result into the row's state and its next step (one thread). */
-__device__ void cmerge_apply(const lmf_lg_job &j, Row &R, const CMerge &m, bool temp) {
+/* The merge's result into the row's state and its next step (one thread; f: the row's flags). */
+__device__ void cmerge_apply(const lmf_lg_job &j, Row &R, const RowFlags &f, const CMerge &m, bool temp) {
   if (m.st != LMF_ROW_OK) {
     R.status = m.st;
     return;
@@ -740,13 +741,16 @@ __device__ void cmerge_apply(const lmf_lg_job &j, Row &R, const CMerge &m, bool 
   R.nfin = m.cnt;
   if (!temp) R.total = m.total;
   if (!temp && j.gedi_pos_model >= 0 && j.gedi_filter_p > 0.0f) R.search = SK_GF;
-  else after_temp(j, R);
+  else after_temp(j, R, f);
 }
 
+/* One warp merges a row. The partials are read with the row's flags, before its status is known (a
+ * row whose status is set leaves the result unused): one round trip to L2 before the merge's
+ * arithmetic, where the status, the partials and the flags were three or more in a chain. */
 __device__ void b_cmerge(const KP &p, int64_t row, int level) {
   Row &R = p.rows[row];
-  if (R.status != LMF_ROW_OK) return;
+  const RowFlags f = row_flags(R);
   const bool temp = level != 0;
-  const CMerge m = cmerge_calc(p, row, R, temp);
-  if (lane_id() == 0) cmerge_apply(p.job, R, m, temp);
+  const CMerge m = cmerge_calc(p, row, f, temp);
+  if (f.status == LMF_ROW_OK && lane_id() == 0) cmerge_apply(p.job, R, f, m, temp);
 }

@@ -521,10 +521,11 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   /* Phase 2. */
   if (live) {
     if (warp_id() == 0) {
-      const CMerge m = cmerge_calc(p, row, R, false);
+      const RowFlags f = row_flags(R);
+      const CMerge m = cmerge_calc(p, row, f, false);
       if (lane_id() == 0) {
-        cmerge_apply(j, R, m, false);
-        if (lead) cmerge_apply(j, Rg, m, false);
+        cmerge_apply(j, R, f, m, false);
+        if (lead) cmerge_apply(j, Rg, f, m, false);
       }
     }
     __syncthreads();

@@ -204,19 +204,37 @@ __device__ __forceinline__ void lse_or_sample(Row &R) {
   else R.do_sample = !R.greedy;
 }
 
-/* The CPU's after_temp: the step after the combine (or GeDi temperature) merge. One thread. */
-__device__ void after_temp(const lmf_lg_job &j, Row &R) {
-  if (!R.need_dist) return; /* greedy, no distribution outputs: the token is the argmax */
+/* The row's flags that a merge and after_temp read: set by init, unchanged until the merge, so read
+ * at once before it. Read where they were used, after the merge's stores to the row, each waited for
+ * in turn: k_cmerge waited on L2 four times in a chain after the partials. */
+struct RowFlags {
+  int32_t status, greedy, need_dist, need_lse, want_sum, fuse_T;
+};
+__device__ __forceinline__ RowFlags row_flags(const Row &R) {
+  RowFlags f;
+  f.status = R.status;
+  f.greedy = R.greedy;
+  f.need_dist = R.need_dist;
+  f.need_lse = R.need_lse;
+  f.want_sum = R.want_sum;
+  f.fuse_T = R.fuse_T;
+  return f;
+}
+
+/* The CPU's after_temp: the step after the combine (or GeDi temperature) merge, which has just
+ * written R's ymax, nfin and total (f: the row's flags). One thread. */
+__device__ void after_temp(const lmf_lg_job &j, Row &R, const RowFlags &f) {
+  if (!f.need_dist) return; /* greedy, no distribution outputs: the token is the argmax */
   if (j.top_k > 0 && R.nfin > (int64_t)j.top_k) {
     R.search = SK_TOPK;
   } else if (j.top_p < 1.0f) {
     R.search = SK_TOPP;
-    R.topp_total = R.want_sum;
-  } else if (!R.need_lse) {
+    R.topp_total = f.want_sum;
+  } else if (!f.need_lse) {
     R.do_sample = 1; /* sampling needs no LSE (min-p reads only the max) */
-  } else if (R.want_sum && j.min_p <= 0.0f) {
+  } else if (f.want_sum && j.min_p <= 0.0f) {
     R.lse = (float)((double)R.ymax + log(R.total)); /* every finite token survives */
-    R.do_sample = !R.greedy;
+    R.do_sample = !f.greedy;
   } else {
     R.do_final = 1;
   }

@@ -13,6 +13,7 @@ LMF_CASE(MezoSpec, V11_MoreThan2e31ElementsCuda, test_cuda_more_than_2e31_elemen
 LMF_CASE(LogitsCuda, SpecVectorsMatchCpu, test_cuda_logits_spec_vectors)
 LMF_CASE(LogitsCuda, RandomBatchesMatchCpu, test_cuda_logits_random_batches)
 LMF_CASE(LogitsCuda, LayoutsMatchCpu, test_cuda_logits_layouts)
+LMF_CASE(LogitsCuda, BadRowsMatchCpu, test_cuda_logits_bad_rows)
 LMF_CASE(LogitsCuda, DenseModelsMatchCpu, test_cuda_logits_dense_models)
 LMF_CASE(LogitsCuda, VerifyDraftMatchesCpu, test_cuda_logits_verify)
 LMF_CASE(LogitsCuda, CutsMatchCpu, test_cuda_logits_cuts)

@@ -55,6 +55,9 @@ static int64_t unpoisoned(const float *x, int64_t n) {
   return c;
 }
 
+/* Two GeDi state values: near, or both NaN (a row whose state was NaN keeps it on both backends). */
+static int state_near(float a, float b) { return (isnan(a) && isnan(b)) || fabsf(a - b) <= TOL; }
+
 /* Runs the call on both backends (the GeDi state of each from the same starting values) and compares.
  * with_logprobs 0: no log-prob rows are asked for (their buffers must stay untouched). */
 static void parity_at(backends *be, const lmf_logits_model_t *m, size_t K, const lmf_logits_params_t *p,
@@ -97,7 +100,7 @@ static void parity_at(backends *be, const lmf_logits_model_t *m, size_t K, const
     snprintf(w, sizeof w, "%s: row %d, CPU vs CUDA", what, (int)b);
     if (!lg_row_near_at(&oc, b, &og, b, TOL, w, file, line)) break;
     if (gedi) {
-      lmf_t_check(fabsf(Lp[0][b] - Lp[1][b]) <= TOL && fabsf(Ln[0][b] - Ln[1][b]) <= TOL && n[0][b] == n[1][b] &&
+      lmf_t_check(state_near(Lp[0][b], Lp[1][b]) && state_near(Ln[0][b], Ln[1][b]) && n[0][b] == n[1][b] &&
                       (oc.tokens[b] < 0 || fabsf(oc.gedi_logp_desired[b] - og.gedi_logp_desired[b]) <= TOL),
                   file, line, "%s: GeDi state or logP(desired) differs", w);
     }
@@ -395,6 +398,60 @@ void test_cuda_logits_layouts(void) {
     p.top_k = 100;
     p.seeds = seeds;
     PARITY(&be, ms.m, ms.K, &p, 0, "strided, row-indexed, per-row coefficients, sparse");
+  }
+  lg_models_free(&ms);
+  free(z);
+  backends_close(&be);
+}
+
+/* Rows whose status init sets (a negative row index, a sparse id outside the vocabulary: bad index;
+ * a non-finite GeDi state: non-finite) beside good ones, sampled with top-p and every output: no
+ * later kernel may run them or overwrite their status (the merge reads their partials with the rest
+ * of the batch, unwritten, and must leave its result unused). */
+void test_cuda_logits_bad_rows(void) {
+  REQUIRE_CUDA();
+  backends be;
+  if (!backends_open(&be)) {
+    backends_close(&be);
+    return;
+  }
+  enum { B = 6, V = 5000, SK = 16 };
+  float *z = (float *)lt_malloc(sizeof(float) * B * V);
+  float vals[B * SK];
+  int32_t ids[B * SK];
+  static const int32_t ri[B] = {5, -1, 3, 2, -7, 0};
+  uint64_t seeds[B] = {9, 8, 7, 6, 5, 4};
+  lg_models ms;
+  lg_models_init(&ms);
+  if (z) {
+    for (int k = 0; k < 3; ++k) {
+      fill_q(z, B * V, 2.0, 70 + (uint64_t)k);
+      lg_models_add(&ms, lg_dtypes[k], z, B, V, k == 2 ? -1.0f : 1.0f);
+    }
+    ms.m[0].row_index = ri;
+    lmf_logits_params_t p;
+    lg_params(&p, B);
+    p.temperature = 0.8f;
+    p.top_p = 0.9f;
+    p.seeds = seeds;
+    PARITY(&be, ms.m, ms.K, &p, 0, "negative row indices (rows 1 and 4)");
+    PARITY_NO_LOGPROBS(&be, ms.m, ms.K, &p, "negative row indices (rows 1 and 4), no log-prob rows");
+
+    fill_q(vals, B * SK, 2.0, 80);
+    for (int i = 0; i < B * SK; ++i) ids[i] = (int32_t)((i * 131) % V);
+    ids[2 * SK + 5] = V + 3; /* row 2: an id past the vocabulary */
+    lg_models_add(&ms, LMF_DTYPE_F32, vals, B, SK, 0.5f);
+    ms.m[3].sparse_index = ids;
+    ms.m[3].sparse_k = SK;
+    ms.m[3].sparse_fill = -30.0f;
+    ms.m[3].vocab = V;
+    PARITY(&be, ms.m, ms.K, &p, 0, "and a sparse id past the vocabulary (row 2)");
+
+    float Lp[B] = {0.0f, -1.0f, NAN, -2.0f, 0.0f, -0.5f}, Ln[B] = {0.0f, -2.0f, 0.0f, -1.0f, 0.0f, -0.5f};
+    int32_t n[B] = {0, 3, 1, 2, -1, 0}; /* row 2: NaN L_pos; row 4: n < 0 */
+    ms.m[0].row_index = NULL;
+    gedi_on(&p, 1, 2, Lp, Ln, n);
+    PARITY(&be, ms.m, 3, &p, 1, "GeDi with non-finite state (rows 2 and 4)");
   }
   lg_models_free(&ms);
   free(z);

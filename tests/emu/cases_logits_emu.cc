@@ -5,6 +5,7 @@
 LMF_CASE(LogitsCudaEmu, SpecVectorsMatchCpu, test_cuda_logits_spec_vectors)
 LMF_CASE(LogitsCudaEmu, RandomBatchesMatchCpu, test_cuda_logits_random_batches)
 LMF_CASE(LogitsCudaEmu, LayoutsMatchCpu, test_cuda_logits_layouts)
+LMF_CASE(LogitsCudaEmu, BadRowsMatchCpu, test_cuda_logits_bad_rows)
 LMF_CASE(LogitsCudaEmu, DenseModelsMatchCpu, test_cuda_logits_dense_models)
 LMF_CASE(LogitsCudaEmu, VerifyDraftMatchesCpu, test_cuda_logits_verify)
 LMF_CASE(LogitsCudaEmu, CutsMatchCpu, test_cuda_logits_cuts)

@@ -333,9 +333,13 @@ static void mirror_inputs(mirror *mr, const lmf_logits_model_t *models, size_t K
   dp->offsets = (const uint64_t *)mirror_of(mr, p->offsets, (size_t)B * sizeof(uint64_t), 0);
 }
 
+/* A fresh workspace full of garbage: 0xa5 and 0x5a bytes on alternate calls, so a field read before it
+ * is written holds a negative integer on one call and a positive one on the next (a flag that is
+ * tested as nonzero, or combined by a maximum, then goes both ways). */
 static void *workspace_for(lmf_context_t *ctx, size_t bytes) {
+  static int calls;
   void *ws = lt_alloc(ctx, bytes ? bytes : 1);
-  if (ws) lt_memset(ctx, ws, 0xa5, bytes ? bytes : 1);
+  if (ws) lt_memset(ctx, ws, (calls++ & 1) ? 0x5a : 0xa5, bytes ? bytes : 1);
   return ws;
 }
 
