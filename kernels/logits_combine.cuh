@@ -745,8 +745,8 @@ __device__ void cmerge_apply(const lmf_lg_job &j, Row &R, const RowFlags &f, con
 }
 
 /* One warp merges a row. The partials are read with the row's flags, before its status is known (a
- * row whose status is set leaves the result unused): one round trip to L2 before the merge's
- * arithmetic, where the status, the partials and the flags were three or more in a chain. */
+ * row whose status is set leaves the result unused): one round trip to L2, where the status, the
+ * partials and the flags (read where used, some after the merge's stores) were six in a chain. */
 __device__ void b_cmerge(const KP &p, int64_t row, int level) {
   Row &R = p.rows[row];
   const RowFlags f = row_flags(R);
