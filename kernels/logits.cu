@@ -16,9 +16,10 @@
  * fixed sequence of kernels chosen from the job's options only (no host sync, no allocation, no
  * copies); each kernel skips the rows its step does not concern (per-row state in the workspace).
  *
- * With LMF_LOGITS_COOP=1, small batches whose job allows it take one cooperative launch instead
- * (k_coop, logits_coop.cuh: the same bodies and partials, grid-wide barriers for the launch
- * boundaries, y kept in registers).
+ * Small batches whose job allows it take one cooperative launch instead (k_coop, logits_coop.cuh: the
+ * same bodies and partials, grid-wide barriers for the launch boundaries, y kept in registers), unless
+ * LMF_LOGITS_COOP=0; larger ones list mode (below) where the combine pass fills its lists, unless
+ * LMF_LOGITS_LIST=0 (env_switch).
  *
  * Kernels, in launch order (each "chunk" kernel is followed by its merge):
  *   init (warp / row)          T, seeds, coefficients / tau, row_index, GeDi state: first statuses
@@ -30,7 +31,7 @@
  *                              logP(desired | v) -> D, bias, / T; per chunk max / argmax / count / sum
  *   temp (chunk, GeDi filter)  GeDi's class filter applied to Y, then / T
  *   cut searches (below)       nucleus (on D), GeDi class filter (on D, masses from Y), top-k, top-p;
- *                              in list mode (LMF_LOGITS_LIST=1) top-k and top-p first try a window
+ *                              in list mode (env_switch) top-k and top-p first try a window
  *                              pass and a one-block cut over at most 4096 candidates (b_window,
  *                              b_listcut), which also does min-p, the LSE and the sample
  *   final (chunk)              sum of the survivors' e^(y - ymax) -> the LSE (after cuts and min-p)
@@ -130,11 +131,17 @@ struct Layout {
   size_t total;
 };
 
-/* List mode: LMF_LOGITS_LIST=1 in the environment, opt-in until measured (docs/logits.md). The
- * workspace size follows it, so set it before lmf_logits_workspace_size. */
-bool list_mode_on() {
-  const char *e = getenv("LMF_LOGITS_LIST");
-  return e && e[0] == '1';
+/* A CUDA path's switch in the environment, read by every call: "1" takes the path wherever the job
+ * allows it, "0" never; unset (or any other value) leaves the choice to the library, which takes the
+ * path where a lent H200 measured it faster (docs/benchmarks.md, 2026-11-28): the one-launch step
+ * (LMF_LOGITS_COOP) wherever it applies, list mode (LMF_LOGITS_LIST) where the combine pass fills the
+ * lists (lstream: larger batches). */
+enum class Switch { kAuto, kOff, kOn };
+Switch env_switch(const char *name) {
+  const char *e = getenv(name);
+  if (e && e[0] == '1') return Switch::kOn;
+  if (e && e[0] == '0') return Switch::kOff;
+  return Switch::kAuto;
 }
 
 bool mul_sz(size_t a, size_t b, size_t *r) {
@@ -171,7 +178,9 @@ bool make_layout(const lmf_lg_job *job, Layout *L) {
   if (!mul_sz(bc, sizeof(SPart), &n) || !reserve(&off, n, &L->spart)) return false;
   if (!mul_sz(bc, sizeof(U128), &n) || !reserve(&off, n, &L->tie)) return false;
   L->lcap = V < kSupCap ? (int32_t)V : kSupCap;
-  L->lists = list_mode_on() && (job->top_k > 0 || job->top_p < 1.0f); /* only list mode's cuts read them */
+  /* Only list mode's cuts read the lists; reserved unless LMF_LOGITS_LIST=0 (the library's choice
+   * depends on the device, which the size query does not know). */
+  L->lists = env_switch("LMF_LOGITS_LIST") != Switch::kOff && (job->top_k > 0 || job->top_p < 1.0f);
   if (L->lists) {
     if (!mul_sz(B, (size_t)kClasses * (size_t)L->lcap * sizeof(uint2), &n) || !reserve(&off, n, &L->cand))
       return false;
@@ -268,13 +277,12 @@ int64_t coop_capacity(int device, int sms) {
   return v > 0 ? (int64_t)v * sms : 0;
 }
 
-/* Whether a job takes the one-launch step (logits_coop.cuh; opt-in: LMF_LOGITS_COOP=1): a combine
+/* Whether a job takes the one-launch step (logits_coop.cuh; unless LMF_LOGITS_COOP=0): a combine
  * without sparse models, mask or GeDi models or top-k, whose grid (a block per chunk) the device
  * holds at once. */
 bool coop_takes(const lmf_lg_job *job, const Layout &L, bool sparse, int nstat, int device, int sms) {
-  const char *e = getenv("LMF_LOGITS_COOP"); /* opt-in until measured faster (docs/logits.md) */
-  if (!e || e[0] != '1' || !L.coop || job->mode == LMF_LG_MODE_VERIFY || sparse || nstat > 0 ||
-      job->top_k > 0 || device < 0 || device >= kMaxDevices)
+  if (env_switch("LMF_LOGITS_COOP") == Switch::kOff || !L.coop || job->mode == LMF_LG_MODE_VERIFY ||
+      sparse || nstat > 0 || job->top_k > 0 || device < 0 || device >= kMaxDevices)
     return false;
   return (int64_t)job->num_rows * L.nchunks <= coop_capacity(device, sms);
 }
@@ -451,7 +459,8 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   const int64_t thread_blocks = (B + kThreads - 1) / kThreads;
   const int64_t grid_cap = (int64_t)sms * 8;
 
-  local.list = !verify && L.lists; /* list_mode_on() and a cut, as the layout */
+  const Switch list_sw = env_switch("LMF_LOGITS_LIST");
+  local.list = !verify && L.lists; /* not LMF_LOGITS_LIST=0, and a cut, as the layout */
 
   const char *pdl_env = getenv("LMF_LOGITS_PDL"); /* opt-in until measured (docs/logits.md) */
   const bool pdl = pdl_env && pdl_env[0] == '1' && ctx->device >= 0 && ctx->device < kMaxDevices &&
@@ -487,13 +496,17 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   const int64_t sup_chunks = (L.nchunks + sup_gx - 1) / sup_gx; /* the combine's chunks per block */
   local.lstream = local.list && dist && !gf && job->gedi_pos_model < 0 &&
                   (job->top_k > 0 || job->top_p < 1.0f) && sup_chunks >= kSupChunks;
+  /* The library's choice: list mode only where the combine fills the lists. Elsewhere (small
+   * batches, GeDi) its window pass is a gamble on the row's shape: at B = 1 it took 52 us against the
+   * separate kernels' 91 for the bench's K = 3 rows, 910 against 96 for its flat K = 1 rows. */
+  if (list_sw == Switch::kAuto && !local.lstream) local.list = 0;
   /* With top-p every row that needs the distribution enters a cut, so Y can wait for the rows the
    * lists cannot decide; a log-prob row needs Y whole. */
   local.ylazy = local.lstream && job->top_p < 1.0f && !job->logprobs;
   /* List mode also folds the combine's merge into the combine pass and, where the step takes a cut,
    * the LSE, sample and output kernels into the last list cut: at B = 1 a top-p step is then four
    * launches (init, combine, window, list cut), not fifteen. */
-  local.cfold = list_mode_on() && !verify && !local.lstream;
+  local.cfold = list_sw == Switch::kOn && !verify && !local.lstream;
   /* ... and up to 8 window chunks per SM (B = 1 and 8 at V = 128256), the list cut into the window
    * pass: a top-p step is then three launches (init, combine, window). */
   local.wlast = B * L.nchunks <= 8 * (int64_t)sms;

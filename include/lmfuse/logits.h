@@ -18,6 +18,12 @@
  * Memory: every pointer is backend memory (device memory on a CUDA context, host memory on a CPU
  * context); scratch comes from a caller workspace sized by lmf_logits_workspace_size(). No allocation,
  * no host synchronisation: on CUDA the call enqueues on `stream` and returns.
+ *
+ * CUDA paths: the library picks, per call, among three kernel plans that give the same results (the
+ * one-launch step for small batches, list mode where its lists fill, the separate kernels elsewhere;
+ * docs/logits.md, "Which path a step takes"). LMF_LOGITS_COOP and LMF_LOGITS_LIST in the environment
+ * override it, read by every call: "0" never takes that path, "1" takes it wherever the job allows.
+ * The workspace size depends on LMF_LOGITS_LIST ("0" reserves no lists): set it before sizing.
  */
 #ifndef LMFUSE_LOGITS_H
 #define LMFUSE_LOGITS_H

@@ -504,14 +504,13 @@ void test_cuda_logits_verify(void) {
   backends_close(&be);
 }
 
-/* The CUDA path a case selects through the environment (read by every CUDA call): 0 the separate
- * kernels, 1 and 2 list mode (LMF_LOGITS_LIST=1; mode 2 is the cases' run without log-prob rows), 3 the
- * one-launch step (LMF_LOGITS_COOP=1) where the job and the device allow it. */
+/* The CUDA path a case selects through the environment (read by every CUDA call; "0" turns a path off,
+ * unset leaves the choice to the library): 0 the separate kernels, 1 and 2 list mode (LMF_LOGITS_LIST=1;
+ * mode 2 is the cases' run without log-prob rows), 3 the one-launch step (LMF_LOGITS_COOP=1) where the
+ * job and the device allow it, else the separate kernels. */
 static void select_path(int mode) {
-  if (mode == 1 || mode == 2) setenv("LMF_LOGITS_LIST", "1", 1);
-  else unsetenv("LMF_LOGITS_LIST");
-  if (mode == 3) setenv("LMF_LOGITS_COOP", "1", 1);
-  else unsetenv("LMF_LOGITS_COOP");
+  setenv("LMF_LOGITS_LIST", mode == 1 || mode == 2 ? "1" : "0", 1);
+  setenv("LMF_LOGITS_COOP", mode == 3 ? "1" : "0", 1);
 }
 
 /* The two variables as the case found them, put back by paths_restore. */
@@ -712,10 +711,11 @@ void test_cuda_logits_graph(void) {
   static const struct {
     const char *name;
     const char *env[3];
-  } modes[] = {{"separate kernels", {NULL, NULL, NULL}},
-               {"list mode", {"1", NULL, NULL}},
-               {"list mode + PDL", {"1", "1", NULL}},
-               {"one launch where it fits", {NULL, NULL, "1"}}};
+  } modes[] = {{"separate kernels", {"0", NULL, "0"}},
+               {"list mode", {"1", NULL, "0"}},
+               {"list mode + PDL", {"1", "1", "0"}},
+               {"one launch where it fits", {"0", NULL, "1"}},
+               {"the library's choice", {NULL, NULL, NULL}}};
   static const struct {
     int32_t B, V;
   } shapes[] = {{1, 128256}, {8, 32000}, {300, 1000}};

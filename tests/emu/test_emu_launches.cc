@@ -18,19 +18,21 @@ extern "C" unsigned long long lmf_emu_take_max_blocks(void);
 
 namespace {
 
-enum Path { SEPARATE, LIST, COOP };
+enum Path { SEPARATE, LIST, COOP, AUTO };
 /* What the step writes beside the tokens: nothing, each row's LSE and the token's log-prob, or those
  * and the log-prob rows. */
 enum Outs { TOKENS, WITH_LSE, WITH_LOGPROBS };
 
 /* Kernel launches of one lmf_logits_combine call (the copies around it launch none) on a path: the
- * separate kernels, list mode, or the one-launch step (LMF_LOGITS_COOP=1, where the grid fits); and
- * in *barriers the grid-wide barriers its cooperative launches took. */
-unsigned long long launches_per_step(Path path, Outs outs, unsigned long long *barriers = nullptr) {
-  if (path == LIST) setenv("LMF_LOGITS_LIST", "1", 1);
-  else unsetenv("LMF_LOGITS_LIST");
-  if (path == COOP) setenv("LMF_LOGITS_COOP", "1", 1);
-  else unsetenv("LMF_LOGITS_COOP");
+ * separate kernels, list mode, the one-launch step (LMF_LOGITS_COOP=1, where the grid fits), or the
+ * library's choice (both variables unset); and in *barriers the grid-wide barriers its cooperative
+ * launches took. */
+unsigned long long launches_per_step(Path path, Outs outs, unsigned long long *barriers = nullptr,
+                                     int32_t top_k = 0) {
+  if (path == AUTO) unsetenv("LMF_LOGITS_LIST");
+  else setenv("LMF_LOGITS_LIST", path == LIST ? "1" : "0", 1);
+  if (path == AUTO) unsetenv("LMF_LOGITS_COOP");
+  else setenv("LMF_LOGITS_COOP", path == COOP ? "1" : "0", 1);
   const int32_t B = 1, V = 128256;
   lmf_context_t *ctx = lt_context(LMF_BACKEND_CUDA, 0);
   if (!ctx) {
@@ -51,6 +53,7 @@ unsigned long long launches_per_step(Path path, Outs outs, unsigned long long *b
   lg_params(&p, B);
   p.temperature = 0.8f;
   p.top_p = 0.9f;
+  p.top_k = top_k;
   const uint64_t seed = 11;
   p.seeds = &seed;
   lg_out out;
@@ -106,13 +109,32 @@ TEST(LogitsCudaEmu, LaunchesPerStepOneLaunch) {
   EXPECT_EQ(bar[2], fits ? 4ull : 0ull);
 }
 
+/* The library's choice (neither variable set): the one launch where the row's 63 chunk blocks fit the
+ * device at once (from 16 SMs), else, at 4 SMs, list mode, whose combine pass walks 4 chunks a block
+ * and fills the lists (lstream): the separate kernels' 15 launches nowhere at B = 1. With top-k (no
+ * one launch), list mode only where its combine fills the lists (4 SMs), the separate kernels where
+ * each combine block has one chunk (132 SMs: list mode's window pass would be 3 launches there). */
+TEST(LogitsCudaEmu, LaunchesPerStepLibraryChoice) {
+  const bool fits = 63 <= 4 * sms();
+  unsigned long long bar = 0;
+  EXPECT_EQ(launches_per_step(AUTO, TOKENS, &bar), fits ? 1ull : 7ull) << "LMF_EMU_SMS " << sms();
+  EXPECT_EQ(bar, fits ? 2ull : 0ull);
+  EXPECT_EQ(launches_per_step(AUTO, WITH_LSE), fits ? 1ull : 7ull) << "LMF_EMU_SMS " << sms();
+  const int gx = 4 * sms() < 63 ? 4 * sms() : 63;  /* the combine's blocks a row (4 an SM) */
+  const bool streams = (63 + gx - 1) / gx >= 4;    /* its chunks a block: list mode's lists fill */
+  EXPECT_EQ(launches_per_step(AUTO, TOKENS, nullptr, 40),
+            launches_per_step(streams ? LIST : SEPARATE, TOKENS, nullptr, 40))
+      << "LMF_EMU_SMS " << sms();
+  EXPECT_NE(launches_per_step(LIST, TOKENS, nullptr, 40), launches_per_step(SEPARATE, TOKENS, nullptr, 40));
+}
+
 /* The separate kernels' grids fill one wave (chunk_gx in kernels/logits.cu): at B = 3 with 16 chunks a
  * row, on 4 SMs of 4 blocks each (16 places), every chunk kernel takes 5 blocks a row, 15 in all; the
  * earlier rule, ceil(16 / 3) = 6 a row, made 18: a second wave of 2 blocks, each with a full block's
  * chunks. On more SMs the row's 16 chunks cap the grid (48 blocks). */
 TEST(LogitsCudaEmu, ChunkGridsFillOneWave) {
-  unsetenv("LMF_LOGITS_LIST");
-  unsetenv("LMF_LOGITS_COOP");
+  setenv("LMF_LOGITS_LIST", "0", 1);
+  setenv("LMF_LOGITS_COOP", "0", 1);
   const int32_t B = 3, V = 16 * 2048;
   lmf_context_t *ctx = lt_context(LMF_BACKEND_CUDA, 0);
   ASSERT_NE(ctx, nullptr);
@@ -141,6 +163,8 @@ TEST(LogitsCudaEmu, ChunkGridsFillOneWave) {
   lg_out_free(&out);
   lg_models_free(&ms);
   lmf_context_destroy(ctx);
+  unsetenv("LMF_LOGITS_LIST");
+  unsetenv("LMF_LOGITS_COOP");
 }
 
 }  // namespace
