@@ -18,6 +18,8 @@ typedef struct bench_opts {
   int only_batch;  /* logits: only this B (0: the sweep's) */
   int only_vocab;  /* logits: only this V (0: the sweep's) */
   int busy_ms;     /* logits, GPU: keep the card busy this long before timing each case (bdev_busy) */
+  int only_models; /* logits: only the cases of this many models, 1 or 3 (0: all, GeDi's too) */
+  int only_dtype;  /* logits: 1 + the lmf_dtype_t of the only cases run (0: f32 and bf16) */
 } bench_opts;
 
 double bench_now_ms(void);

@@ -215,6 +215,9 @@ int bench_logits(const bench_opts *o) {
           /* --quick: the sizes the bars name (B = 1 and 256 at V = 128256) and the smallest vocabulary. */
           if (o->quick && nb == 4 && (bi != 0 && bi != 3)) continue;
           if (o->quick && nv == 4 && vi > 1) continue;
+          /* --models / --dtype: one case of the sweep (what a profiler run wants). */
+          if (o->only_models && (kc == 2 || (kc == 0 ? 1 : 3) != o->only_models)) continue;
+          if (o->only_dtype && dts[di] != o->only_dtype - 1) continue;
           rc |= run_one(&d, o, Bs[bi], Vs[vi], kc == 0 ? 1 : 3, kc == 2, dts[di]);
         }
   bdev_close(&d);

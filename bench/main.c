@@ -21,12 +21,14 @@ static void usage(FILE *f) {
           "  --no-peer                 skip the same-run PyTorch peers\n"
           "  --quick                   logits: only the bars' sizes (B 1 and 256, V 32000 and 128256)\n"
           "  --batch B, --vocab V      logits: only this batch size / vocabulary (any value >= 1)\n"
+          "  --models K, --dtype D     logits: only the cases of K = 1 or 3 models (no GeDi), of\n"
+          "                            dtype f32 or bf16\n"
           "  --busy-ms N               logits, GPU: keep the card busy N ms before timing each case\n"
           "                            (its clock then is a decoding loop's, not an idle card's)\n");
 }
 
 int main(int argc, char **argv) {
-  bench_opts o = {100000000, 100, 0, 1, 1, LMF_BACKEND_AUTO, 0, 0, 0, 0, 0};
+  bench_opts o = {100000000, 100, 0, 1, 1, LMF_BACKEND_AUTO, 0, 0, 0, 0, 0, 0, 0};
   const char *family = "all";
   for (int i = 1; i < argc; ++i) {
     const char *a = argv[i];
@@ -53,6 +55,10 @@ int main(int argc, char **argv) {
       o.only_batch = atoi(v) > 0 ? atoi(v) : -1, ++i;
     } else if (!strcmp(a, "--vocab")) {
       o.only_vocab = atoi(v) > 0 ? atoi(v) : -1, ++i;
+    } else if (!strcmp(a, "--models")) {
+      o.only_models = atoi(v) == 1 || atoi(v) == 3 ? atoi(v) : -1, ++i;
+    } else if (!strcmp(a, "--dtype")) {
+      o.only_dtype = !strcmp(v, "f32") ? 1 + LMF_DTYPE_F32 : !strcmp(v, "bf16") ? 1 + LMF_DTYPE_BF16 : -1, ++i;
     } else if (!strcmp(a, "--busy-ms")) {
       o.busy_ms = atoi(v), ++i;
     } else if (!strcmp(a, "--threads")) {
@@ -71,6 +77,10 @@ int main(int argc, char **argv) {
   }
   if (o.only_batch < 0 || o.only_vocab < 0) {
     fprintf(stderr, "lmfuse-bench: --batch and --vocab need a value >= 1\n");
+    return 2;
+  }
+  if (o.only_models < 0 || o.only_dtype < 0) {
+    fprintf(stderr, "lmfuse-bench: --models takes 1 or 3, --dtype f32 or bf16\n");
     return 2;
   }
   if (o.numel < o.tensors || o.tensors < 1 || o.warmup < 0) {

@@ -4,8 +4,11 @@
 # logs go to $OUT (seven files: the device tool returns at most eight).
 # Build dependencies the device image lacks (GoogleTest, cJSON, PCRE2) travel unpacked in .device/
 # (made by scripts/fetch-device-deps.sh; the device tool carries it with carry: [".device"]).
-# Usage: gpu-check.sh [all|test|bench] [seconds]   (default all, 480 s: stages that would not fit in
-# what is left are skipped and say so in summary.txt). LMF_GTEST_FILTER narrows the CUDA gtests.
+# Usage: gpu-check.sh [all|test|bench|paths] [seconds]   (default all, 480 s: stages that would not fit
+# in what is left are skipped and say so in summary.txt). LMF_GTEST_FILTER narrows the CUDA gtests.
+# paths: the short check of the library's choice of logits path (about 150 s with the build): the
+# logits gtests as a user runs them (no path variable set), then each path timed at B = 1, 8, 64 and
+# 256 (V = 128256) beside that choice, and ncu on the bar's case (B = 256, K = 3, bf16).
 set -u
 WHAT=${1:-all}
 BUDGET=${2:-480}
@@ -16,6 +19,9 @@ DEPS="$ROOT/.device/usr"
 export LD_LIBRARY_PATH="$DEPS/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 export PYTHONUNBUFFERED=1
 B=/tmp/lmf-build
+# The logits paths, forced (docs/logits.md, "Which path a step takes"; unset: the library's choice).
+sep=(env LMF_LOGITS_LIST=0 LMF_LOGITS_COOP=0)
+lst=(env LMF_LOGITS_LIST=1 LMF_LOGITS_COOP=0)
 END=$(( $(date +%s) + BUDGET ))
 log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 left() { echo $(( END - $(date +%s) )); }
@@ -64,13 +70,42 @@ export LMFUSE_PYTHON=python3
 cuda_bin="$B/tests/lmfuse_cuda_tests"
 gfilter=${LMF_GTEST_FILTER:-*}
 
+if [ "$WHAT" = paths ]; then
+  stage "cuda gtests, logits, the library's choice" 60 "$T" "$cuda_bin" --gtest_filter='LogitsCuda.*'
+  grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[  FAILED  \]" "$T" | sort | uniq -c | tee -a "$OUT/summary.txt"
+  for b in 1 8 64 256; do
+    stage "bench logits B=$b, the library's choice" 30 "$BL" "$bench" logits --batch $b --vocab 128256 \
+      --no-peer --repeats 20
+    stage "bench logits B=$b, separate kernels" 30 "$BL" "${sep[@]}" "$bench" \
+      logits --batch $b --vocab 128256 --no-peer --repeats 20
+    stage "bench logits B=$b, list mode" 30 "$BL" "${lst[@]}" "$bench" logits \
+      --batch $b --vocab 128256 --no-peer --repeats 20
+  done
+  stage "bench logits B=16 V=32000, the library's choice" 30 "$BL" "$bench" logits --batch 16 --vocab 32000 \
+    --no-peer --repeats 20
+  stage "bench logits B=16 V=32000, separate kernels" 30 "$BL" "${sep[@]}" "$bench" \
+    logits --batch 16 --vocab 32000 --no-peer --repeats 20
+  grep -E "^######## |^ +[0-9]+ +[0-9]+ " "$BL" >> "$OUT/summary.txt"
+  if command -v ncu > /dev/null; then
+    metrics=gpu__time_duration.sum,dram__bytes.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed
+    metrics=$metrics,smsp__inst_executed.sum,sm__warps_active.avg.pct_of_peak_sustained_active
+    metrics=$metrics,dram__throughput.avg.pct_of_peak_sustained_elapsed,launch__grid_size
+    metrics=$metrics,launch__registers_per_thread
+    stage "ncu logits B=256 K=3 bf16, the library's choice" 60 "$OUT/profile.csv" ncu --clock-control none \
+      --csv --page raw --metrics "$metrics" --section WarpStateStats --launch-count 16 "$bench" logits \
+      --batch 256 --vocab 128256 --models 3 --dtype bf16 --no-peer --repeats 3
+  fi
+  log "done, $(left)s of the budget left"
+  exit 0
+fi
+
 if [ "$WHAT" != bench ]; then
   stage "cuda gtests" 150 "$T" "$cuda_bin" --gtest_filter="$gfilter"
   # The logits cases once more in the opt-in modes: the one-launch step (k_coop), list mode
   # (GraphReplayMatchesCpu and CutsMatchCpu set the modes themselves).
   lc='LogitsCuda.*:-LogitsCuda.GraphReplayMatchesCpu:LogitsCuda.CutsMatchCpu'
   stage "cuda gtests, logits one launch" 60 "$T" env LMF_LOGITS_COOP=1 "$cuda_bin" --gtest_filter="$lc"
-  stage "cuda gtests, logits list mode" 60 "$T" env LMF_LOGITS_LIST=1 "$cuda_bin" --gtest_filter="$lc"
+  stage "cuda gtests, logits list mode" 60 "$T" "${lst[@]}" "$cuda_bin" --gtest_filter="$lc"
   grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[  FAILED  \]" "$T" | sort | uniq -c | head -40 | tee -a "$OUT/summary.txt"
 fi
 
@@ -87,23 +122,24 @@ if [ "$WHAT" != test ]; then
   stage "bench latency floors" 30 "$BL" "$bench" latency --repeats 50
   stage "bench logits B=1, one launch" 75 "$BL" env LMF_LOGITS_COOP=1 "$bench" logits --batch 1 --quick \
     --repeats 50
-  stage "bench logits B=1, separate kernels" 30 "$BL" "$bench" logits --batch 1 --quick --no-peer --repeats 50
+  stage "bench logits B=1, separate kernels" 30 "$BL" "${sep[@]}" "$bench" logits --batch 1 --quick --no-peer \
+    --repeats 50
   # The same right after 200 ms of copies: the clock a decoding loop's forward pass leaves the card at.
-  stage "bench logits B=1, separate kernels, busy card" 30 "$BL" "$bench" logits --batch 1 --quick --no-peer \
-    --repeats 50 --busy-ms 200
+  stage "bench logits B=1, separate kernels, busy card" 30 "$BL" "${sep[@]}" "$bench" logits --batch 1 --quick \
+    --no-peer --repeats 50 --busy-ms 200
   stage "bench logits B=1, one launch, busy card" 30 "$BL" env LMF_LOGITS_COOP=1 "$bench" logits --batch 1 \
     --quick --no-peer --repeats 50 --busy-ms 200
-  stage "bench logits B=1, list mode" 30 "$BL" env LMF_LOGITS_LIST=1 "$bench" logits --batch 1 --quick \
+  stage "bench logits B=1, list mode" 30 "$BL" "${lst[@]}" "$bench" logits --batch 1 --quick \
     --no-peer --repeats 50
   # B = 256 on the separate kernels and in list mode (the 70%-of-floor bar), early: the full grid runs last.
-  stage "bench logits B=256, separate kernels" 45 "$BL" "$bench" logits --batch 256 --vocab 128256 --no-peer \
-    --repeats 20
-  stage "bench logits B=256, list mode" 45 "$BL" env LMF_LOGITS_LIST=1 "$bench" logits --batch 256 \
+  stage "bench logits B=256, separate kernels" 45 "$BL" "${sep[@]}" "$bench" logits --batch 256 --vocab 128256 \
+    --no-peer --repeats 20
+  stage "bench logits B=256, list mode" 45 "$BL" "${lst[@]}" "$bench" logits --batch 256 \
     --vocab 128256 --no-peer --repeats 20
   stage "bench logits B=4, one launch" 30 "$BL" env LMF_LOGITS_COOP=1 "$bench" logits --batch 4 --vocab 128256 \
     --no-peer --repeats 50
-  stage "bench logits B=4, separate kernels" 30 "$BL" "$bench" logits --batch 4 --vocab 128256 --no-peer \
-    --repeats 50
+  stage "bench logits B=4, separate kernels" 30 "$BL" "${sep[@]}" "$bench" logits --batch 4 --vocab 128256 \
+    --no-peer --repeats 50
   # Where k_coop's time goes: the phase stamps (cycles) of the block that ends row 0, and its SM clock.
   stage "k_coop phase profile" 30 "$BL" env LMF_LOGITS_COOP=1 LMF_LOGITS_COOP_PROFILE=1 "$bench" logits \
     --batch 1 --vocab 128256 --no-peer --repeats 5 --warmup 1
@@ -125,8 +161,8 @@ fi
 if [ "$WHAT" != test ] && command -v ncu > /dev/null; then
   # Where a logits step spends its time (--clock-control none: the card as is), with the SM clock each
   # kernel ran at (sm__cycles_elapsed.avg.per_second), the instructions it issued, the warps it
-  # kept resident and its grid: B = 1 on the one-launch step, then B = 256 on the separate kernels (its first
-  # case's warm-up steps, ~15 kernels each), where the bar asks for 70% of the bandwidth floor.
+  # kept resident and its grid: B = 1 on the one-launch step and in list mode, then B = 256 on the separate
+  # kernels and in list mode (the warm-up steps), where the bar asks for 70% of the bandwidth floor.
   PR="$OUT/profile.csv"
   metrics=gpu__time_duration.sum,dram__bytes.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed
   metrics=$metrics,sm__cycles_elapsed.avg.per_second,smsp__inst_executed.sum
@@ -135,18 +171,18 @@ if [ "$WHAT" != test ] && command -v ncu > /dev/null; then
   metrics=$metrics,launch__grid_size,launch__registers_per_thread
   # With the warps' stall reasons: "no instruction" is the SM waiting for code to fetch (docs/logits.md,
   # "Code footprint"), against "long scoreboard" (memory) and "barrier".
+  # The bars' case (K = 3, bf16: --models, --dtype) on each path that serves it.
+  bar=(--vocab 128256 --models 3 --dtype bf16 --no-peer --repeats 3)
   stage "ncu logits B=1 one launch" 45 "$PR" env LMF_LOGITS_COOP=1 ncu --clock-control none --csv --page raw \
-    --metrics "$metrics" --section WarpStateStats -k regex:k_coop --launch-count 12 "$bench" logits --batch 1 \
-    --vocab 128256 --no-peer --repeats 3
-  stage "ncu logits B=1 list mode" 45 "$PR" env LMF_LOGITS_LIST=1 ncu --clock-control none --csv --page raw \
-    --metrics "$metrics" --section WarpStateStats --launch-count 24 "$bench" logits --batch 1 --vocab 128256 \
-    --no-peer --repeats 3
-  stage "ncu logits B=256 separate kernels" 60 "$PR" ncu --clock-control none --csv --page raw \
-    --metrics "$metrics" --launch-count 40 "$bench" logits --batch 256 --vocab 128256 --no-peer --repeats 3
+    --metrics "$metrics" --section WarpStateStats -k regex:k_coop --launch-count 8 "$bench" logits --batch 1 \
+    "${bar[@]}"
+  stage "ncu logits B=1 list mode" 45 "$PR" "${lst[@]}" ncu --clock-control none --csv --page raw \
+    --metrics "$metrics" --section WarpStateStats --launch-count 24 "$bench" logits --batch 1 "${bar[@]}"
+  stage "ncu logits B=256 separate kernels" 60 "$PR" "${sep[@]}" ncu --clock-control none --csv --page raw \
+    --metrics "$metrics" --launch-count 40 "$bench" logits --batch 256 "${bar[@]}"
   # List mode at B = 256 with the warps' stall reasons (WarpStateStats): what its kernels wait on.
-  stage "ncu logits B=256 list mode" 60 "$PR" env LMF_LOGITS_LIST=1 ncu --clock-control none --csv --page raw \
-    --metrics "$metrics" --section WarpStateStats --launch-count 24 "$bench" logits --batch 256 --vocab 128256 \
-    --no-peer --repeats 3
+  stage "ncu logits B=256 list mode" 60 "$PR" "${lst[@]}" ncu --clock-control none --csv --page raw \
+    --metrics "$metrics" --section WarpStateStats --launch-count 24 "$bench" logits --batch 256 "${bar[@]}"
 fi
 
 if [ "$WHAT" != bench ]; then
@@ -161,7 +197,7 @@ if [ "$WHAT" != bench ]; then
       --gtest_filter='Cuda.PassesMatchCpu:DyntokCuda.SpecVectorsMatchCpu:LogitsCuda.SpecVectorsMatchCpu:LogitsCuda.LayoutsMatchCpu:HypernetCuda.VariantsMatchCpu:EmbedCuda.FvtMatchesCpu'
     # List mode's class lists take predicated stores at indices packed into one word per class
     # (list_append8's offers): memcheck on the cases that fill them, last, where time is left.
-    stage "memcheck logits list mode" 60 "$S" env LMF_LOGITS_LIST=1 compute-sanitizer --tool memcheck \
+    stage "memcheck logits list mode" 60 "$S" "${lst[@]}" compute-sanitizer --tool memcheck \
       --error-exitcode 9 "$cuda_bin" --gtest_filter='LogitsCuda.RandomBatchesMatchCpu:LogitsCuda.DenseModelsMatchCpu'
   fi
   if [ -f "$S" ]; then
@@ -171,7 +207,7 @@ fi
 
 if [ "$WHAT" != test ]; then
   stage "bench logits" 120 "$BL" "$bench" logits --quick --repeats 50
-  stage "bench logits, list + pdl" 45 "$BL" env LMF_LOGITS_LIST=1 LMF_LOGITS_PDL=1 "$bench" logits --quick \
+  stage "bench logits, list + pdl" 45 "$BL" "${lst[@]}" LMF_LOGITS_PDL=1 "$bench" logits --quick \
     --no-peer --repeats 50
 fi
 
