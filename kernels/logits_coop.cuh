@@ -68,10 +68,14 @@ static_assert(kCoopBins - 1 == kThreads, "coop_hist maps one thread to one bin b
  * each barrier's release with its SM's clock and the global timer; the block that ends the row (the
  * ticket's last one, or with log-prob rows the row's first) prints its marks once per launch: where
  * the step's time goes, and the SM clock it ran at (cycles / ns). A device-only aid; no-op elsewhere.
- * The marks, in order: phase 1 | barrier | phase 2 | barrier | phase 3, then either | the ticket |
- * the last block's cut and outputs, or | barrier | phase 4 (its fallback barrier included) | phase 5 |
- * barrier | phase 6. */
-constexpr int kCoopMarks = 12;
+ * The marks, in order: the row's state (init_row_in and the block barrier after it) | y (the models'
+ * loads and the fold) | phase 1 (the chunk's partial) | barrier | the merge (warp 0's cmerge_calc and
+ * the block barrier after it) | phase 2 (the bins) | barrier | the pick (coop_pick: the target and
+ * the crossing bin) | phase 3, then either | the ticket | the last block's cut and outputs, or |
+ * barrier | phase 4 (its fallback barrier included) | phase 5 | barrier | phase 6. (Before
+ * 2026-11-28 the state, y, merge and pick marks were not there: the H200 profile of that day has
+ * seven marks.) */
+constexpr int kCoopMarks = 16;
 struct CoopProf {
   long long cyc[kCoopMarks];
   unsigned long long ns[kCoopMarks];
@@ -495,6 +499,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   }
   if (blockIdx.x == 0 && t == 0) *p.coop_fallback = 0u;
   __syncthreads();
+  coop_mark(pr, prof); /* the row's state */
   if (lead) copy_row(Rg, R); /* the global state: the block's copy, not a second init_row by one thread */
   bool live = R.status == LMF_ROW_OK;
   float y[kPer];
@@ -513,7 +518,10 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
       sum_models(cp, v0, y, &bad);
       bias_and_T(p, row, v0, lmf_lg_divisor_of(R.Teff), R.fuse_T && R.Teff != 1.0f, y, &bad);
     }
+    coop_mark(pr, prof); /* y */
     chunk_partial(p, row, c, y, id, bad, R.want_sum != 0, false, red);
+  } else {
+    coop_mark(pr, prof); /* y: none (the marks keep their places) */
   }
   coop_mark(pr, prof); /* phase 1 */
   COOP_SYNC();
@@ -532,6 +540,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
     __syncthreads();
     live = R.status == LMF_ROW_OK;
   }
+  coop_mark(pr, prof); /* the merge */
   const bool search = live && R.search == SK_TOPP;
   const float ymax = live ? R.ymax : 0.0f;
   const CoopBins kb = search ? coop_hist(p, CR, ymax, y, red) : coop_bins_none();
@@ -545,8 +554,10 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   pk.bin = -1;
   bool listed = false;
   CoopClaim claim{0u, 0u, 0u}; /* listed: the thread's tokens of the crossing bin, their places claimed */
+  if (!search) coop_mark(pr, prof); /* the pick: none */
   if (search) {
     pk = coop_pick(p, R, CR, red);
+    coop_mark(pr, prof); /* the pick */
     listed = pk.cnt <= (unsigned)kListCap;
     if (listed) {
       unsigned in = 0u; /* bit q: token v0 + q lies in the crossing bin (a few instructions a token) */
