@@ -119,6 +119,7 @@ namespace {
 #include "logits_finish.cuh"
 #include "logits_kernels.cuh"
 #include "logits_coop.cuh"
+#include "logits_flat.cuh"
 
 /* ---- Host side ------------------------------------------------------------------------------------ */
 
@@ -127,6 +128,7 @@ struct Layout {
   int32_t lcap;
   bool lists; /* list mode's candidate lists are reserved (at cand) */
   bool coop;  /* k_coop's scratch is reserved (at coop, gath, cflag) */
+  bool bins;  /* per-row 257 bins (at coop_rows): k_coop's, or list mode's flat rows' */
   size_t rows, seqs, hist, cpart, spart, tie, cand, coop_rows, gath, cflag, Y, D, sp[kMaxM];
   size_t total;
 };
@@ -187,9 +189,10 @@ bool make_layout(const lmf_lg_job *job, Layout *L) {
   }
   /* k_coop's scratch where its grid (a block per chunk) could fit a device at once. */
   L->coop = bc <= (size_t)kCoopMaxBlocks;
+  L->bins = L->coop || L->lists; /* list mode's flat rows (logits_flat.cuh): 5.2 KiB a row more */
+  if (L->bins && (!mul_sz(B, sizeof(CoopRow), &n) || !reserve(&off, n, &L->coop_rows))) return false;
   if (L->coop) {
-    if (!reserve(&off, B * sizeof(CoopRow), &L->coop_rows) ||
-        !reserve(&off, B * (size_t)kListCap * sizeof(uint2), &L->gath) || !reserve(&off, 256, &L->cflag))
+    if (!reserve(&off, B * (size_t)kListCap * sizeof(uint2), &L->gath) || !reserve(&off, 256, &L->cflag))
       return false;
   }
   if (!reserve(&off, yb, &L->Y)) return false;
@@ -352,17 +355,21 @@ lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, bool tail) {
       kp.level = 1;
       LMF_TRY(launch(k_listcut, kp.nrows, kp));
       kp.level = 0;
-      /* the window pass of the rows whose Y is unwritten, from their logits */
-      if (kp.ylazy) LMF_TRY(launch.chunks_few(k_combine<false, CM_RECWIN>, kp));
+      /* the rows the lists left: their bins (lbins), or their window pass, from their logits */
+      if (kp.lbins) LMF_TRY(launch.chunks_few(k_flat_bins, kp));
+      else if (kp.ylazy) LMF_TRY(launch.chunks_few(k_combine<false, CM_RECWIN>, kp));
     }
     kp.ltail = tail;
     if (kp.wlast) {
       LMF_TRY(launch.chunks(k_window<true>, kp)); /* and each row's list cut, in its last block */
     } else {
-      /* after the combine's lists, only the rows they left undecided */
-      LMF_TRY(kp.lstream ? launch.chunks_few(k_window<false>, kp) : launch.chunks(k_window<false>, kp));
-      LMF_TRY(launch(k_listcut, kp.nrows, kp));
+      /* after the combine's lists, only the rows they left undecided (none with lbins) */
+      if (!kp.lbins)
+        LMF_TRY(kp.lstream ? launch.chunks_few(k_window<false>, kp) : launch.chunks(k_window<false>, kp));
+      LMF_TRY(launch(k_listcut, kp.nrows, kp)); /* the list cuts' rows' outputs (ltail) */
     }
+    /* the flat rows: the cut, the sample and the outputs */
+    if (kp.lbins) LMF_TRY(launch.chunks_few(k_flat_pick, kp));
     kp.ltail = 0;
     kp.kind = SK_NONE;
     return LMF_OK;
@@ -424,6 +431,7 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   local.tie = reinterpret_cast<U128 *>(base + L.tie);
   local.cand = L.lists ? reinterpret_cast<uint2 *>(base + L.cand) : nullptr;
   local.lcap = L.lcap;
+  local.coop = L.bins ? reinterpret_cast<CoopRow *>(base + L.coop_rows) : nullptr;
   local.Y = reinterpret_cast<float *>(base + L.Y);
   local.D = L.D ? reinterpret_cast<float *>(base + L.D) : nullptr;
   for (int k = 0; k < job->num_models; ++k)
@@ -471,7 +479,6 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   if (coop_takes(job, L, sparse, local.nstat, ctx->device, sms)) {
     local.gx = (int32_t)L.nchunks;
     local.list = 0;
-    local.coop = reinterpret_cast<CoopRow *>(base + L.coop_rows);
     local.gath = reinterpret_cast<uint2 *>(base + L.gath);
     local.coop_fallback = reinterpret_cast<unsigned *>(base + L.cflag);
     const char *prof = getenv("LMF_LOGITS_COOP_PROFILE");
@@ -504,6 +511,10 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   /* With top-p every row that needs the distribution enters a cut, so Y can wait for the rows the
    * lists cannot decide; a log-prob row needs Y whole. */
   local.ylazy = local.lstream && job->top_p < 1.0f && !job->logprobs;
+  /* ... and with top-p alone, the rows the combine's lists cannot decide (flat rows) take the 257
+   * bins over their chunks (k_flat_bins, k_flat_pick) instead of the window pass and one block's
+   * search each. */
+  local.lbins = local.ylazy && job->top_k <= 0;
   /* List mode also folds the combine's merge into the combine pass and, where the step takes a cut,
    * the LSE, sample and output kernels into the last list cut: at B = 1 a top-p step is then four
    * launches (init, combine, window, list cut), not fifteen. */

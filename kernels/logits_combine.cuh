@@ -472,6 +472,94 @@ __device__ __forceinline__ void bias_and_T(const KP &p, int64_t row, int64_t v, 
   *bad |= b;
 }
 
+/* A row's loop-invariant values for combine_y, read once per block. */
+struct CombRow {
+  int64_t row;
+  float *Dr;            /* the nucleus model's x, then GeDi's logP (null without either) */
+  lmf_lg_divisor Td;    /* the row's temperature */
+  bool divide, plaus, nuc, nuc_on;
+  uint64_t nuc_cut;
+  float plaus_thr;
+};
+
+__device__ __forceinline__ CombRow comb_row_of(const KP &p, const Row &R, int64_t row) {
+  CombRow r;
+  r.row = row;
+  r.Dr = p.D ? p.D + row * p.ystride : nullptr;
+  r.Td = lmf_lg_divisor_of(R.Teff);
+#if defined(__CUDA_ARCH__)
+  /* Td.r computed here, once: the compiler had sunk its division into the fast division's branch,
+   * which runs in every chunk (about 20 instructions). The register it keeps costs a 4-byte spill,
+   * reloaded only in the nucleus mask's path. */
+  asm("" : "+f"(r.Td.r));
+#endif
+  r.divide = R.fuse_T && R.Teff != 1.0f;
+  r.plaus = p.job.plaus_model >= 0;
+  r.nuc = p.job.nucleus_model >= 0;
+  r.nuc_on = R.nuc_on != 0;
+  r.nuc_cut = R.nuc_cut;
+  r.plaus_thr = R.plaus_thr;
+  return r;
+}
+
+/* y(v .. v + 7) for v < V, in the CPU's order: the nucleus mask (D holds the nucleus model's x until
+ * GeDi's logP replaces it), GeDi's logP(desired | v) (GEDI: written to D; it does not depend on s, and
+ * computing it first keeps fewer values live across its divisions), the models' sum, the plausibility
+ * and nucleus masks, GeDi's term, then the bias, / T and -inf past the row (bias_and_T). bad |= a NaN
+ * / +inf among the inputs or in y. */
+template <bool GEDI>
+__device__ __forceinline__ void combine_y(const KP &p, const Row &R, const CombRow &cr, const CombPlan &cp,
+                                          int64_t v, float y[kPer], int *bad) {
+  const lmf_lg_job &j = p.job;
+  uint32_t nkeep = 0xffu;
+  if (cr.nuc) {
+    float x[kPer];
+    load8_f32(cr.Dr + v, x);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      const bool keep = !lmf_lg_is_ninf(x[q]) && (!cr.nuc_on || desc_le(x[q], (uint32_t)(v + q), cr.nuc_cut));
+      if (!keep) nkeep &= ~(1u << q);
+    }
+  }
+  float d[kPer];
+  if constexpr (GEDI) {
+    const MV mp = make_mv(p, R, j.gedi_pos_model, cr.row), mn = make_mv(p, R, j.gedi_neg_model, cr.row);
+    float xp[kPer], xn[kPer];
+    load8(mp, v, xp);
+    load8(mn, v, xn);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q)
+      d[q] = lmf_lg_gedi_logp(lmf_lg_scale_x(xp[q], mp.tau), lmf_lg_scale_x(xn[q], mn.tau), R.slse[ST_GPOS],
+                              R.slse[ST_GNEG], R.gL_pos, R.gL_neg, R.gt, j.gedi_logit_scale, j.gedi_bias_pos,
+                              j.gedi_bias_neg);
+    store8_f32(cr.Dr + v, d);
+  } else {
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) d[q] = 0.0f;
+  }
+  sum_models(cp, v, y, bad);
+  if (cr.plaus) {
+    const MV mv = make_mv(p, R, j.plaus_model, cr.row);
+    float x[kPer];
+    load8(mv, v, x);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      const float xs = lmf_lg_scale_x(x[q], mv.tau);
+      if (!(xs >= cr.plaus_thr && !lmf_lg_is_ninf(xs))) y[q] = ninf();
+    }
+  }
+  if (cr.nuc) {
+#pragma unroll
+    for (int q = 0; q < kPer; ++q)
+      if (!((nkeep >> q) & 1u)) y[q] = ninf();
+  }
+  if (GEDI && j.gedi_omega != 0.0f) {
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) y[q] = lmf_lg_term(y[q], j.gedi_omega, d[q]);
+  }
+  bias_and_T(p, cr.row, v, cr.Td, cr.divide, y, bad);
+}
+
 /* What a combine pass does besides s(v): CM_SUP also fills list mode's candidate lists (KP::lstream;
  * the separate kernels only) and leaves Y unwritten where Row::ymiss. For the rows whose combine lists
  * could not decide their cut (Row::ymiss 2), the same arithmetic once more: CM_RECWIN does the window
@@ -487,23 +575,10 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
   const Row &R = p.rows[row];
   if (R.status != LMF_ROW_OK) return;
   if ((MODE == CM_RECOMP || MODE == CM_RECWIN) && !(R.ymiss == 2 && R.search == p.kind)) return;
-  const lmf_lg_job &j = p.job;
-  const int64_t V = j.vocab_out;
-  const bool plaus = j.plaus_model >= 0, nuc = j.nucleus_model >= 0;
-  const bool nuc_on = R.nuc_on != 0;
-  const uint64_t nuc_cut = R.nuc_cut;
-  const float plaus_thr = R.plaus_thr;
-  lmf_lg_divisor Td = lmf_lg_divisor_of(R.Teff);
-#if defined(__CUDA_ARCH__)
-  /* Td.r computed here, once: the compiler had sunk its division into the fast division's branch,
-   * which runs in every chunk (about 20 instructions). The register it keeps costs a 4-byte spill,
-   * reloaded only in the nucleus mask's path. */
-  asm("" : "+f"(Td.r));
-#endif
-  const bool divide = R.fuse_T && R.Teff != 1.0f;
+  const int64_t V = p.job.vocab_out;
+  const CombRow cr = comb_row_of(p, R, row);
   const bool want_sum = R.want_sum != 0;
   float *Yr = p.Y + w.row * p.ystride;
-  float *Dr = p.D ? p.D + row * p.ystride : nullptr;
   /* CM_RECWIN: the window pass's sums and lists (b_window). */
   const SRow srow = srow_of(R);
   uint2 *const Lw = MODE == CM_RECWIN ? p.cand + row * (int64_t)kClasses * p.lcap : nullptr;
@@ -542,56 +617,7 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
         prefetch8(cp.mv[i], v, true);
         prefetch8(cp.mv[i], vn, false); /* nothing past the model's row: lim <= V */
       }
-      /* The nucleus mask (D holds the nucleus model's x until GeDi's logP replaces it), then GeDi's
-       * logP(desired | v) (it does not depend on s; computing it first keeps fewer values live across
-       * its divisions). Both are applied to s below, at their places in the CPU's order. */
-      uint32_t nkeep = 0xffu;
-      if (nuc) {
-        float x[kPer];
-        load8_f32(Dr + v, x);
-#pragma unroll
-        for (int q = 0; q < kPer; ++q) {
-          const bool keep = !lmf_lg_is_ninf(x[q]) && (!nuc_on || desc_le(x[q], (uint32_t)id[q], nuc_cut));
-          if (!keep) nkeep &= ~(1u << q);
-        }
-      }
-      float d[kPer];
-      if constexpr (GEDI) {
-        const MV mp = make_mv(p, R, j.gedi_pos_model, row), mn = make_mv(p, R, j.gedi_neg_model, row);
-        float xp[kPer], xn[kPer];
-        load8(mp, v, xp);
-        load8(mn, v, xn);
-#pragma unroll
-        for (int q = 0; q < kPer; ++q)
-          d[q] = lmf_lg_gedi_logp(lmf_lg_scale_x(xp[q], mp.tau), lmf_lg_scale_x(xn[q], mn.tau),
-                                  R.slse[ST_GPOS], R.slse[ST_GNEG], R.gL_pos, R.gL_neg, R.gt,
-                                  j.gedi_logit_scale, j.gedi_bias_pos, j.gedi_bias_neg);
-        store8_f32(Dr + v, d);
-      } else {
-#pragma unroll
-        for (int q = 0; q < kPer; ++q) d[q] = 0.0f;
-      }
-      sum_models(cp, v, y, &bad);
-      if (plaus) {
-        const MV mv = make_mv(p, R, j.plaus_model, row);
-        float x[kPer];
-        load8(mv, v, x);
-#pragma unroll
-        for (int q = 0; q < kPer; ++q) {
-          const float xs = lmf_lg_scale_x(x[q], mv.tau);
-          if (!(xs >= plaus_thr && !lmf_lg_is_ninf(xs))) y[q] = ninf();
-        }
-      }
-      if (nuc) {
-#pragma unroll
-        for (int q = 0; q < kPer; ++q)
-          if (!((nkeep >> q) & 1u)) y[q] = ninf();
-      }
-      if (GEDI && j.gedi_omega != 0.0f) {
-#pragma unroll
-        for (int q = 0; q < kPer; ++q) y[q] = lmf_lg_term(y[q], j.gedi_omega, d[q]);
-      }
-      bias_and_T(p, row, v, Td, divide, y, &bad);
+      combine_y<GEDI>(p, R, cr, cp, v, y, &bad);
       if (p.need_y && MODE != CM_RECWIN && !(MODE == CM_SUP && R.ymiss)) store8_f32(Yr + v, y);
     } else {
 #pragma unroll

@@ -40,16 +40,7 @@
  * LMF_LOGITS_COOP=0: on a lent H200 (2026-11-28) it took 31.5 us a step where the separate kernels
  * took 91 (B = 1, K = 3, V = 128256, bf16), and won at every size and dtype it was timed at. */
 
-constexpr int kCoopBins = 257;          /* d2 in [0, 32) by 1/8, then d2 >= 32 */
 constexpr int64_t kCoopMaxBlocks = 4096; /* a grid larger than any device holds at once: no scratch */
-
-/* Per row, in the workspace: the phase-2 histogram and the count of the crossing bin's list. */
-struct CoopRow {
-  unsigned cnt[kCoopBins];
-  unsigned ngather;
-  unsigned done; /* blocks of the row past phase 5 (the outputs' ticket without log-prob rows) */
-  U128 mass[kCoopBins];
-};
 
 /* A barrier across the grid (the launch is cooperative); the CPU emulator's own where it runs. */
 #if LMF_CUDA_EMU
@@ -133,36 +124,79 @@ __device__ __forceinline__ bool coop_bins_above(const CoopBins &k, int q, int b)
   return (int)((k.in >> (8 * q)) & 0xffu) < b;
 }
 
+/* A token's phase-2 bin (-1: none, -inf or of zero mass; kCoopBins - 1: past d2 = 32) and its mass w,
+ * recorded in k as token q's. */
+__device__ __forceinline__ int coop_token_bin(CoopBins &k, int q, float yq, float ymax, float *w) {
+  *w = lmf_lg_is_ninf(yq) ? 0.0f : lmf_lg_exp_neg(LMF_FSUB(yq, ymax));
+  const int b = *w > 0.0f ? coop_bin(yq, ymax) : -1;
+  k.in |= (unsigned long long)((uint32_t)b & 0xffu) << (8 * q);
+  k.past |= (b == kCoopBins - 1 ? 1u : 0u) << q;
+  k.none |= (b < 0 ? 1u : 0u) << q;
+  return b;
+}
+
+/* The thread's tokens' phase-2 bins without the histogram (list mode's flat rows: the pick pass, which
+ * computes y again). */
+__device__ CoopBins coop_bins_of(float ymax, const float y[kPer]) {
+  CoopBins k{0ull, 0u, 0u};
+  float w;
+#pragma unroll 1 /* the body's code fetched once (sel8) */
+  for (int q = 0; q < kPer; ++q) (void)coop_token_bin(k, q, sel8(y, q), ymax, &w);
+  return k;
+}
+
+/* coop_bins_of for a crossing bin below d2 = 32 (list mode's flat rows' pick), without the masses: a
+ * token within 16 nats of the max has a mass, so its bin alone places it; a token past d2 = 32 (or
+ * of zero mass) lies neither in that bin nor above it, marked past either way. */
+__device__ __forceinline__ CoopBins coop_bins_near(float ymax, const float y[kPer]) {
+  CoopBins k{0ull, 0u, 0u};
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) {
+    const int b = lmf_lg_is_ninf(y[q]) ? -1 : coop_bin(y[q], ymax);
+    k.in |= (unsigned long long)((uint32_t)b & 0xffu) << (8 * q);
+    k.past |= (b == kCoopBins - 1 ? 1u : 0u) << q;
+    k.none |= (b < 0 ? 1u : 0u) << q;
+  }
+  return k;
+}
+
 /* Phase 2: this block's tokens into the row's histogram. A bin below d2 = 32 gets its tokens' count
  * and exact mass in shared memory by native 32-bit atomics, no warp vote or shuffle: the mass
  * m 2^sh (fx_parts) goes in as its 16-bit digits, each added to the bin's word for that digit (three
- * words at most; a word's sum stays below 2^27 over the block's 2048 tokens, so no carry is lost),
- * and each bin's words are summed into 128 bits at the end: the same integer as the sum of fx_of.
- * (Before: a 64-bit add by compare-and-swap loop, its carry waited for, after a warp match and vote
- * that every lane joined: 136 instructions a token in range on sm_90, now 69.) The bin past 32 (most
- * tokens of a wide row) in registers and one block sum. Returns the tokens' bins. */
-__device__ CoopBins coop_hist(const KP &p, CoopRow &CR, float ymax, const float y[kPer], Red &red) {
-  constexpr int kIn = kCoopBins - 1;
-  constexpr int kDig = 6; /* the 16-bit digits of bits 0 .. 95 (a mass <= 1 stays below bit 81) */
-  static_assert((unsigned long long)kChunk * 0xffffu < (1ull << 27), "a digit word's sum over a block");
-  __shared__ unsigned hc[kIn];
-  __shared__ unsigned hd[kDig][kIn];
+ * words at most; a word's sum stays below 2^32 over kHistChunks chunks of 2048 tokens, so no carry is
+ * lost), and each bin's words are summed into 128 bits when the block's histogram goes to the row's
+ * (coop_hist_flush): the same integer as the sum of fx_of. (Before: a 64-bit add by compare-and-swap
+ * loop, its carry waited for, after a warp match and vote that every lane joined: 136 instructions a
+ * token in range on sm_90, now 69.) The bin past 32 (most tokens of a wide row) in registers and one
+ * block sum. */
+constexpr int kHistDig = 6;     /* the 16-bit digits of bits 0 .. 95 (a mass <= 1 stays below bit 81) */
+constexpr int kHistChunks = 32; /* chunks a block's histogram takes between flushes */
+static_assert(0xffffull * kChunk * kHistChunks < (1ull << 32), "a digit word's sum between flushes");
+struct CoopHist {
+  unsigned hc[kCoopBins - 1];
+  unsigned hd[kHistDig][kCoopBins - 1];
+};
+__device__ __forceinline__ CoopHist &coop_hist_smem() {
+  __shared__ CoopHist h;
+  return h;
+}
+/* Zeroes the block's histogram (thread i: bin i) and waits for it. */
+__device__ __forceinline__ void coop_hist_zero(CoopHist &H) {
   const int i = threadIdx.x;
-  hc[i] = 0u;
+  H.hc[i] = 0u;
 #pragma unroll
-  for (int d = 0; d < kDig; ++d) hd[d][i] = 0u;
+  for (int d = 0; d < kHistDig; ++d) H.hd[d][i] = 0u;
   __syncthreads();
-  U128 over = u128(0ull, 0ull);
-  long long nover = 0;
+}
+/* The thread's tokens into the block's histogram (past d2 = 32: into over, nover). Returns their bins. */
+__device__ __forceinline__ CoopBins coop_hist_add(CoopHist &H, float ymax, const float y[kPer], U128 &over,
+                                                  long long &nover) {
+  constexpr int kIn = kCoopBins - 1;
   CoopBins k{0ull, 0u, 0u};
 #pragma unroll 1 /* once per launch: the body's code fetched once (sel8) */
   for (int q = 0; q < kPer; ++q) {
-    const float yq = sel8(y, q);
-    const float w = lmf_lg_is_ninf(yq) ? 0.0f : lmf_lg_exp_neg(LMF_FSUB(yq, ymax));
-    const int b = w > 0.0f ? coop_bin(yq, ymax) : -1;
-    k.in |= (unsigned long long)((uint32_t)b & 0xffu) << (8 * q);
-    k.past |= (b == kIn ? 1u : 0u) << q;
-    k.none |= (b < 0 ? 1u : 0u) << q;
+    float w;
+    const int b = coop_token_bin(k, q, sel8(y, q), ymax, &w);
     if (b == kIn) {
       over = add(over, fx_of(w));
       ++nover;
@@ -172,29 +206,46 @@ __device__ CoopBins coop_hist(const KP &p, CoopRow &CR, float ymax, const float 
       fx_parts(w, &m, &sh);
       const int d0 = sh >> 4;
       const unsigned long long x = (unsigned long long)m << (sh & 15); /* below 2^39 */
-      atomicAdd(&hc[b], 1u);
-      atomicAdd(&hd[d0][b], (unsigned)x & 0xffffu);
-      atomicAdd(&hd[d0 + 1][b], (unsigned)(x >> 16) & 0xffffu);
-      atomicAdd(&hd[d0 + 2][b], (unsigned)(x >> 32));
+      atomicAdd(&H.hc[b], 1u);
+      atomicAdd(&H.hd[d0][b], (unsigned)x & 0xffffu);
+      atomicAdd(&H.hd[d0 + 1][b], (unsigned)(x >> 16) & 0xffffu);
+      atomicAdd(&H.hd[d0 + 2][b], (unsigned)(x >> 32));
     }
   }
+  return k;
+}
+/* The block's histogram and its tokens past d2 = 32 (every thread's over, nover) added to the row's.
+ * Thread i reads only bin i, so coop_hist_zero may follow without a barrier. */
+__device__ __forceinline__ void coop_hist_flush(CoopHist &H, CoopRow &CR, U128 over, long long nover,
+                                                Red &red) {
+  constexpr int kIn = kCoopBins - 1;
+  const int i = threadIdx.x;
   over = block_sum_u128(over, red);
-  nover = block_reduce_ll<OP_SUM>(nover, red); /* its barriers also order the adds above */
-  if (hc[i]) {
+  nover = block_reduce_ll<OP_SUM>(nover, red); /* its barriers also order the adds before */
+  if (H.hc[i]) {
     U128 m = u128(0ull, 0ull);
 #pragma unroll
-    for (int d = 0; d < kDig; ++d) { /* digit word d, below 2^27, at bit s = 16 d */
-      const unsigned long long v = hd[d][i];
+    for (int d = 0; d < kHistDig; ++d) { /* digit word d, below 2^32, at bit s = 16 d */
+      const unsigned long long v = H.hd[d][i];
       const int s = 16 * d;
-      m = add(m, s >= 64 ? u128(0ull, v << (s - 64)) : u128(v << s, s + 27 > 64 ? v >> (64 - s) : 0ull));
+      m = add(m, s >= 64 ? u128(0ull, v << (s - 64)) : u128(v << s, s + 32 > 64 ? v >> (64 - s) : 0ull));
     }
-    atomicAdd(&CR.cnt[i], hc[i]);
+    atomicAdd(&CR.cnt[i], H.hc[i]);
     atomic_add_u128(&CR.mass[i], m);
   }
   if (i == 0 && nover) {
     atomicAdd(&CR.cnt[kIn], (unsigned)nover);
     atomic_add_u128(&CR.mass[kIn], over);
   }
+}
+/* Phase 2 of one chunk: the block's tokens into the row's histogram. Returns the tokens' bins. */
+__device__ CoopBins coop_hist(CoopRow &CR, float ymax, const float y[kPer], Red &red) {
+  CoopHist &H = coop_hist_smem();
+  coop_hist_zero(H);
+  U128 over = u128(0ull, 0ull);
+  long long nover = 0;
+  const CoopBins k = coop_hist_add(H, ymax, y, over, nover);
+  coop_hist_flush(H, CR, over, nover, red);
   return k;
 }
 
@@ -322,40 +373,66 @@ struct CoopTok {
 /* Adds this block's tokens that survive S (and, for maxbin >= 0, lie in a bin above maxbin by their
  * phase-2 bins kb: the top-p cut's certain survivors) to the row's sums, order-free: their mass (fin)
  * to Rg.acc, their best Gumbel-max (key, id) (samp) to Rg.best, with its y in the chunk's partial.
- * Block-uniform. */
+ * Block-uniform.
+ *
+ * The survivors are first packed, warp by warp, into the block's scratch (one 256-entry run per
+ * warp), and each lane then takes every 32nd of its warp's: where a few tokens of each lane survive
+ * (a flat row's top-p set is about 12% of its tokens), a token-by-token loop ran the Gumbel noise
+ * (Philox, two logs: about 150 instructions) and the mass for all 8 token places of every lane
+ * whenever one lane had a survivor there, eight times the work. Callers leave the scratch free. */
 __device__ void coop_survivors(const KP &p, const Row &R, Row &Rg, const Surv &S, int maxbin,
                                const CoopBins &kb, const float y[kPer], const CoopTok &me, bool fin,
                                bool samp, Red &red) {
   const lmf_lg_job &j = p.job;
   const bool minp = j.min_p > 0.0f;
   const uint64_t seed = R.seed, goff = R.goff;
-  U128 acc = u128(0ull, 0ull);
-  float bk = ninf(), by = 0.0f;
-  int64_t bid = -1;
-#pragma unroll 1 /* once per launch: the body's code fetched once (sel8) */
+  uint2 *const wb = static_cast<uint2 *>(block_scratch()) + warp_id() * kThreads; /* this warp's run */
+  static_assert(kScratch >= (size_t)kThreads * sizeof(uint2), "a warp's survivors in the scratch");
+  unsigned m = 0u; /* bit q: token v0 + q survives */
+#pragma unroll
   for (int q = 0; q < kPer; ++q) {
     const int64_t v = me.v0 + q;
-    if (maxbin >= 0 && !coop_bins_above(kb, q, maxbin)) continue;
-    const float yq = sel8(y, q);
-    if (v >= j.vocab_out || !survives(S, yq, v, minp, j.log_min_p)) continue;
+    const bool ok = (maxbin < 0 || coop_bins_above(kb, q, maxbin)) && v < j.vocab_out &&
+                    survives(S, y[q], v, minp, j.log_min_p);
+    m |= ok ? 1u << q : 0u;
+  }
+  const unsigned c = (unsigned)__popc(m);
+  unsigned incl = c;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const unsigned u = __shfl_up_sync(kFull, incl, o);
+    if (lane_id() >= o) incl += u;
+  }
+  const unsigned total = __shfl_sync(kFull, incl, 31);
+  unsigned at = incl - c;
+  for (unsigned r = m; r; r &= r - 1u) {
+    const int q = __ffs((int)r) - 1;
+    wb[at++] = make_uint2(__float_as_uint(sel8(y, q)), (uint32_t)(me.v0 + q));
+  }
+  __syncwarp();
+  U128 acc = u128(0ull, 0ull);
+  unsigned long long bp = 0ull; /* the lane's best (key, id), packed as the row's */
+  float by = 0.0f;
+  for (unsigned i = (unsigned)lane_id(); i < total; i += 32u) {
+    const uint2 e = wb[i];
+    const float yq = __uint_as_float(e.x);
     if (fin) acc = add(acc, fx_of(lmf_lg_exp_neg(LMF_FSUB(yq, me.ymax))));
     if (samp) {
-      const float key = lmf_lg_gumbel_key(yq, lmf_lg_gumbel(seed, goff, (uint32_t)v));
-      if (bid < 0 || key > bk) { /* ids increase along q: ties keep the lower id */
-        bk = key;
+      const unsigned long long pk = pack_best(lmf_lg_gumbel_key(yq, lmf_lg_gumbel(seed, goff, e.y)), e.y);
+      if (pk > bp) {
+        bp = pk;
         by = yq;
-        bid = v;
       }
     }
   }
+  __syncwarp(); /* the run is read before the warp's next call writes it */
   if (fin) {
     acc = block_sum_u128<true>(acc, red);
     if (threadIdx.x == 0 && !is_zero(acc)) atomic_add_u128(&Rg.acc, acc);
   }
   if (samp) {
-    const unsigned long long mine = bid >= 0 ? pack_best(bk, (uint32_t)bid) : 0ull;
-    const unsigned long long best = block_max_u64(mine, red);
-    if (best && mine == best) { /* one thread: (key, id) is unique */
+    const unsigned long long best = block_max_u64(bp, red);
+    if (best && bp == best) { /* one thread: (key, id) is unique */
       p.cpart[me.row * p.nchunks + me.c].ybest = by;
       atomicMax(&Rg.best, best);
     }
@@ -543,7 +620,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   coop_mark(pr, prof); /* the merge */
   const bool search = live && R.search == SK_TOPP;
   const float ymax = live ? R.ymax : 0.0f;
-  const CoopBins kb = search ? coop_hist(p, CR, ymax, y, red) : coop_bins_none();
+  const CoopBins kb = search ? coop_hist(CR, ymax, y, red) : coop_bins_none();
   coop_mark(pr, prof); /* phase 2 */
   COOP_SYNC();
   coop_mark(pr, prof);

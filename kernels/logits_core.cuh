@@ -100,6 +100,17 @@ struct CPart {
   float ybest; /* k_coop: y of the chunk's best Gumbel key */
 };
 
+/* Per row, in the workspace (KP::coop): k_coop's phase-2 histogram of d2 = 2 (ymax - y) (257 bins:
+ * [0, 32) by 1/8, then d2 >= 32), the count of the crossing bin's list and the row's ticket; list
+ * mode's flat rows (logits_flat.cuh) use the same. */
+constexpr int kCoopBins = 257;
+struct CoopRow {
+  unsigned cnt[kCoopBins];
+  unsigned ngather;
+  unsigned done; /* blocks of the row past their last phase (the outputs' ticket) */
+  U128 mass[kCoopBins];
+};
+
 struct SPart {
   float smax[kNst];
   int32_t bad;
@@ -138,11 +149,13 @@ struct KP {
                     * (combine_done), so no merge kernel follows */
   int32_t ltail;   /* per launch, the last list cut of a step: its block also does the row's LSE and
                     * sample passes where they are left, and its outputs (row_tail) */
+  int32_t lbins;   /* lstream with top-p, no top-k and no log-prob rows: the rows the combine's lists
+                    * cannot decide take the 257 bins, spread over their chunks (logits_flat.cuh) */
   int32_t wlast;   /* list mode, small batches: the window pass's last block per row does the list cut
                     * (k_window<true>) */
   int32_t lcap;   /* list mode: entries per class list, min(V, kSupCap) (a class never holds more) */
   uint2 *cand;    /* list mode: per row kClasses lists of lcap (y bits, id) */
-  struct CoopRow *coop;     /* k_coop: per row its histogram (logits_coop.cuh) */
+  CoopRow *coop;            /* k_coop, and list mode's flat rows (lbins): per row its histogram */
   uint2 *gath;              /* k_coop: per row kListCap (y bits, id) of the crossing bin */
   unsigned *coop_fallback;  /* k_coop: some row's crossing bin is too large for the list */
   int32_t coop_profile;     /* k_coop: LMF_LOGITS_COOP_PROFILE=1, print block 0's phase times */

@@ -55,6 +55,7 @@ __global__ void __launch_bounds__(kThreads) k_tiecut(const __grid_constant__ KP 
  * where the lists cannot decide (binned first: flat rows), and with KP::ltail the rest of the row's
  * step. (k_coop's own bins are block_binned's, so it goes straight to the radix search.) */
 __device__ __forceinline__ void row_listcut(const KP &p, int64_t row) {
+  if (p.level == 0 && flat_pending(p, p.rows[row])) return; /* k_flat_pick cuts it and ends its step */
   if (b_listcut<true>(p, row, p.kind) == LC_MISS) {
     recompute_y(p, row);
     if (!block_binned(p, row, p.kind)) block_search(p, row, p.kind);

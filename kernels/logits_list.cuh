@@ -253,27 +253,6 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
   for (int k = 0; k < kClasses && S.cnt[k] <= list_cap<true>(k, (unsigned)p.lcap); ++k) ksup = k;
   if (ksup < 0) return false;
   const bool unit = kind == SK_TOPK;
-  /* This thread's entries per true class: counts, 10 bits each (a thread reads at most
-   * (4 kSupCap + 2 kWinCap) / kThreads < 1024 entries: list_cap), and masses. */
-  unsigned long long mine = 0ull;
-  U128 cm[kClasses];
-#pragma unroll
-  for (int c = 0; c < kClasses; ++c) cm[c] = u128(0ull, 0ull);
-  for (int k = 0; k <= ksup; ++k) {
-    const uint2 *Lk = class_list(L, p.lcap, k);
-    const unsigned n = S.cnt[k];
-#pragma unroll 4
-    for (unsigned i = threadIdx.x; i < n; i += kThreads) {
-      const float y = __uint_as_float(__ldcg(&Lk[i].x));
-      const int tc = class_of(LMF_FSUB(ymax, y));
-      if (tc > ksup) continue;
-      mine += 1ull << (10 * tc);
-      const U128 fx = item_fx(true, unit, y, ymax);
-#pragma unroll
-      for (int c = 0; c < kClasses; ++c)
-        if (c == tc) cm[c] = add(cm[c], fx);
-    }
-  }
   U128 t;
   if (unit) {
     t = u128((unsigned long long)p.job.top_k, 0ull);
@@ -281,6 +260,15 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
     t = ceil_fx((double)p.job.top_p * R->total);
     if (is_zero(t)) t = u128(1ull, 0ull);
   }
+  /* This thread's entries per true class: counts, 10 bits each (a thread reads at most
+   * (4 kSupCap + 2 kWinCap) / kThreads < 1024 entries: list_cap), and masses. A token's true class is
+   * at least its list's, so once lists 0 .. c are read, true class c is complete: the lists are read
+   * in order until the classes so far hold the target (kc), not all of 0 .. ksup (the bench's K = 3
+   * rows: lists 0 .. 2, about 2,300 entries, where 0 .. 3 held about 6,300). */
+  unsigned long long mine = 0ull;
+  U128 cm[kClasses];
+#pragma unroll
+  for (int c = 0; c < kClasses; ++c) cm[c] = u128(0ull, 0ull);
   /* kc and the tokens of classes 0 .. kc: this thread's (mk) and the block's (nk). */
   int kc = -1;
   unsigned mk = 0u;
@@ -288,6 +276,19 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
 #pragma unroll
   for (int c = 0; c < kClasses; ++c)
     if (c <= ksup && kc < 0) { /* block-uniform */
+      const uint2 *Lk = class_list(L, p.lcap, c);
+      const unsigned n = S.cnt[c];
+#pragma unroll 4
+      for (unsigned i = threadIdx.x; i < n; i += kThreads) {
+        const float y = __uint_as_float(__ldcg(&Lk[i].x));
+        const int tc = class_of(LMF_FSUB(ymax, y));
+        if (tc > ksup) continue;
+        mine += 1ull << (10 * tc);
+        const U128 fx = item_fx(true, unit, y, ymax);
+#pragma unroll
+        for (int k = 0; k < kClasses; ++k)
+          if (k == tc) cm[k] = add(cm[k], fx);
+      }
       cum = add(cum, block_sum_u128(cm[c], red));
       mk += (unsigned)(mine >> (10 * c)) & 1023u;
       if (ge(cum, t)) kc = c;
@@ -296,7 +297,7 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
   const unsigned nk = (unsigned)block_reduce_ll<OP_SUM>((long long)mk, red);
   if (nk > (unsigned)kListCap) return false;
   unsigned pos = block_incl_scan_u32(mk, red) - mk;
-  for (int k = 0; k <= ksup; ++k) {
+  for (int k = 0; k <= kc; ++k) { /* true classes 0 .. kc lie in lists 0 .. kc */
     const uint2 *Lk = class_list(L, p.lcap, k);
     const unsigned n = S.cnt[k];
 #pragma unroll 4
@@ -317,6 +318,22 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
 
 /* What a list cut did with a row. */
 enum { LC_DONE = 0, LC_SUP_MISS = 1, LC_MISS = 2 };
+
+/* List mode's flat rows (KP::lbins, logits_flat.cuh): a top-p row whose combine lists could not decide
+ * its cut (Row::ymiss 2) takes k_coop's 257 bins in two chunk kernels instead of the window pass and
+ * the list cut's one-block search. */
+__device__ __forceinline__ bool flat_pending(const KP &p, const Row &R) {
+  return p.lbins && R.status == LMF_ROW_OK && R.ymiss == 2 && R.search == SK_TOPP;
+}
+
+/* A row's bins, list count and ticket zeroed, by the block's threads. */
+__device__ __forceinline__ void coop_row_clear(CoopRow &CR) {
+  for (int i = threadIdx.x; i < kCoopBins; i += kThreads) {
+    CR.cnt[i] = 0u;
+    CR.mass[i] = u128(0ull, 0ull);
+  }
+  if (threadIdx.x == 0) CR.ngather = CR.done = 0u;
+}
 
 /* One block per row in a top-k / top-p cut (list mode): the candidates (with p.level 1, the combine
  * pass's lists, for the rows that have them; else the window pass's), and if they hold the target, the
@@ -351,6 +368,7 @@ __device__ int b_listcut(const KP &p, int64_t row, int kind) {
   if (S.sup > 0) {
     if (!sup_items(p, kind, row, S, red, &tgt)) {
       if (threadIdx.x == 0 && R->ymiss == 1) R->ymiss = 2; /* Y unwritten: k_combine<CM_RECWIN> next */
+      if (p.lbins) coop_row_clear(p.coop[row]);              /* or k_flat_bins (logits_flat.cuh) */
       return LC_SUP_MISS;
     }
   } else {

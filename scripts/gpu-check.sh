@@ -4,11 +4,12 @@
 # logs go to $OUT (seven files: the device tool returns at most eight).
 # Build dependencies the device image lacks (GoogleTest, cJSON, PCRE2) travel unpacked in .device/
 # (made by scripts/fetch-device-deps.sh; the device tool carries it with carry: [".device"]).
-# Usage: gpu-check.sh [all|test|bench|paths] [seconds]   (default all, 480 s: stages that would not fit
+# Usage: gpu-check.sh [all|test|bench|paths|flat] [seconds]   (default all, 480 s: stages that would not fit
 # in what is left are skipped and say so in summary.txt). LMF_GTEST_FILTER narrows the CUDA gtests.
 # paths: the short check of the library's choice of logits path (about 150 s with the build): the
 # logits gtests as a user runs them (no path variable set), then each path timed at B = 1, 8, 64 and
 # 256 (V = 128256) beside that choice, and ncu on the bar's case (B = 256, K = 3, bf16).
+# flat: the check of list mode's flat rows (logits_flat.cuh; about 300 s with the build).
 set -u
 WHAT=${1:-all}
 BUDGET=${2:-480}
@@ -95,6 +96,50 @@ if [ "$WHAT" = paths ]; then
       --csv --page raw --metrics "$metrics" --section WarpStateStats --launch-count 16 "$bench" logits \
       --batch 256 --vocab 128256 --models 3 --dtype bf16 --no-peer --repeats 3
   fi
+  log "done, $(left)s of the budget left"
+  exit 0
+fi
+
+if [ "$WHAT" = flat ]; then
+  # List mode's flat rows (logits_flat.cuh) and the list cut's early stop: the logits gtests on the
+  # library's choice (CutsMatchCpu runs list mode on flat rows at B = 160 and 600), the choice beside
+  # the separate kernels where list mode streams (B = 32, 64, 256; K = 1 rows are flat), ncu on
+  # B = 256 (K = 1 and the bar's K = 3), the sanitizers on a flat list-mode step, the latency floors.
+  stage "cuda gtests, logits, the library's choice" 60 "$T" "$cuda_bin" --gtest_filter='LogitsCuda.*'
+  grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[  FAILED  \]" "$T" | sort | uniq -c | tee -a "$OUT/summary.txt"
+  for b in 32 64 256; do
+    stage "bench logits B=$b, the library's choice" 30 "$BL" "$bench" logits --batch $b --vocab 128256 \
+      --no-peer --repeats 20
+  done
+  for b in 64 256; do
+    stage "bench logits B=$b K=1, separate kernels" 20 "$BL" "${sep[@]}" "$bench" logits --batch $b \
+      --vocab 128256 --models 1 --no-peer --repeats 20
+  done
+  grep -E "^######## |^ +[0-9]+ +[0-9]+ " "$BL" >> "$OUT/summary.txt"
+  if command -v ncu > /dev/null; then
+    metrics=gpu__time_duration.sum,dram__bytes.sum,smsp__inst_executed.sum,launch__grid_size
+    metrics=$metrics,launch__registers_per_thread,dram__throughput.avg.pct_of_peak_sustained_elapsed
+    for k in 1 3; do
+      stage "ncu logits B=256 K=$k bf16, the library's choice" 45 "$OUT/profile.csv" ncu --clock-control none \
+        --csv --page raw --metrics "$metrics" --launch-count 8 "$bench" logits --batch 256 --vocab 128256 \
+        --models $k --dtype bf16 --no-peer --repeats 1 --warmup 1
+    done
+    # Where the bar's list cut waits, instruction by instruction (the warps' stall samples per SASS
+    # line; scripts/sass.sh's listing has the same addresses).
+    stage "ncu source k_listcut B=256 K=3 bf16" 45 "$OUT/listcut_source.csv" ncu --clock-control none \
+      --section SourceCounters --section WarpStateStats -k regex:k_listcut --launch-count 1 --page source \
+      --csv --print-source sass "$bench" logits --batch 256 --vocab 128256 --models 3 --dtype bf16 --no-peer \
+      --repeats 1 --warmup 1
+  fi
+  if command -v compute-sanitizer > /dev/null; then
+    for tool in memcheck racecheck; do
+      stage "$tool list mode, flat rows" 45 "$S" compute-sanitizer --tool $tool --error-exitcode 9 "$bench" \
+        logits --batch 32 --vocab 128256 --models 1 --dtype bf16 --no-peer --repeats 1 --warmup 0
+      grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$S" | tail -1 | tee -a "$OUT/summary.txt"
+    done
+  fi
+  stage "bench latency floors" 30 "$BL" "$bench" latency --repeats 50
+  grep -E "^(empty|each|cooperative|last-block|SM clock|dependent)" "$BL" >> "$OUT/summary.txt"
   log "done, $(left)s of the budget left"
   exit 0
 fi

@@ -541,7 +541,8 @@ static void paths_restore(saved_paths s) {
  * GPUs lent (132 SMs): 4 chunks per block, so the combine pass fills the lists; without log-prob rows
  * it leaves Y unwritten, and the rows its lists cannot decide take the second combine pass with the
  * window's work (medium rows) and, where that cannot decide either (flat rows), Y written by the list
- * cut's block. B = 600, V = 20480 there: one block per row walking 10 chunks, the combine's unrolled
+ * cut's block; with top-p alone (no log-prob rows) they take the 257 bins spread over their chunks
+ * instead (logits_flat.cuh: FlatRowsMatchCpu). B = 600, V = 20480 there: one block per row walking 10 chunks, the combine's unrolled
  * sums (more than kPrefetchChunks chunks a block). */
 void test_cuda_logits_cuts(void) {
   REQUIRE_CUDA();
@@ -623,6 +624,78 @@ void test_cuda_logits_cuts(void) {
           if (mode < 2) PARITY(&be, ms.m, ms.K, &p, 0, what);
           else PARITY_NO_LOGPROBS(&be, ms.m, ms.K, &p, what);
         }
+      lg_models_free(&ms);
+    }
+    free(z);
+    free(seeds);
+  }
+  paths_restore(keep);
+  backends_close(&be);
+}
+
+/* List mode's flat rows (kernels/logits_flat.cuh): a top-p step without log-prob rows whose combine
+ * lists cannot decide a row takes k_flat_bins and k_flat_pick. Rows on a 1/64 grid (ties at the cut)
+ * of spread 1 (the crossing bin, 1/16 nat wide, is listed: the list cut finds the cut) and 0.05 (it
+ * holds more than 4096 tokens: every block writes Y and the last one searches it), and rows of one
+ * token 20 nats above a flat rest under top-p 0.9999 (the cut lies past d2 = 32, in the bin past the
+ * others: the pick computes the tokens' masses to place them); top-p alone, with min-p, and greedy
+ * with the LSE. The CPU emulator at 4 SMs: B = 16 of 34 chunks, one block a row, so
+ * the bins pass flushes its block histogram after 32 chunks and at the end; the lent GPUs (132 SMs):
+ * B = 64 and B = 600 of 35 chunks, one block a row there too. */
+void test_cuda_logits_flat_rows(void) {
+  REQUIRE_CUDA();
+  backends be;
+  if (!backends_open(&be)) {
+    backends_close(&be);
+    return;
+  }
+  static const struct {
+    int32_t B, V;
+  } shapes[] = {
+#if defined(LMF_TEST_EMU)
+      {16, 33 * 2048 + 5}
+#else
+      {64, 128256}, {600, 34 * 2048 + 5}
+#endif
+  };
+  static const struct {
+    float T, top_p, min_p;
+    const char *name;
+  } cuts[] = {{1.0f, 0.9f, 0.0f, "top-p 0.9"},
+              {0.8f, 0.99f, 0.05f, "top-p 0.99, min-p 0.05"},
+              {0.0f, 0.9f, 0.0f, "greedy, top-p 0.9"}};
+  static const double sds[3] = {1.0, 0.05, 0.05};
+  const saved_paths keep = paths_save();
+  for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
+    const int32_t B = shapes[si].B, V = shapes[si].V;
+    float *z = (float *)lt_malloc(sizeof(float) * (size_t)B * V);
+    uint64_t *seeds = (uint64_t *)lt_malloc(sizeof(uint64_t) * (size_t)B);
+    if (!z || !seeds) {
+      free(z);
+      free(seeds);
+      break;
+    }
+    for (int32_t b = 0; b < B; ++b) seeds[b] = 901 + (uint64_t)b;
+    for (int di = 0; di < 3; ++di) {
+      lg_models ms;
+      lg_models_init(&ms);
+      fill_q(z, (int64_t)B * V, sds[di], 4100 + 7 * si + (uint64_t)di);
+      if (di == 2) /* x = 8 at T = 0.4: y = 20, the rest within 0.2 of 0 */
+        for (int32_t b = 0; b < B; ++b) z[(int64_t)b * V + (b * 7919) % V] = 8.0f;
+      lg_models_add(&ms, lg_dtypes[di], z, B, V, 1.0f);
+      for (size_t ci = 0; ci < sizeof cuts / sizeof cuts[0]; ++ci) {
+        select_path(2); /* list mode, without log-prob rows below */
+        lmf_logits_params_t p;
+        lg_params(&p, B);
+        p.temperature = di == 2 ? (cuts[ci].T > 0.0f ? 0.4f : 0.0f) : cuts[ci].T;
+        p.top_p = di == 2 ? 0.9999f : cuts[ci].top_p;
+        p.min_p = di == 2 ? 0.0f : cuts[ci].min_p;
+        p.seeds = seeds;
+        char what[128];
+        snprintf(what, sizeof what, "B %d V %d spread %.2f: %s, list mode, no log-prob rows", (int)B, (int)V,
+                 sds[di], cuts[ci].name);
+        PARITY_NO_LOGPROBS(&be, ms.m, ms.K, &p, what);
+      }
       lg_models_free(&ms);
     }
     free(z);

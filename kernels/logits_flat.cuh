@@ -1,0 +1,125 @@
+/* List mode's flat rows (KP::lbins): the rows whose top-p cut the combine pass's lists could not
+ * decide, cut by k_coop's machinery spread over the row's chunks, in two chunk kernels.
+ *
+ * Part of kernels/logits.cu's translation unit: included inside its anonymous namespace after
+ * logits_coop.cuh, whose phases 2 and 3 these are.
+ *
+ * Why. A row whose crossing window holds more than kListCap tokens (a flat row: the bench's K = 1 rows
+ * keep about 20,000 tokens in their top-p set) went to one block's search over its Y: the row's y
+ * computed again, then two or more walks over Y, by one block, about 0.9 ms at V = 128,256 whatever
+ * B was (docs/benchmarks.md, H200, 2026-11-28). Here every block of the row takes its share:
+ *   k_flat_bins  each block computes y of its chunks again from the logits (combine_y: the combine
+ *                pass's arithmetic, the same bits) and adds their masses and counts to the row's 257
+ *                bins of d2 = 2 (ymax - y) (coop_hist);
+ *   k_flat_pick  each block reads the bins (coop_pick: the target and the crossing bin, the same bits
+ *                in every block), computes y again, appends the crossing bin's tokens to the row's list
+ *                (in the row's class lists, unused by then), adds its certain survivors (the bins above
+ *                the crossing one, min-p) to the row's LSE mass and Gumbel-max, and takes a ticket; the
+ *                row's last block cuts the crossing bin (list_cut) and writes the outputs (coop_last).
+ *                A crossing bin of more than kListCap tokens (or past d2 = 32): every block writes its
+ *                chunks' Y and the last block runs the general search over it.
+ * These two launches take the place of the window pass (k_combine<CM_RECWIN> and k_window) on that
+ * path, so a step launches as many kernels as before whether or not a row is flat; Y is never
+ * written but for that fallback. The row's bins were zeroed by the list cut that found its lists
+ * short (b_listcut), and its level-0 list cut skips it (row_listcut). */
+
+/* One pass over a flat row's chunks (every block of the row calls it; others return at once). PICK
+ * false: the bins; true: the pick, the crossing bin's list, the certain survivors, the ticket and, in
+ * the row's last block, the cut and the outputs. */
+template <bool PICK>
+__device__ void b_flat(const KP &p, const Part &w) {
+  __shared__ Red red;
+  const int64_t row = w.row;
+  Row &Rg = p.rows[row];
+  if (!flat_pending(p, Rg)) return;
+  const int64_t V = p.job.vocab_out, nch = p.nchunks;
+  const int t = threadIdx.x;
+  CoopRow &CR = p.coop[row];
+  uint2 *const G = p.cand + row * (int64_t)kClasses * p.lcap; /* kClasses lcap >= min(V, kListCap) */
+  const CombRow cr = comb_row_of(p, Rg, row);
+  __shared__ CombPlan cp;
+  comb_plan(p, Rg, row, cp);
+  const float ymax = Rg.ymax;
+  CoopPick pk;
+  pk.cnt = 0u;
+  pk.bin = -1;
+  bool listed = false, fin = false, samp = false;
+  Surv S = surv_of(Rg); /* the certain survivors: no cut yet (maxbin), min-p */
+  S.topp_on = 0;
+  bool near = false;
+  if constexpr (PICK) {
+    pk = coop_pick(p, Rg, CR, red);
+    listed = pk.cnt <= (unsigned)kListCap;
+    near = pk.bin < kCoopBins - 1;
+    fin = Rg.need_lse != 0;
+    samp = !Rg.greedy;
+  }
+  /* The bins pass: the block's histogram (coop_hist_smem) over up to kHistChunks chunks between
+   * flushes; the pick's instance has none. */
+  U128 over = u128(0ull, 0ull);
+  long long nover = 0;
+  int held = 0;
+  if constexpr (!PICK) coop_hist_zero(coop_hist_smem());
+  for (int64_t c = w.first; c < nch; c += w.step) {
+    const int64_t v0 = c * kChunk + (int64_t)t * kPer; /* this thread's tokens v0 .. v0 + 7 */
+    float y[kPer];
+    int bad = 0; /* the combine pass set the row's status */
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) y[q] = ninf();
+    if (v0 < V) {
+      for (int i = 0; i < cp.n; ++i) {
+        prefetch8(cp.mv[i], v0, true);
+        prefetch8(cp.mv[i], v0 + w.step * kChunk, false); /* nothing past the model's row: lim <= V */
+      }
+      combine_y<false>(p, Rg, cr, cp, v0, y, &bad);
+    }
+    if constexpr (!PICK) {
+      (void)coop_hist_add(coop_hist_smem(), ymax, y, over, nover);
+      if (++held == kHistChunks) { /* the digit words' room */
+        coop_hist_flush(coop_hist_smem(), CR, over, nover, red);
+        coop_hist_zero(coop_hist_smem());
+        over = u128(0ull, 0ull);
+        nover = 0;
+        held = 0;
+      }
+      continue;
+    }
+    const CoopBins kb = near ? coop_bins_near(ymax, y) : coop_bins_of(ymax, y);
+    CoopClaim claim{0u, 0u, 0u};
+    if (listed) {
+      unsigned in = 0u;
+#pragma unroll
+      for (int q = 0; q < kPer; ++q) in |= coop_bins_in(kb, q, pk.bin) ? 1u << q : 0u;
+      claim = coop_claim(&CR.ngather, in);
+    } else if (v0 < V) {
+      store8_f32(p.Y + row * p.ystride + v0, y); /* the fallback's search reads Y (padded to 8) */
+    }
+    const CoopTok me{row, c, v0, ymax};
+    if (fin || samp) coop_survivors(p, Rg, Rg, S, pk.bin, kb, y, me, fin, samp, red);
+    if (listed) coop_gather(G, claim, y, v0); /* the claim's round trip overlapped the survivors */
+  }
+  if constexpr (!PICK) {
+    if (held) coop_hist_flush(coop_hist_smem(), CR, over, nover, red);
+    return;
+  }
+  /* The ticket: the row's last block sees every block's sums, list entries and Y (each fenced first). */
+  __shared__ bool s_last;
+  __threadfence();
+  __syncthreads();
+  if (t == 0) s_last = atomicAdd(&CR.done, 1u) == (unsigned)p.gx - 1u;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  const CoopTok me{row, 0, 0, ymax};
+  coop_last(p, Rg, Rg, G, pk, S, true, true, listed, fin, samp, me, red);
+}
+
+/* Two blocks an SM: coop_last's list cut and general search need k_listcut's registers. */
+__global__ void __launch_bounds__(kThreads, 2) k_flat_bins(const __grid_constant__ KP p) {
+  pdl_enter();
+  b_flat<false>(p, grid_part(p));
+}
+__global__ void __launch_bounds__(kThreads, 2) k_flat_pick(const __grid_constant__ KP p) {
+  pdl_enter();
+  b_flat<true>(p, grid_part(p));
+}
