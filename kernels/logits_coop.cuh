@@ -300,7 +300,7 @@ __device__ uint64_t coop_listcut(const uint2 *G, const CoopPick &pk, float ymax,
   }
   if (threadIdx.x == 0) S.n = n;
   __syncthreads();
-  const uint64_t cut = list_cut(S, ~0ull, false, ymax, sub(pk.tgt, pk.flo), red);
+  const uint64_t cut = list_cut(S, ~0ull, false, pk.bin < kCoopBins - 1, ymax, sub(pk.tgt, pk.flo), red);
   __syncthreads();
   return cut;
 }
@@ -370,19 +370,28 @@ struct CoopTok {
   float ymax;
 };
 
+/* A thread's share of the survivors' sums, kept across chunks: their mass (fin), the best packed
+ * Gumbel-max (key, id) (samp), that token's y and chunk. */
+struct SurvAcc {
+  U128 acc;
+  unsigned long long bp;
+  float by;
+  int64_t bc;
+};
+__device__ __forceinline__ SurvAcc surv_acc_none() { return SurvAcc{u128(0ull, 0ull), 0ull, 0.0f, 0}; }
+
 /* Adds this block's tokens that survive S (and, for maxbin >= 0, lie in a bin above maxbin by their
- * phase-2 bins kb: the top-p cut's certain survivors) to the row's sums, order-free: their mass (fin)
- * to Rg.acc, their best Gumbel-max (key, id) (samp) to Rg.best, with its y in the chunk's partial.
- * Block-uniform.
+ * phase-2 bins kb: the top-p cut's certain survivors) of one chunk (me) to the threads' sums a.
+ * Warp-uniform; the block's scratch must be free (each warp uses its 256 entries).
  *
- * The survivors are first packed, warp by warp, into the block's scratch (one 256-entry run per
- * warp), and each lane then takes every 32nd of its warp's: where a few tokens of each lane survive
- * (a flat row's top-p set is about 12% of its tokens), a token-by-token loop ran the Gumbel noise
- * (Philox, two logs: about 150 instructions) and the mass for all 8 token places of every lane
- * whenever one lane had a survivor there, eight times the work. Callers leave the scratch free. */
-__device__ void coop_survivors(const KP &p, const Row &R, Row &Rg, const Surv &S, int maxbin,
-                               const CoopBins &kb, const float y[kPer], const CoopTok &me, bool fin,
-                               bool samp, Red &red) {
+ * The survivors are first packed, warp by warp, into the block's scratch, and each lane then takes
+ * every 32nd of its warp's: where a few tokens of each lane survive (a flat row's top-p set is about
+ * 12% of its tokens), a token-by-token loop ran the Gumbel noise (Philox, two logs: about 150
+ * instructions) and the mass for all 8 token places of every lane whenever one lane had a survivor
+ * there, eight times the work. */
+__device__ void coop_survivors_add(SurvAcc &a, const KP &p, const Row &R, const Surv &S, int maxbin,
+                                   const CoopBins &kb, const float y[kPer], const CoopTok &me, bool fin,
+                                   bool samp) {
   const lmf_lg_job &j = p.job;
   const bool minp = j.min_p > 0.0f;
   const uint64_t seed = R.seed, goff = R.goff;
@@ -410,33 +419,47 @@ __device__ void coop_survivors(const KP &p, const Row &R, Row &Rg, const Surv &S
     wb[at++] = make_uint2(__float_as_uint(sel8(y, q)), (uint32_t)(me.v0 + q));
   }
   __syncwarp();
-  U128 acc = u128(0ull, 0ull);
-  unsigned long long bp = 0ull; /* the lane's best (key, id), packed as the row's */
-  float by = 0.0f;
   for (unsigned i = (unsigned)lane_id(); i < total; i += 32u) {
     const uint2 e = wb[i];
     const float yq = __uint_as_float(e.x);
-    if (fin) acc = add(acc, fx_of(lmf_lg_exp_neg(LMF_FSUB(yq, me.ymax))));
+    if (fin) a.acc = add(a.acc, fx_of(lmf_lg_exp_neg(LMF_FSUB(yq, me.ymax))));
     if (samp) {
       const unsigned long long pk = pack_best(lmf_lg_gumbel_key(yq, lmf_lg_gumbel(seed, goff, e.y)), e.y);
-      if (pk > bp) {
-        bp = pk;
-        by = yq;
+      if (pk > a.bp) {
+        a.bp = pk;
+        a.by = yq;
+        a.bc = me.c;
       }
     }
   }
   __syncwarp(); /* the run is read before the warp's next call writes it */
+}
+
+/* The block's survivors' sums (every thread's a) added to the row's, order-free: the mass to Rg.acc,
+ * the best (key, id) to Rg.best, with its y in its chunk's partial. Block-uniform. */
+__device__ void coop_survivors_flush(const KP &p, Row &Rg, const SurvAcc &a, int64_t row, bool fin, bool samp,
+                                     Red &red) {
   if (fin) {
-    acc = block_sum_u128<true>(acc, red);
+    const U128 acc = block_sum_u128<true>(a.acc, red);
     if (threadIdx.x == 0 && !is_zero(acc)) atomic_add_u128(&Rg.acc, acc);
   }
   if (samp) {
-    const unsigned long long best = block_max_u64(bp, red);
-    if (best && bp == best) { /* one thread: (key, id) is unique */
-      p.cpart[me.row * p.nchunks + me.c].ybest = by;
+    const unsigned long long best = block_max_u64(a.bp, red);
+    if (best && a.bp == best) { /* one thread: (key, id) is unique */
+      p.cpart[row * p.nchunks + a.bc].ybest = a.by;
       atomicMax(&Rg.best, best);
     }
   }
+}
+
+/* One chunk's survivors (coop_survivors_add) added to the row's sums at once (k_coop: a chunk a
+ * block). Block-uniform. */
+__device__ void coop_survivors(const KP &p, const Row &R, Row &Rg, const Surv &S, int maxbin,
+                               const CoopBins &kb, const float y[kPer], const CoopTok &me, bool fin,
+                               bool samp, Red &red) {
+  SurvAcc a = surv_acc_none();
+  coop_survivors_add(a, p, R, S, maxbin, kb, y, me, fin, samp);
+  coop_survivors_flush(p, Rg, a, me.row, fin, samp, red);
 }
 
 /* The row's LSE after its cuts, from the survivors' summed mass. */

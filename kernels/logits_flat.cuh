@@ -60,6 +60,7 @@ __device__ void b_flat(const KP &p, const Part &w) {
   long long nover = 0;
   int held = 0;
   if constexpr (!PICK) coop_hist_zero(coop_hist_smem());
+  SurvAcc sa = surv_acc_none(); /* the pick: the thread's certain survivors over its chunks */
   for (int64_t c = w.first; c < nch; c += w.step) {
     const int64_t v0 = c * kChunk + (int64_t)t * kPer; /* this thread's tokens v0 .. v0 + 7 */
     float y[kPer];
@@ -95,13 +96,14 @@ __device__ void b_flat(const KP &p, const Part &w) {
       store8_f32(p.Y + row * p.ystride + v0, y); /* the fallback's search reads Y (padded to 8) */
     }
     const CoopTok me{row, c, v0, ymax};
-    if (fin || samp) coop_survivors(p, Rg, Rg, S, pk.bin, kb, y, me, fin, samp, red);
+    if (fin || samp) coop_survivors_add(sa, p, Rg, S, pk.bin, kb, y, me, fin, samp);
     if (listed) coop_gather(G, claim, y, v0); /* the claim's round trip overlapped the survivors */
   }
   if constexpr (!PICK) {
     if (held) coop_hist_flush(coop_hist_smem(), CR, over, nover, red);
     return;
   }
+  if (fin || samp) coop_survivors_flush(p, Rg, sa, row, fin, samp, red); /* the block's, once */
   /* The ticket: the row's last block sees every block's sums, list entries and Y (each fenced first). */
   __shared__ bool s_last;
   __threadfence();

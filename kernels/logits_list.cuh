@@ -97,12 +97,53 @@ __device__ __forceinline__ uint64_t few_cut(const ulonglong2 *ml, const unsigned
   return block_max_u64(last, red);
 }
 
+/* A digit level's histogram of list_cut where every item lies within 16 nats of the max (near): a mass
+ * w >= e^-16 > 2^-24 is fx_of(w) = m 2^sh with 33 <= sh <= 57 (fx_parts), so its 16-bit digits lie in
+ * digits 2 .. 5 of the 128-bit sum; each goes to that digit's 32-bit word of the bin by a native
+ * shared atomic (k_coop's histogram's scheme; a word's sum stays below 4096 x 2^16). The four rows of
+ * 256 words take the room of the 64-bit histogram (S.hlo, S.hhi), whose adds were compare-and-swap
+ * loops that spun where a warp's items shared a bin: about a quarter of the bar's list cut's stall
+ * samples on the H200 (2026-11-28). */
+constexpr int kNearDig0 = 2, kNearDigs = 4;
+static_assert(sizeof(ListSmem::hlo) + sizeof(ListSmem::hhi) == kNearDigs * kBins * sizeof(unsigned) &&
+                  offsetof(ListSmem, hhi) == offsetof(ListSmem, hlo) + sizeof(ListSmem::hlo),
+              "the near digits' rows take the 64-bit histogram's room");
+__device__ __forceinline__ unsigned (*near_rows(ListSmem &S))[kBins] {
+  return reinterpret_cast<unsigned(*)[kBins]>(S.hlo);
+}
+__device__ __forceinline__ void near_add(ListSmem &S, uint32_t bin, float w) {
+  uint32_t m;
+  int sh;
+  fx_parts(w, &m, &sh);
+  unsigned(*const hd)[kBins] = near_rows(S);
+  const int d = (sh >> 4) - kNearDig0; /* 0 or 1 */
+  const unsigned long long x = (unsigned long long)m << (sh & 15); /* below 2^39 */
+  atomicAdd(&hd[d][bin], (unsigned)x & 0xffffu);
+  atomicAdd(&hd[d + 1][bin], (unsigned)(x >> 16) & 0xffffu);
+  atomicAdd(&hd[d + 2][bin], (unsigned)(x >> 32));
+}
+/* Bin i's sum from its digit words (thread i). */
+__device__ __forceinline__ U128 near_sum(ListSmem &S, int i) {
+  unsigned(*const hd)[kBins] = near_rows(S);
+  U128 h = u128(0ull, 0ull);
+#pragma unroll
+  for (int r = 0; r < kNearDigs; ++r) {
+    const unsigned long long v = hd[r][i];
+    const int sh = 16 * (kNearDig0 + r); /* 32 .. 80 */
+    h = add(h, sh >= 64 ? u128(0ull, v << (sh - 64)) : u128(v << sh, v >> (64 - sh)));
+  }
+  return h;
+}
+
 /* The smallest order ord (lmf_lg_ord_desc: value descending, then id) at which the cumulative mass of
  * the list's items with ord <= lim (item_fx) reaches tgt (at most their total): a radix select over the
  * 64-bit order, 8-bit digits from the top, exact 128-bit sums, until the crossing digit holds at most
  * kFewCut items (few_cut finishes; one item is the cut). A list of at most kFewCut items goes to
- * few_cut at once (a k_coop crossing bin, 1/16 nat wide, holds 11 to 60 on the bench's K = 3 rows). */
-__device__ LMF_NOINLINE uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, float ymax, U128 tgt, Red &red) {
+ * few_cut at once (a k_coop crossing bin, 1/16 nat wide, holds 11 to 60 on the bench's K = 3 rows).
+ * near: every item lies within 16 nats of ymax (window classes, a crossing bin below d2 = 32), so the
+ * masses take the digit words (near_add) where they are not unit masses. */
+__device__ LMF_NOINLINE uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, bool near, float ymax, U128 tgt,
+                                          Red &red) {
   const int t = threadIdx.x;
   const unsigned n = S.n;
   ulonglong2 *const ml = reinterpret_cast<ulonglong2 *>(S.hlo); /* few_cut's items: the histogram's room */
@@ -140,9 +181,10 @@ __device__ LMF_NOINLINE uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, 
   const int first = klo < khi ? __clzll((long long)(klo ^ khi)) / 8 : 0; /* none eligible: 0 */
   U128 flo = u128(0ull, 0ull);
   uint64_t prefix = first > 0 ? klo >> (64 - 8 * first) : 0ull;
+  const bool dig = near && !unit; /* block-uniform */
   for (int level = first; level < 8; ++level) {
     const int sh = 56 - 8 * level;
-    S.hlo[t] = 0ull;
+    S.hlo[t] = 0ull; /* and with dig the near rows, which are the same 4 KiB */
     S.hhi[t] = 0ull;
     if (t == 0) S.nfew = 0u;
     __syncthreads();
@@ -150,18 +192,21 @@ __device__ LMF_NOINLINE uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, 
       const unsigned i = (unsigned)(jj * kThreads + t);
       bool e = false;
       uint32_t bin = 0u;
-      U128 fx = u128(0ull, 0ull);
+      float yv = 0.0f;
       if (i < n) {
-        const float yv = S.cy[i];
+        yv = S.cy[i];
         const uint64_t o = lmf_lg_ord_desc(yv, S.cid[i]);
         e = o <= lim && (level == 0 || (o >> (sh + 8)) == prefix);
         bin = (uint32_t)(o >> sh) & 0xffu;
-        fx = item_fx(e, unit, yv, ymax);
       }
-      warp_hist_add(S.hlo, S.hhi, e, bin, fx);
+      if (dig) {
+        if (e) near_add(S, bin, lmf_lg_exp_neg(LMF_FSUB(yv, ymax)));
+      } else {
+        warp_hist_add(S.hlo, S.hhi, e, bin, item_fx(e, unit, yv, ymax));
+      }
     }
     __syncthreads();
-    const U128 h = u128(S.hlo[t], S.hhi[t]);
+    const U128 h = dig ? near_sum(S, t) : u128(S.hlo[t], S.hhi[t]);
     const U128 incl = block_incl_scan_u128(h, red);
     long long b = block_reduce_ll<OP_MIN>(ge(add(flo, incl), tgt) ? t : kBins, red);
     if (b == kBins) b = kBins - 1; /* unreachable: the items hold the target */
@@ -378,7 +423,7 @@ __device__ int b_listcut(const KP &p, int64_t row, int kind) {
   }
   const unsigned n = S.n;
   const bool topk = kind == SK_TOPK;
-  const uint64_t cut = list_cut(S, ~0ull, topk, ymax, tgt, red);
+  const uint64_t cut = list_cut(S, ~0ull, topk, true, ymax, tgt, red); /* window classes: within 16 nats */
   uint64_t pcut = cut;
   const bool then_p = topk && j.top_p < 1.0f;
   if (then_p) { /* top-p on the top-k survivors, as the general search (search_target, no window) */
@@ -390,7 +435,7 @@ __device__ int b_listcut(const KP &p, int64_t row, int kind) {
     U128 t2 = ceil_fx((double)j.top_p * fx_to_double(tot));
     if (!ge(tot, t2)) t2 = tot;
     if (is_zero(t2)) t2 = u128(1ull, 0ull);
-    pcut = list_cut(S, cut, false, ymax, t2, red);
+    pcut = list_cut(S, cut, false, true, ymax, t2, red);
   }
   const bool minp = j.min_p > 0.0f;
   const float lmp = j.log_min_p;
@@ -537,7 +582,7 @@ __device__ bool block_binned(const KP &p, int64_t row, int kind) {
   if (t == 0) S.n = bcnt;
   __syncthreads();
   const U128 rest = sub(tgt, u128(s_flo[0], s_flo[1])); /* of the target, in the crossing bin */
-  const uint64_t cut = list_cut(S, ~0ull, kind == SK_TOPK, s.ymax, rest, red);
+  const uint64_t cut = list_cut(S, ~0ull, kind == SK_TOPK, true, s.ymax, rest, red); /* b < kBins - 1 */
   if (t == 0) finish_search(p, kind, R, cut);
   return true;
 }

@@ -102,12 +102,13 @@ fi
 
 if [ "$WHAT" = flat ]; then
   # List mode's flat rows (logits_flat.cuh) and the list cut's early stop: the logits gtests on the
-  # library's choice (CutsMatchCpu runs list mode on flat rows at B = 160 and 600), the choice beside
-  # the separate kernels where list mode streams (B = 32, 64, 256; K = 1 rows are flat), ncu on
+  # library's choice (CutsMatchCpu runs list mode on flat rows at B = 160 and 600), the choice at
+  # B = 1 and 4 (k_coop, which shares the survivors' code) and beside the separate kernels where
+  # list mode streams (B = 32, 64, 256; K = 1 rows are flat), ncu on
   # B = 256 (K = 1 and the bar's K = 3), the sanitizers on a flat list-mode step, the latency floors.
-  stage "cuda gtests, logits, the library's choice" 60 "$T" "$cuda_bin" --gtest_filter='LogitsCuda.*'
+  stage "cuda gtests, logits, the library's choice" 120 "$T" "$cuda_bin" --gtest_filter='LogitsCuda.*'
   grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[  FAILED  \]" "$T" | sort | uniq -c | tee -a "$OUT/summary.txt"
-  for b in 32 64 256; do
+  for b in 1 4 32 64 256; do
     stage "bench logits B=$b, the library's choice" 30 "$BL" "$bench" logits --batch $b --vocab 128256 \
       --no-peer --repeats 20
   done
