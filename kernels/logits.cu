@@ -67,7 +67,9 @@
  *     above. On the separate kernels a row first tries the lists the combine pass filled (no pass over
  *     Y at all), and with top-p and no log-prob rows the combine pass does not even write Y (KP::ylazy;
  *     for rows those lists cannot decide, a second combine pass does the window pass's work on the
- *     values it recomputes, still without writing Y, k_combine<CM_RECWIN>); the list cut's
+ *     values it recomputes, still without writing Y, k_combine<CM_RECWIN>; with top-p alone, such
+ *     rows instead take k_coop's 257 bins spread over their chunks, k_flat_bins and k_flat_pick,
+ *     logits_flat.cuh, each computing y again from the logits); the list cut's
  *     block runs the general search itself for the rows that need it, and after the step's last cut
  *     the LSE pass, the sample pass and the outputs of its row (KP::ltail); the combine pass's last
  *     block per row merges the partials (KP::cfold), and at small B the window pass's last block per
@@ -79,7 +81,8 @@
  *
  * Workspace (lmf_cuda_logits_workspace, the exact bytes run uses; independent of the outputs and
  * of the mode, as the host layer requires): per row a state record, a sequence record, a 256-bin
- * 128-bit histogram and, in list mode with top-k or top-p, 6 candidate lists of min(V, 8192) (y, id);
+ * 128-bit histogram and, in list mode with top-k or top-p, 6 candidate lists of min(V, 8192) (y, id)
+ * and k_coop's 257-bin histogram (CoopRow, also the one-launch step's where it may run);
  * per chunk a combine partial, a stats partial and a tie sum; Y [B][V8] fp32 (V8 = V rounded up to
  * 8), D [B][V8] when a nucleus or GeDi model is set, and [B][V8] fp32 per sparse model; plus 256
  * bytes of alignment slack.
