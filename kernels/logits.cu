@@ -130,7 +130,7 @@ struct Layout {
   int64_t ystride, nchunks;
   int32_t lcap;
   bool lists; /* list mode's candidate lists are reserved (at cand) */
-  bool coop;  /* k_coop's scratch is reserved (at coop, gath, cflag) */
+  bool coop;  /* k_coop's list and fallback flag are reserved (at gath, cflag; its bins: bins) */
   bool bins;  /* per-row 257 bins (at coop_rows): k_coop's, or list mode's flat rows' */
   size_t rows, seqs, hist, cpart, spart, tie, cand, coop_rows, gath, cflag, Y, D, sp[kMaxM];
   size_t total;
