@@ -68,8 +68,8 @@
  *     Y at all), and with top-p and no log-prob rows the combine pass does not even write Y (KP::ylazy;
  *     for rows those lists cannot decide, a second combine pass does the window pass's work on the
  *     values it recomputes, still without writing Y, k_combine<CM_RECWIN>; with top-p alone, such
- *     rows instead take k_coop's 257 bins spread over their chunks, k_flat_bins and k_flat_pick,
- *     logits_flat.cuh, each computing y again from the logits); the list cut's
+ *     rows instead take k_coop's 257 bins spread over their chunks, each pass computing y again from
+ *     the logits, in the list cuts' own launch, k_listcut_flat, logits_flat.cuh); the list cut's
  *     block runs the general search itself for the rows that need it, and after the step's last cut
  *     the LSE pass, the sample pass and the outputs of its row (KP::ltail); the combine pass's last
  *     block per row merges the partials (KP::cfold), and at small B the window pass's last block per
@@ -82,7 +82,7 @@
  * Workspace (lmf_cuda_logits_workspace, the exact bytes run uses; independent of the outputs and
  * of the mode, as the host layer requires): per row a state record, a sequence record, a 256-bin
  * 128-bit histogram and, in list mode with top-k or top-p, 6 candidate lists of min(V, 8192) (y, id)
- * and k_coop's 257-bin histogram (CoopRow, also the one-launch step's where it may run);
+ * (and one counter for the step) and k_coop's 257-bin histogram (CoopRow, also the one-launch step's where it may run);
  * per chunk a combine partial, a stats partial and a tie sum; Y [B][V8] fp32 (V8 = V rounded up to
  * 8), D [B][V8] when a nucleus or GeDi model is set, and [B][V8] fp32 per sparse model; plus 256
  * bytes of alignment slack.
@@ -132,7 +132,7 @@ struct Layout {
   bool lists; /* list mode's candidate lists are reserved (at cand) */
   bool coop;  /* k_coop's list and fallback flag are reserved (at gath, cflag; its bins: bins) */
   bool bins;  /* per-row 257 bins (at coop_rows): k_coop's, or list mode's flat rows' */
-  size_t rows, seqs, hist, cpart, spart, tie, cand, coop_rows, gath, cflag, Y, D, sp[kMaxM];
+  size_t rows, seqs, hist, cpart, spart, tie, cand, lseq, coop_rows, gath, cflag, Y, D, sp[kMaxM];
   size_t total;
 };
 
@@ -187,7 +187,8 @@ bool make_layout(const lmf_lg_job *job, Layout *L) {
    * depends on the device, which the size query does not know). */
   L->lists = env_switch("LMF_LOGITS_LIST") != Switch::kOff && (job->top_k > 0 || job->top_p < 1.0f);
   if (L->lists) {
-    if (!mul_sz(B, (size_t)kClasses * (size_t)L->lcap * sizeof(uint2), &n) || !reserve(&off, n, &L->cand))
+    if (!mul_sz(B, (size_t)kClasses * (size_t)L->lcap * sizeof(uint2), &n) || !reserve(&off, n, &L->cand) ||
+        !reserve(&off, sizeof(unsigned), &L->lseq))
       return false;
   }
   /* k_coop's scratch where its grid (a block per chunk) could fit a device at once. */
@@ -318,9 +319,12 @@ struct Launcher {
    * block walking all its chunks; these keep the earlier rule, ceil(4 x SMs / B) blocks a row (3 at
    * B = 256, 21 chunks each), the spread the H200 runs measured. */
   lmf_status_t chunks_few(Kernel k, KP &kp) const {
+    kp.gx = few_gx(kp);
+    return (*this)(k, kp.nrows * kp.gx, kp);
+  }
+  int32_t few_gx(const KP &kp) const {
     const int64_t rows = kp.nrows, cap = 4 * (int64_t)sms;
-    kp.gx = (int32_t)chunk_gx(cap + rows - 1, rows, kp.nchunks);
-    return (*this)(k, rows * kp.gx, kp);
+    return (int32_t)chunk_gx(cap + rows - 1, rows, kp.nchunks);
   }
   lmf_status_t operator()(Kernel k, int64_t blocks, const KP &kp) const {
     if (blocks <= 0) return LMF_OK;
@@ -353,26 +357,32 @@ struct Launcher {
  * cut, and the list cut's block finishes each row (row_tail). */
 lmf_status_t run_search(const Launcher &launch, KP &kp, int kind, bool tail) {
   kp.kind = kind;
+  if (kp.lbins && kind == SK_TOPP) { /* top-p alone: the list cuts and the flat rows, one launch */
+    kp.level = 1;
+    kp.ltail = tail;
+    kp.gx = launch.few_gx(kp);
+    LMF_TRY(launch(k_listcut_flat, kp.nrows * (1 + 2 * (int64_t)kp.gx), kp));
+    kp.ltail = 0;
+    kp.level = 0;
+    kp.kind = SK_NONE;
+    return LMF_OK;
+  }
   if (kp.list && (kind == SK_TOPK || kind == SK_TOPP)) {
     if (kp.lstream) { /* the rows whose combine pass filled their lists (Row::sup) try those first */
       kp.level = 1;
       LMF_TRY(launch(k_listcut, kp.nrows, kp));
       kp.level = 0;
-      /* the rows the lists left: their bins (lbins), or their window pass, from their logits */
-      if (kp.lbins) LMF_TRY(launch.chunks_few(k_flat_bins, kp));
-      else if (kp.ylazy) LMF_TRY(launch.chunks_few(k_combine<false, CM_RECWIN>, kp));
+      /* the rows the lists left: their window pass, from their logits */
+      if (kp.ylazy) LMF_TRY(launch.chunks_few(k_combine<false, CM_RECWIN>, kp));
     }
     kp.ltail = tail;
     if (kp.wlast) {
       LMF_TRY(launch.chunks(k_window<true>, kp)); /* and each row's list cut, in its last block */
     } else {
-      /* after the combine's lists, only the rows they left undecided (none with lbins) */
-      if (!kp.lbins)
-        LMF_TRY(kp.lstream ? launch.chunks_few(k_window<false>, kp) : launch.chunks(k_window<false>, kp));
+      /* after the combine's lists, only the rows they left undecided */
+      LMF_TRY(kp.lstream ? launch.chunks_few(k_window<false>, kp) : launch.chunks(k_window<false>, kp));
       LMF_TRY(launch(k_listcut, kp.nrows, kp)); /* the list cuts' rows' outputs (ltail) */
     }
-    /* the flat rows: the cut, the sample and the outputs */
-    if (kp.lbins) LMF_TRY(launch.chunks_few(k_flat_pick, kp));
     kp.ltail = 0;
     kp.kind = SK_NONE;
     return LMF_OK;
@@ -433,6 +443,7 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   local.spart = reinterpret_cast<SPart *>(base + L.spart);
   local.tie = reinterpret_cast<U128 *>(base + L.tie);
   local.cand = L.lists ? reinterpret_cast<uint2 *>(base + L.cand) : nullptr;
+  local.lseq = L.lists ? reinterpret_cast<unsigned *>(base + L.lseq) : nullptr;
   local.lcap = L.lcap;
   local.coop = L.bins ? reinterpret_cast<CoopRow *>(base + L.coop_rows) : nullptr;
   local.Y = reinterpret_cast<float *>(base + L.Y);
@@ -515,13 +526,13 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
    * lists cannot decide; a log-prob row needs Y whole. */
   local.ylazy = local.lstream && job->top_p < 1.0f && !job->logprobs;
   /* ... and with top-p alone, the rows the combine's lists cannot decide (flat rows) take the 257
-   * bins over their chunks (k_flat_bins, k_flat_pick) instead of the window pass and one block's
+   * bins over their chunks (k_listcut_flat) instead of the window pass and one block's
    * search each. */
   local.lbins = local.ylazy && job->top_k <= 0;
   /* List mode also folds the combine's merge into the combine pass and, where the step takes a cut,
    * the LSE, sample and output kernels into the last list cut: at B = 1 a top-p step is then four
    * launches (init, combine, window, list cut), not fifteen. */
-  local.cfold = list_sw == Switch::kOn && !verify && !local.lstream;
+  local.cfold = (list_sw == Switch::kOn && !verify) || local.lstream;
   /* ... and up to 8 window chunks per SM (B = 1 and 8 at V = 128256), the list cut into the window
    * pass: a top-p step is then three launches (init, combine, window). */
   local.wlast = B * L.nchunks <= 8 * (int64_t)sms;

@@ -83,6 +83,7 @@ struct Row {
   unsigned int cdone; /* KP::cfold (atomics): the row's combine blocks that have finished */
   unsigned int wdone; /* list mode (atomics): the row's window blocks that have finished (window_done;
                        * zeroed again by the last) */
+  unsigned int lcut;  /* KP::lbins: 1 once the row's list cut is done (k_listcut_flat's flag) */
 };
 
 struct Seq {
@@ -108,6 +109,7 @@ struct CoopRow {
   unsigned cnt[kCoopBins];
   unsigned ngather;
   unsigned done; /* blocks of the row past their last phase (the outputs' ticket) */
+  unsigned nbins; /* list mode's flat rows: the row's bins blocks that have finished */
   U128 mass[kCoopBins];
 };
 
@@ -144,9 +146,9 @@ struct KP {
   int32_t list;   /* list mode for top-k / top-p (combine only; LMF_LOGITS_LIST=1) */
   int32_t lstream; /* list mode: the combine pass fills the lists for each row's first cut */
   int32_t ylazy;   /* lstream, and the combine pass leaves Y unwritten for those rows (Row::ymiss) */
-  int32_t cfold;   /* LMF_LOGITS_LIST=1 (any job, with cuts or not), separate kernels, not lstream,
-                    * not verify: the combine pass's last block per row merges the row's partials
-                    * (combine_done), so no merge kernel follows */
+  int32_t cfold;   /* LMF_LOGITS_LIST=1 (any job, with cuts or not) not verify, or lstream: the
+                    * combine pass's last block per row merges the row's partials (combine_done), so
+                    * no merge kernel follows */
   int32_t ltail;   /* per launch, the last list cut of a step: its block also does the row's LSE and
                     * sample passes where they are left, and its outputs (row_tail) */
   int32_t lbins;   /* lstream with top-p, no top-k and no log-prob rows: the rows the combine's lists
@@ -158,6 +160,7 @@ struct KP {
   CoopRow *coop;            /* k_coop, and list mode's flat rows (lbins): per row its histogram */
   uint2 *gath;              /* k_coop: per row kListCap (y bits, id) of the crossing bin */
   unsigned *coop_fallback;  /* k_coop: some row's crossing bin is too large for the list */
+  unsigned *lseq;           /* list mode: k_listcut_flat's blocks, counted as they start (k_init zeroes it) */
   int32_t coop_profile;     /* k_coop: LMF_LOGITS_COOP_PROFILE=1, print block 0's phase times */
 };
 static_assert(sizeof(KP) <= 4000, "kernel parameters must fit the 4 KiB limit");

@@ -1,5 +1,6 @@
 /* List mode's flat rows (KP::lbins): the rows whose top-p cut the combine pass's lists could not
- * decide, cut by k_coop's machinery spread over the row's chunks, in two chunk kernels.
+ * decide, cut by k_coop's machinery spread over the row's chunks, in two passes that run in the list
+ * cuts' own launch (k_listcut_flat).
  *
  * Part of kernels/logits.cu's translation unit: included inside its anonymous namespace after
  * logits_coop.cuh, whose phases 2 and 3 these are.
@@ -8,20 +9,19 @@
  * keep about 20,000 tokens in their top-p set) went to one block's search over its Y: the row's y
  * computed again, then two or more walks over Y, by one block, about 0.9 ms at V = 128,256 whatever
  * B was (docs/benchmarks.md, H200, 2026-11-28). Here every block of the row takes its share:
- *   k_flat_bins  each block computes y of its chunks again from the logits (combine_y: the combine
+ *   bins         each block computes y of its chunks again from the logits (combine_y: the combine
  *                pass's arithmetic, the same bits) and adds their masses and counts to the row's 257
  *                bins of d2 = 2 (ymax - y) (coop_hist);
- *   k_flat_pick  each block reads the bins (coop_pick: the target and the crossing bin, the same bits
+ *   pick         each block reads the bins (coop_pick: the target and the crossing bin, the same bits
  *                in every block), computes y again, appends the crossing bin's tokens to the row's list
  *                (in the row's class lists, unused by then), adds its certain survivors (the bins above
  *                the crossing one, min-p) to the row's LSE mass and Gumbel-max, and takes a ticket; the
  *                row's last block cuts the crossing bin (list_cut) and writes the outputs (coop_last).
  *                A crossing bin of more than kListCap tokens (or past d2 = 32): every block writes its
  *                chunks' Y and the last block runs the general search over it.
- * These two launches take the place of the window pass (k_combine<CM_RECWIN> and k_window) on that
- * path, so a step launches as many kernels as before whether or not a row is flat; Y is never
+ * They take the place of the window pass (k_combine<CM_RECWIN> and k_window) on that path; Y is never
  * written but for that fallback. The row's bins were zeroed by the list cut that found its lists
- * short (b_listcut), and its level-0 list cut skips it (row_listcut). */
+ * short (b_listcut), which left the row's outputs to the pick (row_listcut). */
 
 /* One pass over a flat row's chunks (every block of the row calls it; others return at once). PICK
  * false: the bins; true: the pick, the crossing bin's list, the certain survivors, the ticket and, in
@@ -54,12 +54,15 @@ __device__ void b_flat(const KP &p, const Part &w) {
     fin = Rg.need_lse != 0;
     samp = !Rg.greedy;
   }
-  /* The bins pass: the block's histogram (coop_hist_smem) over up to kHistChunks chunks between
-   * flushes; the pick's instance has none. */
+  /* The bins pass: the block's histogram over up to kHistChunks chunks between flushes, in the list
+   * cut's room (block_scratch: the launch's static shared memory holds the list cut's and the pick's,
+   * not a third 7 KiB); the pick's instance has none. */
+  static_assert(sizeof(CoopHist) <= kScratch, "the bins pass's histogram in the block's scratch");
+  CoopHist &H = *static_cast<CoopHist *>(block_scratch());
   U128 over = u128(0ull, 0ull);
   long long nover = 0;
   int held = 0;
-  if constexpr (!PICK) coop_hist_zero(coop_hist_smem());
+  if constexpr (!PICK) coop_hist_zero(H);
   SurvAcc sa = surv_acc_none(); /* the pick: the thread's certain survivors over its chunks */
   for (int64_t c = w.first; c < nch; c += w.step) {
     const int64_t v0 = c * kChunk + (int64_t)t * kPer; /* this thread's tokens v0 .. v0 + 7 */
@@ -75,10 +78,10 @@ __device__ void b_flat(const KP &p, const Part &w) {
       combine_y<false>(p, Rg, cr, cp, v0, y, &bad);
     }
     if constexpr (!PICK) {
-      (void)coop_hist_add(coop_hist_smem(), ymax, y, over, nover);
+      (void)coop_hist_add(H, ymax, y, over, nover);
       if (++held == kHistChunks) { /* the digit words' room */
-        coop_hist_flush(coop_hist_smem(), CR, over, nover, red);
-        coop_hist_zero(coop_hist_smem());
+        coop_hist_flush(H, CR, over, nover, red);
+        coop_hist_zero(H);
         over = u128(0ull, 0ull);
         nover = 0;
         held = 0;
@@ -100,7 +103,7 @@ __device__ void b_flat(const KP &p, const Part &w) {
     if (listed) coop_gather(G, claim, y, v0); /* the claim's round trip overlapped the survivors */
   }
   if constexpr (!PICK) {
-    if (held) coop_hist_flush(coop_hist_smem(), CR, over, nover, red);
+    if (held) coop_hist_flush(H, CR, over, nover, red);
     return;
   }
   if (fin || samp) coop_survivors_flush(p, Rg, sa, row, fin, samp, red); /* the block's, once */
@@ -116,12 +119,59 @@ __device__ void b_flat(const KP &p, const Part &w) {
   coop_last(p, Rg, Rg, G, pk, S, true, true, listed, fin, samp, me, red);
 }
 
-/* Two blocks an SM: coop_last's list cut and general search need k_listcut's registers. */
-__global__ void __launch_bounds__(kThreads, 2) k_flat_bins(const __grid_constant__ KP p) {
-  pdl_enter();
-  b_flat<false>(p, grid_part(p));
+/* Thread 0 waits until the counter reaches n (raised by blocks that fenced their writes first), then
+ * the block reads what they wrote. Only on work a block started before this one holds (k_listcut_flat),
+ * which runs to its end whatever this block does. */
+__device__ void block_wait_for(unsigned *counter, unsigned n) {
+  if (threadIdx.x == 0) {
+    while (atomicAdd(counter, 0u) < n) {
+#if defined(__CUDA_ARCH__)
+      __nanosleep(256);
+#endif
+    }
+    __threadfence();
+  }
+  __syncthreads();
 }
-__global__ void __launch_bounds__(kThreads, 2) k_flat_pick(const __grid_constant__ KP p) {
+
+/* Raises the counter by one after every thread of the block has fenced its writes. */
+__device__ void block_signal(unsigned *counter) {
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) atomicAdd(counter, 1u);
+}
+
+/* List mode's top-p step after the combine (KP::lbins) in one launch: every row's list cut (level 1,
+ * with its outputs where the lists decide it), then the flat rows' bins blocks, then their pick
+ * blocks, B (1 + 2 gx) blocks in all. Without flat rows (the bench's K = 3 rows) the bins and pick
+ * blocks only look at their row and leave: on an H200 each of the three launches this replaces was
+ * about 4.5 us of the B = 256 step, two of them empty. A block takes its work by the order in which
+ * the blocks start (KP::lseq), not by its index: so the work it waits for (its row's list cut; for a
+ * pick, the row's gx bins blocks) was taken by a block that started before it and runs to its end,
+ * whether or not the launch's blocks fit the device at once. */
+__global__ void __launch_bounds__(kThreads, 2) k_listcut_flat(const __grid_constant__ KP p) {
   pdl_enter();
-  b_flat<true>(p, grid_part(p));
+  __shared__ unsigned s_job;
+  if (threadIdx.x == 0) s_job = atomicAdd(p.lseq, 1u);
+  __syncthreads();
+  const int64_t job = s_job, B = p.nrows, nb = B * p.gx;
+  if (job < B) {
+    row_listcut(p, job);
+    block_signal(&p.rows[job].lcut);
+    return;
+  }
+  const bool pick = job >= B + nb;
+  const int64_t k = job - B - (pick ? nb : 0);
+  const Part w{k / p.gx, k % p.gx, p.gx};
+  Row &R = p.rows[w.row];
+  block_wait_for(&R.lcut, 1u);
+  if (!flat_pending(p, R)) return; /* block-uniform: decided (or not in this cut) */
+  CoopRow &CR = p.coop[w.row];
+  if (!pick) {
+    b_flat<false>(p, w);
+    block_signal(&CR.nbins);
+    return;
+  }
+  block_wait_for(&CR.nbins, (unsigned)p.gx);
+  b_flat<true>(p, w);
 }

@@ -7,6 +7,7 @@
 
 __global__ void __launch_bounds__(kThreads) k_init(const __grid_constant__ KP p) {
   pdl_enter();
+  if (p.lbins && blockIdx.x == 0 && threadIdx.x == 0) *p.lseq = 0u; /* k_listcut_flat's count */
   const int64_t row = (int64_t)blockIdx.x * kWarps + warp_id();
   if (row < p.nrows) b_init(p, row);
 }
@@ -21,9 +22,10 @@ __global__ void __launch_bounds__(kThreads, GEDI ? 3 : MODE == CM_RECWIN ? 2 : 4
   pdl_enter();
   const Part w = grid_part(p);
   b_combine<GEDI, MODE>(p, w);
-  /* Every block of the row, whatever its status. Not with CM_SUP (large batches, where one merge
-   * launch matters little): on sm_80 its 64 registers would spill. */
-  if (MODE == CM_PLAIN && p.cfold) combine_done(p, w.row);
+  /* Every block of the row, whatever its status. With CM_SUP too: at B = 256 a launch is about
+   * 4.5 us of the step on an H200 (docs/benchmarks.md, 2026-11-28). The row index is computed again
+   * here: w.row kept alive through b_combine's chunk loop cost 18 instructions a chunk there. */
+  if ((MODE == CM_PLAIN || MODE == CM_SUP) && p.cfold) combine_done(p, (int64_t)blockIdx.x / p.gx);
 }
 __global__ void __launch_bounds__(kThreads) k_temp(const __grid_constant__ KP p) {
   pdl_enter();
@@ -55,12 +57,14 @@ __global__ void __launch_bounds__(kThreads) k_tiecut(const __grid_constant__ KP 
  * where the lists cannot decide (binned first: flat rows), and with KP::ltail the rest of the row's
  * step. (k_coop's own bins are block_binned's, so it goes straight to the radix search.) */
 __device__ __forceinline__ void row_listcut(const KP &p, int64_t row) {
-  if (p.level == 0 && flat_pending(p, p.rows[row])) return; /* k_flat_pick cuts it and ends its step */
-  if (b_listcut<true>(p, row, p.kind) == LC_MISS) {
+  const int lc = b_listcut<true>(p, row, p.kind);
+  if (lc == LC_MISS) {
     recompute_y(p, row);
     if (!block_binned(p, row, p.kind)) block_search(p, row, p.kind);
   }
-  if (p.ltail) row_tail(p, row);
+  /* A row its combine lists left (LC_SUP_MISS) ends its step later: in the window pass's list cut,
+   * or (lbins) in the flat rows' pick (k_listcut_flat). */
+  if (p.ltail && lc != LC_SUP_MISS) row_tail(p, row);
 }
 /* The window pass. LAST: then the last of a row's blocks to finish does row_listcut (one launch per cut
  * instead of two, for small batches, whose window pass is latency-bound: the list cut's registers

@@ -377,7 +377,7 @@ __device__ __forceinline__ void coop_row_clear(CoopRow &CR) {
     CR.cnt[i] = 0u;
     CR.mass[i] = u128(0ull, 0ull);
   }
-  if (threadIdx.x == 0) CR.ngather = CR.done = 0u;
+  if (threadIdx.x == 0) CR.ngather = CR.done = CR.nbins = 0u;
 }
 
 /* One block per row in a top-k / top-p cut (list mode): the candidates (with p.level 1, the combine
@@ -413,7 +413,7 @@ __device__ int b_listcut(const KP &p, int64_t row, int kind) {
   if (S.sup > 0) {
     if (!sup_items(p, kind, row, S, red, &tgt)) {
       if (threadIdx.x == 0 && R->ymiss == 1) R->ymiss = 2; /* Y unwritten: k_combine<CM_RECWIN> next */
-      if (p.lbins) coop_row_clear(p.coop[row]);              /* or k_flat_bins (logits_flat.cuh) */
+      if (p.lbins) coop_row_clear(p.coop[row]);              /* or the bins (logits_flat.cuh) */
       return LC_SUP_MISS;
     }
   } else {

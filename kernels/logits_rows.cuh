@@ -365,6 +365,7 @@ __device__ __forceinline__ void init_row_in(const KP &p, int64_t row, Row &R) {
   R.ytok = 0.0f;
   R.cdone = 0u;
   R.wdone = 0u;
+  R.lcut = 0u;
   R.nfin = 0;
   R.nuc_cut = R.gf_cut = R.topk_cut = R.topp_cut = 0ull;
   R.total = 0.0;

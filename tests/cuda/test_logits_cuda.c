@@ -634,7 +634,7 @@ void test_cuda_logits_cuts(void) {
 }
 
 /* List mode's flat rows (kernels/logits_flat.cuh): a top-p step without log-prob rows whose combine
- * lists cannot decide a row takes k_flat_bins and k_flat_pick. Rows on a 1/64 grid (ties at the cut)
+ * lists cannot decide a row takes the bins and the pick (k_listcut_flat). Rows on a 1/64 grid (ties at the cut)
  * of spread 1 (the crossing bin, 1/16 nat wide, is listed: the list cut finds the cut) and 0.05 (it
  * holds more than 4096 tokens: every block writes Y and the last one searches it), and rows of one
  * token 20 nats above a flat rest under top-p 0.9999 (the cut lies past d2 = 32, in the bin past the

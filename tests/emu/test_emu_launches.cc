@@ -86,12 +86,15 @@ TEST(LogitsCudaEmu, LaunchesPerStepSeparateKernels) {
 
 /* List mode. At one chunk per block (132 SMs): init, combine (merge folded in), window (the last
  * block of the row does the list cut, the LSE, the sample and the outputs). At 4 chunks per block
- * (4 SMs): the combine pass fills the lists, so init, combine, merge, list cut of the combine's lists,
- * the second combine pass of the rows it leaves (window classification), window, list cut. */
+ * (4 SMs) the combine pass fills the lists: init, combine (merge folded in), and with top-p alone
+ * k_listcut_flat (the list cut of the combine's lists with the outputs, and the flat rows' bins and
+ * pick). With top-k 40 too, a window pass per cut at 132 SMs; at 4, each cut takes the list cut of
+ * the combine's lists (the second finds none left: the first cut took them), the second combine
+ * pass of the rows it leaves (window classification), window, list cut: 10. */
 TEST(LogitsCudaEmu, LaunchesPerStepListMode) {
-  const unsigned long long want = sms() >= 32 ? 3ull : 7ull;
-  EXPECT_EQ(launches_per_step(LIST, TOKENS), want) << "LMF_EMU_SMS " << sms();
-  EXPECT_EQ(launches_per_step(LIST, WITH_LSE), want) << "LMF_EMU_SMS " << sms();
+  EXPECT_EQ(launches_per_step(LIST, TOKENS), 3ull) << "LMF_EMU_SMS " << sms();
+  EXPECT_EQ(launches_per_step(LIST, WITH_LSE), 3ull) << "LMF_EMU_SMS " << sms();
+  EXPECT_EQ(launches_per_step(LIST, TOKENS, nullptr, 40), sms() >= 32 ? 4ull : 10ull) << "LMF_EMU_SMS " << sms();
 }
 
 /* LMF_LOGITS_COOP=1: one cooperative launch (k_coop) where the row's 63 chunk blocks fit the device at
@@ -117,9 +120,9 @@ TEST(LogitsCudaEmu, LaunchesPerStepOneLaunch) {
 TEST(LogitsCudaEmu, LaunchesPerStepLibraryChoice) {
   const bool fits = 63 <= 4 * sms();
   unsigned long long bar = 0;
-  EXPECT_EQ(launches_per_step(AUTO, TOKENS, &bar), fits ? 1ull : 7ull) << "LMF_EMU_SMS " << sms();
+  EXPECT_EQ(launches_per_step(AUTO, TOKENS, &bar), fits ? 1ull : 3ull) << "LMF_EMU_SMS " << sms();
   EXPECT_EQ(bar, fits ? 2ull : 0ull);
-  EXPECT_EQ(launches_per_step(AUTO, WITH_LSE), fits ? 1ull : 7ull) << "LMF_EMU_SMS " << sms();
+  EXPECT_EQ(launches_per_step(AUTO, WITH_LSE), fits ? 1ull : 3ull) << "LMF_EMU_SMS " << sms();
   const int gx = 4 * sms() < 63 ? 4 * sms() : 63;  /* the combine's blocks a row (4 an SM) */
   const bool streams = (63 + gx - 1) / gx >= 4;    /* its chunks a block: list mode's lists fill */
   EXPECT_EQ(launches_per_step(AUTO, TOKENS, nullptr, 40),
