@@ -320,12 +320,7 @@ struct CoopClaim {
 };
 __device__ __forceinline__ CoopClaim coop_claim(unsigned *n, unsigned in) {
   const unsigned c = (unsigned)__popc(in);
-  unsigned incl = c;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const unsigned u = __shfl_up_sync(kFull, incl, o);
-    if (lane_id() >= o) incl += u;
-  }
+  const unsigned incl = warp_incl_scan_u32(c);
   CoopClaim k{in, incl - c, 0u};
   if (lane_id() == 31 && incl) k.base = atomicAdd(n, incl);
   return k;
@@ -380,8 +375,11 @@ struct SurvAcc {
 };
 __device__ __forceinline__ SurvAcc surv_acc_none() { return SurvAcc{u128(0ull, 0ull), 0ull, 0.0f, 0}; }
 
-/* Adds this block's tokens that survive S (and, for maxbin >= 0, lie in a bin above maxbin by their
- * phase-2 bins kb: the top-p cut's certain survivors) of one chunk (me) to the threads' sums a.
+/* Adds this block's tokens of one chunk (me) that survive S to the threads' sums a (and, for
+ * maxbin >= 0, lie in a bin above maxbin by their phase-2 bins kb: the top-p cut's certain
+ * survivors). CUT false: S has no cut on (its top-p cut not yet known, and no top-k: k_coop's steps
+ * and list mode's flat rows', KP::lbins, have none), so only finiteness and min-p are tested
+ * (survives_uncut: the flat rows' pick issues 988 instructions a chunk and warp instead of 1,012).
  * Warp-uniform; the block's scratch must be free (each warp uses its 256 entries).
  *
  * The survivors are first packed, warp by warp, into the block's scratch, and each lane then takes
@@ -389,6 +387,7 @@ __device__ __forceinline__ SurvAcc surv_acc_none() { return SurvAcc{u128(0ull, 0
  * 12% of its tokens), a token-by-token loop ran the Gumbel noise (Philox, two logs: about 150
  * instructions) and the mass for all 8 token places of every lane whenever one lane had a survivor
  * there, eight times the work. */
+template <bool CUT>
 __device__ void coop_survivors_add(SurvAcc &a, const KP &p, const Row &R, const Surv &S, int maxbin,
                                    const CoopBins &kb, const float y[kPer], const CoopTok &me, bool fin,
                                    bool samp) {
@@ -402,16 +401,12 @@ __device__ void coop_survivors_add(SurvAcc &a, const KP &p, const Row &R, const 
   for (int q = 0; q < kPer; ++q) {
     const int64_t v = me.v0 + q;
     const bool ok = (maxbin < 0 || coop_bins_above(kb, q, maxbin)) && v < j.vocab_out &&
-                    survives(S, y[q], v, minp, j.log_min_p);
+                    (CUT ? survives(S, y[q], v, minp, j.log_min_p)
+                         : survives_uncut(y[q], S.ymax, minp, j.log_min_p));
     m |= ok ? 1u << q : 0u;
   }
   const unsigned c = (unsigned)__popc(m);
-  unsigned incl = c;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const unsigned u = __shfl_up_sync(kFull, incl, o);
-    if (lane_id() >= o) incl += u;
-  }
+  const unsigned incl = warp_incl_scan_u32(c);
   const unsigned total = __shfl_sync(kFull, incl, 31);
   unsigned at = incl - c;
   for (unsigned r = m; r; r &= r - 1u) {
@@ -454,11 +449,12 @@ __device__ void coop_survivors_flush(const KP &p, Row &Rg, const SurvAcc &a, int
 
 /* One chunk's survivors (coop_survivors_add) added to the row's sums at once (k_coop: a chunk a
  * block). Block-uniform. */
+template <bool CUT>
 __device__ void coop_survivors(const KP &p, const Row &R, Row &Rg, const Surv &S, int maxbin,
                                const CoopBins &kb, const float y[kPer], const CoopTok &me, bool fin,
                                bool samp, Red &red) {
   SurvAcc a = surv_acc_none();
-  coop_survivors_add(a, p, R, S, maxbin, kb, y, me, fin, samp);
+  coop_survivors_add<CUT>(a, p, R, S, maxbin, kb, y, me, fin, samp);
   coop_survivors_flush(p, Rg, a, me.row, fin, samp, red);
 }
 
@@ -684,7 +680,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
      * blocks to finish (its fence and ticket order every block's sums, list entries and Y before its
      * reads) cuts the crossing bin, adds its survivors and writes the outputs. Two grid barriers in
      * all. j.logprobs is the same in every block. */
-    if (fin || samp) coop_survivors(p, R, Rg, S, search ? pk.bin : -1, kb, y, me, fin, samp, red);
+    if (fin || samp) coop_survivors<false>(p, R, Rg, S, search ? pk.bin : -1, kb, y, me, fin, samp, red);
     if (listed) coop_gather(G, claim, y, v0); /* the claims' round trip overlapped the survivors */
     coop_mark(pr, prof); /* phase 3 */
     __threadfence();
@@ -723,7 +719,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   /* Phase 5: the survivors' mass (the LSE) and the sample. */
   S.topp_on = search;
   S.topp_cut = cut;
-  if (fin || samp) coop_survivors(p, R, Rg, S, -1, kb, y, me, fin, samp, red);
+  if (fin || samp) coop_survivors<true>(p, R, Rg, S, -1, kb, y, me, fin, samp, red);
   coop_mark(pr, prof); /* phase 5 */
   COOP_SYNC();
   coop_mark(pr, prof);

@@ -454,15 +454,28 @@ __device__ __forceinline__ unsigned long long warp_incl_scan_u64(unsigned long l
   return v;
 }
 
-/* Inclusive prefix sum of counts over the block's threads in thread order. */
-__device__ unsigned block_incl_scan_u32(unsigned v, Red &r) {
-  const int lane = lane_id();
+/* The same for 32-bit counts. */
+__device__ __forceinline__ unsigned warp_incl_scan_u32(unsigned v) {
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
-    const unsigned u = __shfl_up_sync(kFull, v, o);
-    if (lane >= o) v += u;
+#if defined(__CUDA_ARCH__)
+    asm("{\n\t.reg .pred p;\n\t.reg .b32 t;\n\t"
+        "shfl.sync.up.b32 t|p, %0, %1, 0, -1;\n\t"
+        "@p add.u32 %0, %0, t;\n\t}"
+        : "+r"(v)
+        : "r"(o));
+#else
+    const unsigned n = __shfl_up_sync(kFull, v, o); /* the CPU emulator (tests/emu) */
+    if (lane_id() >= o) v += n;
+#endif
   }
-  if (lane == 31) r.c[warp_id()] = v;
+  return v;
+}
+
+/* Inclusive prefix sum of counts over the block's threads in thread order. */
+__device__ unsigned block_incl_scan_u32(unsigned v, Red &r) {
+  v = warp_incl_scan_u32(v);
+  if (lane_id() == 31) r.c[warp_id()] = v;
   __syncthreads();
   unsigned pre = 0u;
 #pragma unroll

@@ -99,7 +99,7 @@ __device__ void b_flat(const KP &p, const Part &w) {
       store8_f32(p.Y + row * p.ystride + v0, y); /* the fallback's search reads Y (padded to 8) */
     }
     const CoopTok me{row, c, v0, ymax};
-    if (fin || samp) coop_survivors_add(sa, p, Rg, S, pk.bin, kb, y, me, fin, samp);
+    if (fin || samp) coop_survivors_add<false>(sa, p, Rg, S, pk.bin, kb, y, me, fin, samp);
     if (listed) coop_gather(G, claim, y, v0); /* the claim's round trip overlapped the survivors */
   }
   if constexpr (!PICK) {

@@ -198,6 +198,11 @@ __device__ __forceinline__ bool survives(const Surv &S, float y, int64_t v, bool
   return true;
 }
 
+/* survives() where S has no cut on: finite and min-p only (coop_survivors_add<false>). */
+__device__ __forceinline__ bool survives_uncut(float y, float ymax, bool minp, float log_min_p) {
+  return !lmf_lg_is_ninf(y) && (!minp || LMF_FSUB(y, ymax) >= log_min_p);
+}
+
 /* After the cuts: the LSE pass only where an output needs the LSE (the sample needs only the cuts). */
 __device__ __forceinline__ void lse_or_sample(Row &R) {
   if (R.need_lse) R.do_final = 1;
