@@ -639,7 +639,9 @@ void test_cuda_logits_cuts(void) {
  * holds more than 4096 tokens: every block writes Y and the last one searches it), and rows of one
  * token 20 nats above a flat rest under top-p 0.9999 (the cut lies past d2 = 32, in the bin past the
  * others: the pick computes the tokens' masses to place them); top-p alone, with min-p, and greedy
- * with the LSE. The CPU emulator at 4 SMs: B = 16 of 34 chunks, one block a row, so
+ * with the LSE; rows 1 and 2 bad (a NaN, a +inf: their bins and pick blocks leave at once); top-p
+ * alone also replayed from a graph (each replay poisons the tokens and statuses first, so each must
+ * write them: k_listcut_flat's blocks count from 0 again in every replay). The CPU emulator at 4 SMs: B = 16 of 34 chunks, one block a row, so
  * the bins pass flushes its block histogram after 32 chunks and at the end; the lent GPUs (132 SMs):
  * B = 64 and B = 600 of 35 chunks, one block a row there too. */
 void test_cuda_logits_flat_rows(void) {
@@ -682,6 +684,8 @@ void test_cuda_logits_flat_rows(void) {
       fill_q(z, (int64_t)B * V, sds[di], 4100 + 7 * si + (uint64_t)di);
       if (di == 2) /* x = 8 at T = 0.4: y = 20, the rest within 0.2 of 0 */
         for (int32_t b = 0; b < B; ++b) z[(int64_t)b * V + (b * 7919) % V] = 8.0f;
+      z[(int64_t)1 * V + 4099] = NAN; /* rows 1 and 2: a bad status, from the list cut's launch */
+      z[(int64_t)2 * V + 70000 % V] = INFINITY;
       lg_models_add(&ms, lg_dtypes[di], z, B, V, 1.0f);
       for (size_t ci = 0; ci < sizeof cuts / sizeof cuts[0]; ++ci) {
         select_path(2); /* list mode, without log-prob rows below */
@@ -695,6 +699,11 @@ void test_cuda_logits_flat_rows(void) {
         snprintf(what, sizeof what, "B %d V %d spread %.2f: %s, list mode, no log-prob rows", (int)B, (int)V,
                  sds[di], cuts[ci].name);
         PARITY_NO_LOGPROBS(&be, ms.m, ms.K, &p, what);
+        if (ci == 0) { /* replayed from a graph: each replay's blocks count from 0 again (k_init) */
+          snprintf(what, sizeof what, "B %d V %d spread %.2f: %s, list mode, graph replayed twice", (int)B,
+                   (int)V, sds[di], cuts[ci].name);
+          parity_at(&be, ms.m, ms.K, &p, 0, 0, 2, what, __FILE__, __LINE__);
+        }
       }
       lg_models_free(&ms);
     }

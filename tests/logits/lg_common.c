@@ -353,8 +353,16 @@ typedef struct combine_call {
   size_t ws_bytes;
 } combine_call;
 
+/* On a stream (a graph's capture), the tokens and statuses are poisoned again first, in the graph: so
+ * each replay must write them itself, not leave the first replay's (a step that relied on workspace
+ * state a previous replay left behind would show there). */
 static lmf_status_t combine_on(void *arg, lmf_stream_t stream) {
   const combine_call *c = (const combine_call *)arg;
+  const size_t B = (size_t)c->params->num_rows;
+  if (stream && c->out->tokens && !lt_memset_async(c->ctx, c->out->tokens, LG_POISON_BYTE, B * 4, stream))
+    return LMF_ERR_INTERNAL;
+  if (stream && c->out->status && !lt_memset_async(c->ctx, c->out->status, LG_POISON_BYTE, B * 4, stream))
+    return LMF_ERR_INTERNAL;
   return lmf_logits_combine(c->ctx, c->models, c->K, c->params, c->out, c->ws, c->ws_bytes, stream);
 }
 

@@ -76,6 +76,8 @@ void lg_out_free(lg_out *out);
 
 /* The poison the outputs hold before each call. */
 #define LG_POISON_TOKEN ((int32_t)0x5eadbeef)
+/* A byte whose repetition is no token and no status (a graph's replays poison by memset). */
+#define LG_POISON_BYTE 0x5e
 #define LG_POISON_BITS 0x7fc0deadu
 /* Poisons every output array (the whole logprobs allocation, padding included). */
 void lg_out_poison(lg_out *out);

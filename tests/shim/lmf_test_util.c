@@ -131,6 +131,20 @@ int lt_download(lmf_context_t *ctx, void *dst, const void *src, size_t bytes) {
   return copy(ctx, dst, src, bytes, 0);
 }
 
+int lt_memset_async(lmf_context_t *ctx, void *p, int byte, size_t bytes, lmf_stream_t stream) {
+  if (!lt_is_cuda(ctx)) {
+    memset(p, byte, bytes);
+    return 1;
+  }
+#if defined(LMF_HAVE_CUDA)
+  const cudaError_t e = cudaMemsetAsync(p, byte, bytes, (cudaStream_t)stream);
+  return LMF_CHECK_MSG(e == cudaSuccess, "cudaMemsetAsync: %s", cudaGetErrorString(e));
+#else
+  (void)stream;
+  return LMF_CHECK_MSG(0, "a CUDA context in a build without LMF_HAVE_CUDA");
+#endif
+}
+
 int lt_memset(lmf_context_t *ctx, void *p, int byte, size_t bytes) {
   if (!lt_is_cuda(ctx)) {
     memset(p, byte, bytes);

@@ -45,6 +45,8 @@ int lt_upload(lmf_context_t *ctx, void *dst, const void *src, size_t bytes);
 int lt_download(lmf_context_t *ctx, void *dst, const void *src, size_t bytes);
 /* Sets backend memory to a byte value. */
 int lt_memset(lmf_context_t *ctx, void *p, int byte, size_t bytes);
+/* The same, enqueued on a CUDA stream (capturable into a graph); on a CPU context, at once. */
+int lt_memset_async(lmf_context_t *ctx, void *p, int byte, size_t bytes, lmf_stream_t stream);
 
 /* ---- CUDA graphs ------------------------------------------------------------------------------- */
 
