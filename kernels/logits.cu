@@ -82,7 +82,8 @@
  * Workspace (lmf_cuda_logits_workspace, the exact bytes run uses; independent of the outputs and
  * of the mode, as the host layer requires): per row a state record, a sequence record, a 256-bin
  * 128-bit histogram and, in list mode with top-k or top-p, 6 candidate lists of min(V, 8192) (y, id)
- * (and one counter for the step) and k_coop's 257-bin histogram (CoopRow, also the one-launch step's where it may run);
+ * (and one counter for the step) and k_coop's 257-bin histogram (CoopRow, also the one-launch step's
+ * where it may run);
  * per chunk a combine partial, a stats partial and a tie sum; Y [B][V8] fp32 (V8 = V rounded up to
  * 8), D [B][V8] when a nucleus or GeDi model is set, and [B][V8] fp32 per sparse model; plus 256
  * bytes of alignment slack.

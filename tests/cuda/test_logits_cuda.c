@@ -634,16 +634,17 @@ void test_cuda_logits_cuts(void) {
 }
 
 /* List mode's flat rows (kernels/logits_flat.cuh): a top-p step without log-prob rows whose combine
- * lists cannot decide a row takes the bins and the pick (k_listcut_flat). Rows on a 1/64 grid (ties at the cut)
- * of spread 1 (the crossing bin, 1/16 nat wide, is listed: the list cut finds the cut) and 0.05 (it
- * holds more than 4096 tokens: every block writes Y and the last one searches it), and rows of one
- * token 20 nats above a flat rest under top-p 0.9999 (the cut lies past d2 = 32, in the bin past the
- * others: the pick computes the tokens' masses to place them); top-p alone, with min-p, and greedy
- * with the LSE; rows 1 and 2 bad (a NaN, a +inf: their bins and pick blocks leave at once); top-p
- * alone also replayed from a graph (each replay poisons the tokens and statuses first, so each must
- * write them: k_listcut_flat's blocks count from 0 again in every replay). The CPU emulator at 4 SMs: B = 16 of 34 chunks, one block a row, so
- * the bins pass flushes its block histogram after 32 chunks and at the end; the lent GPUs (132 SMs):
- * B = 64 and B = 600 of 35 chunks, one block a row there too. */
+ * lists cannot decide a row takes the bins and the pick (k_listcut_flat). Rows on a 1/64 grid (ties
+ * at the cut) of spread 1 (the crossing bin, 1/16 nat wide, is listed: the list cut finds the cut)
+ * and 0.05 (it holds more than 4096 tokens: every block writes Y and the last one searches it), and
+ * rows of one token 20 nats above a flat rest under top-p 0.9999 (the cut lies past d2 = 32, in the
+ * bin past the others: the pick computes the tokens' masses to place them); top-p alone, with
+ * min-p, and greedy with the LSE; rows 1 and 2 bad (a NaN, a +inf: their bins and pick blocks leave
+ * at once); top-p alone also replayed from a graph (each replay poisons the tokens and statuses
+ * first, so each must write them: k_listcut_flat's blocks count from 0 again in every replay). The
+ * CPU emulator at 4 SMs: B = 16 of 34 chunks, one block a row, so the bins pass flushes its block
+ * histogram after 32 chunks and at the end; the lent GPUs (132 SMs): B = 64 and B = 600 of 35
+ * chunks, one block a row there too. */
 void test_cuda_logits_flat_rows(void) {
   REQUIRE_CUDA();
   backends be;

@@ -94,7 +94,8 @@ TEST(LogitsCudaEmu, LaunchesPerStepSeparateKernels) {
 TEST(LogitsCudaEmu, LaunchesPerStepListMode) {
   EXPECT_EQ(launches_per_step(LIST, TOKENS), 3ull) << "LMF_EMU_SMS " << sms();
   EXPECT_EQ(launches_per_step(LIST, WITH_LSE), 3ull) << "LMF_EMU_SMS " << sms();
-  EXPECT_EQ(launches_per_step(LIST, TOKENS, nullptr, 40), sms() >= 32 ? 4ull : 10ull) << "LMF_EMU_SMS " << sms();
+  EXPECT_EQ(launches_per_step(LIST, TOKENS, nullptr, 40), sms() >= 32 ? 4ull : 10ull)
+      << "LMF_EMU_SMS " << sms();
 }
 
 /* LMF_LOGITS_COOP=1: one cooperative launch (k_coop) where the row's 63 chunk blocks fit the device at
