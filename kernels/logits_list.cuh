@@ -361,6 +361,36 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
   return true;
 }
 
+/* body(i) for every list item i < n for which pred(i) holds (the survivors of a cut). The block's warps
+ * take items i = 32 w + lane + k kThreads as a plain loop would, but each warp first packs the items
+ * that pass into q (64 entries of its own) and runs body 32 at a time, every lane busy: a plain loop
+ * over the list cut's items ran the survivors' Gumbel noise (about 130 instructions) on nearly every
+ * trip of each warp, since about half of the items, scattered, survive. Every lane of the warp calls
+ * it; body runs in any order (the callers' sums and maxima are exact). */
+template <class P, class F>
+__device__ __forceinline__ void warp_packed_for(unsigned n, uint16_t *q, P pred, F body) {
+  const unsigned lane = (unsigned)lane_id();
+  unsigned qn = 0u; /* warp-uniform: the items waiting in q */
+#pragma unroll 1 /* run once per launch: the body's code fetched once */
+  for (unsigned b0 = (unsigned)warp_id() * 32u; b0 < n; b0 += kThreads) {
+    const unsigned i = b0 + lane;
+    const bool in = i < n && pred(i);
+    const unsigned ball = __ballot_sync(kFull, in);
+    if (in) q[qn + (unsigned)__popc(ball & ((1u << lane) - 1u))] = (uint16_t)i;
+    qn += (unsigned)__popc(ball);
+    __syncwarp();
+    if (qn >= 32u) {
+      body(q[lane]);
+      qn -= 32u;
+      const uint16_t rest = q[32u + lane]; /* at most 31 left: q[32 .. 63] */
+      __syncwarp();
+      if (lane < qn) q[lane] = rest;
+      __syncwarp();
+    }
+  }
+  if (lane < qn) body(q[lane]);
+}
+
 /* What a list cut did with a row. */
 enum { LC_DONE = 0, LC_SUP_MISS = 1, LC_MISS = 2 };
 
@@ -443,26 +473,29 @@ __device__ int b_listcut(const KP &p, int64_t row, int kind) {
   const auto alive = [&](unsigned i) {
     return lmf_lg_ord_desc(S.cy[i], S.cid[i]) <= pcut && (!minp || LMF_FSUB(S.cy[i], ymax) >= lmp);
   };
+  /* The survivors' mass (the LSE where an output needs it) and the Gumbel-max sample, in one pass
+   * over the survivors, packed per warp (warp_packed_for; its queues take the histogram's room, free
+   * since the last list_cut's block reductions). */
   float lse = R->lse;
-  if (R->need_lse) {
-    U128 sum = u128(0ull, 0ull);
-#pragma unroll 1
-    for (unsigned i = threadIdx.x; i < n; i += kThreads)
-      sum = add(sum, item_fx(alive(i), false, S.cy[i], ymax));
-    lse = (float)((double)ymax + log(fx_to_double(block_sum_u128(sum, red))));
-  }
   unsigned long long best = 0ull;
-  if (!R->greedy) {
+  const bool fin = R->need_lse != 0, samp = !R->greedy;
+  if (fin || samp) {
+    static_assert(kWarps * 64 * sizeof(uint16_t) <= sizeof(S.hlo) && kListCap <= 65536,
+                  "the warps' survivor queues (16-bit item indices) in the histogram's room");
     const uint64_t seed = R->seed, goff = R->goff;
+    U128 sum = u128(0ull, 0ull);
     unsigned long long mine = 0ull;
-#pragma unroll 1
-    for (unsigned i = threadIdx.x; i < n; i += kThreads)
-      if (alive(i)) {
-        const float key = lmf_lg_gumbel_key(S.cy[i], lmf_lg_gumbel(seed, goff, S.cid[i]));
-        const unsigned long long pk = pack_best(key, S.cid[i]);
+    warp_packed_for(n, reinterpret_cast<uint16_t *>(S.hlo) + warp_id() * 64, alive, [&](unsigned i) {
+      const float y = S.cy[i];
+      const uint32_t id = S.cid[i];
+      if (fin) sum = add(sum, item_fx(true, false, y, ymax));
+      if (samp) {
+        const unsigned long long pk = pack_best(lmf_lg_gumbel_key(y, lmf_lg_gumbel(seed, goff, id)), id);
         mine = pk > mine ? pk : mine;
       }
-    best = block_max_u64(mine, red);
+    });
+    if (fin) lse = (float)((double)ymax + log(fx_to_double(block_sum_u128(sum, red))));
+    if (samp) best = block_max_u64(mine, red);
   }
   const int32_t token = R->greedy ? R->yarg : unpack_id(best);
   /* The token's y, for token_logprob where Y is unwritten. */
