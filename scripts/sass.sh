@@ -7,15 +7,17 @@
 #
 # Writes build-sass/<name>.<arch>.cubin and build-sass/<name>.<arch>.sass (ignored by git) and prints
 # each kernel's size. The toolkit here (CUDA 13.0, nvcc and ptxas only) has no disassembler, so the
-# script takes nvdisasm from Debian's nvidia-cuda-toolkit 11.8 (bookworm non-free), unpacked once into
-# ${LMF_TOOLS_DIR:-$HOME/.cache/lmfuse-tools}. That nvdisasm reads SASS for sm_90 but not CUDA 13's ELF
-# header; the copy it reads differs only there (the ELF ABI version and the flags' old encoding).
+# script takes nvdisasm from Debian's nvidia-cuda-toolkit 12.4 (trixie non-free), unpacked once into
+# ${LMF_TOOLS_DIR:-$HOME/.cache/lmfuse-tools}/cuda-12.4. It reads CUDA 13's sm_90 cubins as they are.
+# (Until 2026-11-28 it was bookworm's 11.8, which needed a patched ELF header and silently left out
+# the instructions it could not decode: VIADD, about 4% of the combine kernel, so the counts of
+# scripts/sass_path.py from before then are low by those.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=${1:-kernels/logits.cu}
 arch=${2:-sm_90}
 tools=${LMF_TOOLS_DIR:-$HOME/.cache/lmfuse-tools}
-nvdisasm=$tools/usr/bin/nvdisasm
+nvdisasm=$tools/cuda-12.4/usr/bin/nvdisasm
 
 if [ ! -x "$nvdisasm" ]; then
   tmp=$(mktemp -d)
@@ -24,7 +26,7 @@ if [ ! -x "$nvdisasm" ]; then
   cat > "$tmp/non-free.sources" << 'EOF'
 Types: deb
 URIs: http://deb.debian.org/debian
-Suites: bookworm
+Suites: trixie
 Components: non-free
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
@@ -33,8 +35,8 @@ EOF
   apt-get "${apt_opts[@]}" update > /dev/null
   (cd "$tmp" && apt-get "${apt_opts[@]}" download nvidia-cuda-toolkit > /dev/null 2>&1)
   dpkg -x "$tmp"/nvidia-cuda-toolkit_*.deb "$tmp/x"
-  mkdir -p "$tools/usr/bin"
-  cp "$tmp/x/usr/bin/nvdisasm" "$tools/usr/bin/"
+  mkdir -p "$tools/cuda-12.4/usr/bin"
+  cp "$tmp/x/usr/bin/nvdisasm" "$tools/cuda-12.4/usr/bin/"
 fi
 
 name=$(basename "$src" .cu)
@@ -44,16 +46,7 @@ cubin=build-sass/$name.$arch.cubin
 nvcc -std=c++17 -O3 --fmad=false -lineinfo -arch="$arch" -cubin -Iinclude -I. -Ihost -Ikernels \
   "$src" -o "$cubin"
 
-# nvdisasm 11.8 wants ELF ABI version 7 and the flags as (virtual arch << 16) | 0x500 | arch.
-sm=$((10#${arch#sm_}))
-old=build-sass/$name.$arch.abi7.cubin
-cp "$cubin" "$old"
-printf '\x07' | dd of="$old" bs=1 seek=8 conv=notrunc status=none
-flags=$(((sm << 16) | 0x500 | sm))
-printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $((flags & 255)) $(((flags >> 8) & 255)) \
-  $(((flags >> 16) & 255)) $(((flags >> 24) & 255)))" | dd of="$old" bs=1 seek=48 conv=notrunc status=none
-"$nvdisasm" -gi -c "$old" > "build-sass/$name.$arch.sass"
-rm -f "$old"
+"$nvdisasm" -gi -c "$cubin" > "build-sass/$name.$arch.sass"
 
 echo "build-sass/$name.$arch.sass; instructions per kernel (16 bytes each):"
 readelf -SW "$cubin" 2> /dev/null | sed -n 's/^ *\[ *[0-9]*\] *\(\.text\.\)/\1/p' |
