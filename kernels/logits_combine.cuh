@@ -35,23 +35,21 @@ __device__ __forceinline__ unsigned list_cap(int cls, unsigned lcap) {
   return lcap < (unsigned)kListCap ? lcap : (unsigned)kListCap;
 }
 
-/* Appends this lane's tokens of a chunk to the row's class lists: token q is (y[q], id0 + q * idstep)
- * of class (cls >> 4q) & 15 (kClasses: none). Every lane of the warp calls it. The warp's counts per
- * class come from one packed scan (10 bits a class: at most 256 tokens each), and lane k takes class
- * k's slots with one atomic: the warp waits for one round trip to L2 per chunk, not one per class and
- * token (the lists' atomics were the list mode's critical path). Counts go past the cap; entries
- * not. The order within a list is the warps' order of arrival, which no result depends on (a list cut
- * orders its items by key; its sums are exact).
+/* Appends this lane's tokens of a chunk to the row's class lists (the window pass, b_window and
+ * CM_RECWIN): token q is (y[q], id0 + q * idstep) of class (cls >> 4q) & 15 (kClasses: none). Every
+ * lane of the warp calls it. The warp's counts per class come from one packed scan (10 bits a class:
+ * at most 256 tokens each), and lane k takes class k's slots with one atomic: the warp waits for one
+ * round trip to L2 per chunk, not one per class and token (the lists' atomics were the list mode's
+ * critical path). Counts go past the cap; entries not. The order within a list is the warps' order of
+ * arrival, which no result depends on (a list cut orders its items by key; its sums are exact).
  *
  * Per token the loop does no test of the class: class kClasses (none) counts in the packed word's
  * bits 60 .. 63, whose carries leave the word, and lane kClasses offers no room. Lane k offers its
  * class's first free entry (index into L) and the room left before the cap in one word, so a token
- * takes one shuffle, a compare and, in the combine (SUP), a predicated store (store_if): about 25 ->
- * 13 instructions a token. The window pass (80 registers) branches around its store: the predicated
- * stores, issued together, spill there. */
-template <bool SUP>
-__device__ __forceinline__ void list_append8(Row *R, uint2 *L, unsigned lcap, uint32_t cls,
-                                             const float y[kPer], int64_t id0, int64_t idstep) {
+ * takes one shuffle and a compare. The window pass (80 registers) branches around its store: the
+ * predicated stores, issued together, spill there. */
+__device__ __forceinline__ void list_append8(Row *R, uint2 *L, unsigned lcap, uint32_t cls, const float y[kPer],
+                                             int64_t id0, int64_t idstep) {
   static_assert(10 * kClasses + 4 <= 64, "the none class's count field");
   static_assert((uint64_t)kClasses * kSupCap < (1ull << 18) && kSupCap < (1 << 14), "an offer's packing");
   constexpr uint32_t kNone8 = 0x11111111u * (uint32_t)kClasses; /* every token of the lane: no class */
@@ -66,34 +64,95 @@ __device__ __forceinline__ void list_append8(Row *R, uint2 *L, unsigned lcap, ui
   if (lane < kClasses) {
     const unsigned n = (unsigned)(tot >> (10 * lane)) & 1023u;
     const unsigned base = n ? atomicAdd(&R->cls_c[lane], n) : 0u;
-    const unsigned cap = list_cap<SUP>(lane, lcap);
+    const unsigned cap = list_cap<false>(lane, lcap);
     if (base < cap) offer = (((unsigned)lane * lcap + base) << 14) | (cap - base);
   }
   unsigned long long run = inc - mine; /* this lane's first slots, past the warp's base per class */
-  L = opaque_ptr(L); /* one register pair: not the row's offset rebuilt for every store */
 #pragma unroll
   for (int q = 0; q < kPer; ++q) {
     const unsigned k = (cls >> (4 * q)) & 15u, sh = 10u * k;
     const uint32_t o = __shfl_sync(kFull, offer, (int)k); /* class k's offer, from lane k */
     const unsigned slot = (unsigned)(run >> sh) & 1023u;
     run += 1ull << sh;
-    const uint2 e = make_uint2(__float_as_uint(y[q]), (uint32_t)(id0 + (int64_t)q * idstep));
-    if (SUP) store_if(slot < (o & 0x3fffu), &L[(o >> 14) + slot], e);
-    else if (slot < (o & 0x3fffu)) L[(o >> 14) + slot] = e;
+    if (slot < (o & 0x3fffu)) L[(o >> 14) + slot] = make_uint2(__float_as_uint(y[q]), (uint32_t)(id0 + (int64_t)q * idstep));
   }
+}
+
+/* g = runmax - y below which a token's class is below k (class_of(g) < k iff g < class_edge(k)), for k
+ * in 0 .. kClasses: 0, 2, 4, 8, 10, 12, 16, halved in 4-bit fields. */
+__device__ __forceinline__ float class_edge(int k) {
+  static_assert(kClasses == 6, "the table below");
+  return (float)(((0x8654210u >> (4 * k)) & 15u) * 2u);
+}
+
+/* This warp's kPer * 32 entries of list_append_sup's queue (shared memory; only k_combine<false,
+ * CM_SUP> calls it, so only that kernel holds the 16 KiB). */
+__device__ __forceinline__ uint2 *sup_queue() {
+  __shared__ uint2 q[kWarps][kPer * 32];
+  return q[warp_id()];
 }
 
 /* The combine pass's part of list mode (KP::lstream): this thread's tokens v .. v + 7 of a chunk go to
  * the lists by their class with respect to the block's running max (the max so far of its chunks,
  * this one included). That max is at most the row's, so a token's class here is at most its true
  * class, and the lists of classes 0 .. k hold a superset of window k's tokens, which the row's first
- * cut filters (sup_items). */
-__device__ __forceinline__ void list_append_chunk(const KP &p, int64_t row, float runmax, const float y[kPer],
-                                                  int64_t v) {
-  uint32_t cls = 0u;
+ * cut filters (sup_items).
+ *
+ * Only tokens below *edge (in g = runmax - y) are appended: once the warp sees a class's count pass
+ * its cap, sup_items reads no list from that class on (it stops at the first class over its cap), so
+ * the tokens of that class and the later ones are dropped here, uncounted (the count that passed the
+ * cap already marks the class). *edge (warp-uniform) starts at 16 (class_edge(kClasses)) and only
+ * falls. The warp packs its tokens below the edge into q (this warp's kPer * 32 entries of shared
+ * memory) and appends them 32 at a time, one per lane: the lanes of a class find each other with one
+ * match, and the lowest takes the class's slots with one atomic. A warp whose chunk holds few such
+ * tokens (a peaked row; a flat row once its far classes are full) runs one round, where the per-token
+ * loop of list_append8 ran its 8 steps for a warp with any token within 16 nats. */
+__device__ __forceinline__ void list_append_sup(const KP &p, int64_t row, float runmax, const float y[kPer],
+                                                int64_t v, float *edge, uint2 *q) {
+  const float e = *edge;
+  unsigned m = 0u; /* bit j: token v + j is appended */
 #pragma unroll
-  for (int q = 0; q < kPer; ++q) cls |= (uint32_t)class_of(LMF_FSUB(runmax, y[q])) << (4 * q); /* -inf y: none */
-  list_append8<true>(&p.rows[row], p.cand + row * (int64_t)kClasses * p.lcap, (unsigned)p.lcap, cls, y, v, 1);
+  for (int j = 0; j < kPer; ++j) m |= (unsigned)(LMF_FSUB(runmax, y[j]) < e) << j; /* NaN, -inf y: not */
+  const unsigned n = (unsigned)__popc(m);
+  const unsigned inc = warp_incl_scan_u32(n);
+  const unsigned tot = __shfl_sync(kFull, inc, 31);
+  if (tot == 0u) return; /* warp-uniform */
+  const unsigned lane = (unsigned)lane_id();
+  unsigned pos = inc - n;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j)
+    push_shared_if((m >> j) & 1u, q, &pos, make_uint2(__float_as_uint(y[j]), lane * kPer + (unsigned)j));
+  __syncwarp();
+  Row *R = &p.rows[row];
+  const unsigned lcap = (unsigned)p.lcap;
+  uint2 *L = opaque_ptr(p.cand + row * (int64_t)kClasses * p.lcap);
+  const uint32_t id0 = (uint32_t)(v - (int64_t)lane * kPer); /* the warp's first token (V < 2^31) */
+  const unsigned lt = (1u << lane) - 1u;
+  int kstop = kClasses; /* the first class this call saw pass its cap */
+#pragma unroll 1
+  for (unsigned b = 0u; b < tot; b += 32u) {
+    const bool has = b + lane < tot;
+    uint2 t = make_uint2(0u, 0u);
+    if (has) t = q[b + lane];
+    const int k = has ? class_of(LMF_FSUB(runmax, __uint_as_float(t.x))) : kClasses;
+    const unsigned same = __match_any_sync(kFull, k); /* the lanes of this lane's class */
+    const unsigned cnt = (unsigned)__popc(same);
+    const unsigned lead = (unsigned)__ffs(same) - 1u;
+    const unsigned cap = list_cap<true>(k, lcap);
+    unsigned base = 0u;
+    bool over = false;
+    if (lane == lead && k < kClasses) {
+      base = atomicAdd(&R->cls_c[k], cnt);
+      over = base + cnt > cap;
+    }
+    base = __shfl_sync(kFull, base, (int)lead);
+    const unsigned slot = base + (unsigned)__popc(same & lt);
+    store_if(k < kClasses && slot < cap, &L[(unsigned)k * lcap + slot], make_uint2(t.x, id0 + t.y));
+    const int ko = kClasses - (int)__reduce_max_sync(kFull, over ? (unsigned)(kClasses - k) : 0u);
+    kstop = ko < kstop ? ko : kstop;
+  }
+  if (kstop < kClasses) *edge = fminf(e, class_edge(kstop));
+  __syncwarp(); /* q is read before the warp's next chunk writes it */
 }
 
 /* The row's values a search reads, in registers. */
@@ -200,7 +259,7 @@ __device__ __forceinline__ void window_chunk(int kind, const SRow &s, Row *R, ui
       cls |= (uint32_t)c << (4 * q);
     }
   }
-  list_append8<false>(R, L, lcap, cls, ys, id0, idstep);
+  list_append8(R, L, lcap, cls, ys, id0, idstep);
 }
 
 /* The end of a window pass's block: its class masses and total added to the row's. Lane k adds
@@ -585,9 +644,11 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
   U128 cm[kClasses], wtot = u128(0ull, 0ull);
 #pragma unroll
   for (int k = 0; k < kClasses; ++k) cm[k] = u128(0ull, 0ull);
-  /* List mode: the row's first cut takes its candidates from here (see list_append_chunk). */
+  /* List mode: the row's first cut takes its candidates from here (see list_append_sup). */
   const bool sup = MODE == CM_SUP && p.lstream && R.sup;
-  float runmax = ninf();
+  float runmax = ninf(), sedge = class_edge(kClasses);
+  uint2 *sq = nullptr;
+  if constexpr (MODE == CM_SUP) sq = sup_queue();
   __shared__ CombPlan cp;
   comb_plan(p, R, row, cp);
   /* A block with few chunks (small batches: B = 1 spreads a row over the SMs) asks L2 for all of them
@@ -631,7 +692,7 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
     const float mx = chunk_partial(p, row, c, y, id, bad, want_sum, !few, red);
     if (sup) {
       runmax = mx > runmax ? mx : runmax;
-      list_append_chunk(p, row, runmax, y, v); /* this thread's tokens are v .. v + 7 */
+      list_append_sup(p, row, runmax, y, v, &sedge, sq); /* this thread's tokens are v .. v + 7 */
     }
   }
   if (MODE == CM_RECWIN) window_flush(&p.rows[row], cm, wtot);

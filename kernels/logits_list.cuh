@@ -281,7 +281,7 @@ __device__ void window_items(const KP &p, int64_t row, ListSmem &S) {
   __syncthreads();
 }
 
-/* The combine pass's lists (list_append_chunk: classes against each block's running max, at most the
+/* The combine pass's lists (list_append_sup: classes against each block's running max, at most the
  * row's, so lists 0 .. k hold every token of true class at most k, and more). With lists 0 .. ksup
  * complete (within their caps), their entries filtered by their true class (class_of with the row's
  * max) give true classes 0 .. ksup exactly. The cut lies in the first true class kc where the

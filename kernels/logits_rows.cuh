@@ -142,6 +142,21 @@ __device__ __forceinline__ T *opaque_ptr(T *p) {
   return p;
 }
 
+/* q[*pos] = v and ++*pos where in (q in shared memory): predicated, not a branch around the store, whose
+ * convergence barrier and rebuilt shared-memory address cost about 12 instructions a token in
+ * list_append_sup's packing (2 with the predicate). */
+__device__ __forceinline__ void push_shared_if(bool in, uint2 *q, unsigned *pos, uint2 v) {
+#if defined(__CUDA_ARCH__)
+  const uint32_t a = (uint32_t)__cvta_generic_to_shared(q) + 8u * *pos;
+  asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.u32 p, %0, 0;\n\t@p st.shared.v2.u32 [%1], {%2, %3};\n\t}" ::"r"((uint32_t)in),
+               "r"(a), "r"(v.x), "r"(v.y)
+               : "memory");
+#else
+  if (in) q[*pos] = v; /* the CPU emulator (tests/emu) */
+#endif
+  *pos += in ? 1u : 0u;
+}
+
 /* *a = v where in: a predicated store, not a branch around one (the branch and its convergence barrier
  * cost more than the store; list_append8's per-token step). */
 __device__ __forceinline__ void store_if(bool in, uint2 *a, uint2 v) {
