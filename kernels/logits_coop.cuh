@@ -615,7 +615,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
       bias_and_T(p, row, v0, lmf_lg_divisor_of(R.Teff), R.fuse_T && R.Teff != 1.0f, y, &bad);
     }
     coop_mark(pr, prof); /* y */
-    chunk_partial(p, row, c, y, id, bad, R.want_sum != 0, false, red);
+    chunk_partial(p, row, c, y, id, bad, R.want_sum != 0, false, false, red);
   } else {
     coop_mark(pr, prof); /* y: none (the marks keep their places) */
   }

@@ -55,8 +55,8 @@ __device__ void b_sample(const KP &p, const Part &w) {
   const float lmp = p.job.log_min_p;
   const int64_t V = p.job.vocab_out;
   const float *Yr = p.Y + w.row * p.ystride;
-  if (threadIdx.x == 0)
-    s_bound = lmf_lg_gumbel_key(Yr[yarg], lmf_lg_gumbel(seed, goff, (uint32_t)yarg));
+  if (threadIdx.x == 0) /* yarg -1: list mode's lean partials (b_combine) kept no argmax */
+    s_bound = yarg < 0 ? ninf() : lmf_lg_gumbel_key(Yr[yarg], lmf_lg_gumbel(seed, goff, (uint32_t)yarg));
   __syncthreads();
   const float bound0 = s_bound;
   float bk = ninf();

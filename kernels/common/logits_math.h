@@ -100,10 +100,14 @@ LMF_HD float lmf_lg_scale_x(float z, float tau) { return LMF_FDIV(z, tau); }
  * [-87, 0] (every float there checked), with +, -, *, fused multiply-adds (one rounding on both
  * backends: fmaf) and bit operations only, so both backends give the same bits. The FMAs halve the
  * polynomial's instructions on the device (a combine pass spends an exp per token). */
-LMF_HD float lmf_lg_exp_neg(float x) {
+LMF_HD float lmf_lg_exp_nonpos(float x);
+LMF_HD float lmf_lg_exp_neg(float x) { return lmf_lg_exp_nonpos(x > 0.0f ? 0.0f : x); }
+
+/* lmf_lg_exp_neg for x <= 0, -inf or NaN (a chunk's masses: x = y - its max), without the clamp of a
+ * positive x: the same bits, one instruction a token fewer. */
+LMF_HD float lmf_lg_exp_nonpos(float x) {
   int under = !(x >= -87.0f); /* also NaN */
   x = under ? -87.0f : x;
-  x = x > 0.0f ? 0.0f : x;
   /* n = x log2(e) rounded to the nearest integer, in [-126, 0], as t - 1.5 * 2^23 (one FMA: the
    * product is not rounded first). */
   float t = LMF_FFMA(x, 1.44269504088896341f, 12582912.0f);
