@@ -20,8 +20,9 @@ with -v, which prints the path.
 
 The combine pass's chunk loop on the B = 256 bar's path (list mode's candidate lists, K = 3 bf16
 models, temperature 0.8, top-p, Y not written), for a warp other than warp 0 (whose thread 0 also
-writes the chunk's partial); add --take 'cls != kNone8' for a warp with no token within 16 nats of
-the block's running max:
+writes the chunk's partial), a sampled row without top-k (lean partials), one round of appends and no
+class newly past its cap; --take 'if (tot == 0u) return' instead of the --trips for a warp with no
+token to append (before 2026-11-28, later: --take 'cls != kNone8'):
 
     python3 scripts/sass_path.py build-sass/logits.sm_90.sass 'k_combineILb0ELi1E' \\
         'for (int64_t c = w.first; c < p.nchunks; c += w.step)' \\
@@ -30,7 +31,9 @@ the block's running max:
         --take 'if (p.need_y' --cold lmf_f16_to_f32 --cold 'LMF_FDIV(y[q], T.b)' \\
         --cold 'if (v + q >= V) y[q] = ninf()' --cold 'sel8(y, j)' --cold 'load1(m, v + j)' --fall-rest \\
         --take 'if (!LEAD || threadIdx.x == 0)' --take 'if (threadIdx.x == 0) {' \\
-        --take 'if (!fin) *bad |= fold_models' --take 'if (v + kPer > V)' --take 'if (fast) {'
+        --take 'if (!fin) *bad |= fold_models' --take 'if (v + kPer > V)' --take 'if (fast) {' \\
+        --take 'if (cr.plaus)' --take 'if (cr.nuc)' --take 'if (!lean)' --take 'if (kstop < kClasses)' \\
+        --trips 'b < tot; b += 32u)=1'
 
 (The last two --take came after the counts below: without the first the path also ran the row's last
 group's -inf fill, 24 instructions a chunk; the second decides a branch whose taken side starts with an
@@ -46,7 +49,9 @@ with 'k_combineILb0ELi3E' and --take 'if (warm && kind == SK_TOPP)' --take 'cls 
 (2026-11-28, with both --take above: 955 and 771, second pass 1,214; with a group's exp-sum in fp32 and
 the degree-6 exp, 909, 725 and 1,206; with the fused fold, 887, 703 and 1,180; with the classes on
 g = ymax - y, 879, 695 and 1,173; with 32-bit prefetch addresses, 859, 675 and 1,153; with the
-chunk's argmax by float compares, 845 and 661; with the chunk's max from the raw bits, 832 and 648.)
+chunk's argmax by float compares, 845 and 661; with the chunk's max from the raw bits, 832 and 648.
+Later that day, with nvdisasm 12.4, which decodes the VIADDs that 11.8 left out: 873 and 682; with the
+packed appends, 784 (846 in two rounds); with lean partials and lmf_lg_exp_nonpos, 731 (793) and 592.)
 A loop whose back edge is an unconditional jump (its test at the top) cannot be given --trips: decide
 the branches into it instead. Where a condition and the call it guards share a line
 ('if (!fin) *bad |= fold_models<true>(...)'), both successors start on that line, so --cold on the
