@@ -68,6 +68,7 @@ __device__ __forceinline__ void list_append8(Row *R, uint2 *L, unsigned lcap, ui
     if (base < cap) offer = (((unsigned)lane * lcap + base) << 14) | (cap - base);
   }
   unsigned long long run = inc - mine; /* this lane's first slots, past the warp's base per class */
+  L = opaque_ptr(L); /* one register pair: not the row's offset rebuilt for every store */
 #pragma unroll
   for (int q = 0; q < kPer; ++q) {
     const unsigned k = (cls >> (4 * q)) & 15u, sh = 10u * k;
