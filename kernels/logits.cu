@@ -68,7 +68,7 @@
  *     Y at all), and with top-p and no log-prob rows the combine pass does not even write Y (KP::ylazy;
  *     for rows those lists cannot decide, a second combine pass does the window pass's work on the
  *     values it recomputes, still without writing Y, k_combine<CM_RECWIN>; with top-p alone, such
- *     rows instead take k_coop's 257 bins spread over their chunks, each pass computing y again from
+ *     rows instead take k_coop's 256 bins spread over their chunks, each pass computing y again from
  *     the logits, in the list cuts' own launch, k_listcut_flat, logits_flat.cuh); the list cut's
  *     block runs the general search itself for the rows that need it, and after the step's last cut
  *     the LSE pass, the sample pass and the outputs of its row (KP::ltail); the combine pass's last
@@ -82,7 +82,7 @@
  * Workspace (lmf_cuda_logits_workspace, the exact bytes run uses; independent of the outputs and
  * of the mode, as the host layer requires): per row a state record, a sequence record, a 256-bin
  * 128-bit histogram and, in list mode with top-k or top-p, 6 candidate lists of min(V, 8192) (y, id)
- * (and one counter for the step) and k_coop's 257-bin histogram (CoopRow, also the one-launch step's
+ * (and one counter for the step) and k_coop's 256-bin histogram (CoopRow, also the one-launch step's
  * where it may run);
  * per chunk a combine partial, a stats partial and a tie sum; Y [B][V8] fp32 (V8 = V rounded up to
  * 8), D [B][V8] when a nucleus or GeDi model is set, and [B][V8] fp32 per sparse model; plus 256
@@ -132,7 +132,7 @@ struct Layout {
   int32_t lcap;
   bool lists; /* list mode's candidate lists are reserved (at cand) */
   bool coop;  /* k_coop's list and fallback flag are reserved (at gath, cflag; its bins: bins) */
-  bool bins;  /* per-row 257 bins (at coop_rows): k_coop's, or list mode's flat rows' */
+  bool bins;  /* per-row 256 bins (at coop_rows): k_coop's, or list mode's flat rows' */
   size_t rows, seqs, hist, cpart, spart, tie, cand, lseq, coop_rows, gath, cflag, Y, D, sp[kMaxM];
   size_t total;
 };
@@ -526,7 +526,7 @@ lmf_status_t lmf_cuda_logits_run(const struct lmf_context *ctx, const lmf_lg_job
   /* With top-p every row that needs the distribution enters a cut, so Y can wait for the rows the
    * lists cannot decide; a log-prob row needs Y whole. */
   local.ylazy = local.lstream && job->top_p < 1.0f && !job->logprobs;
-  /* ... and with top-p alone, the rows the combine's lists cannot decide (flat rows) take the 257
+  /* ... and with top-p alone, the rows the combine's lists cannot decide (flat rows) take the 256
    * bins over their chunks (k_listcut_flat) instead of the window pass and one block's
    * search each. */
   local.lbins = local.ylazy && job->top_k <= 0;

@@ -13,12 +13,12 @@
  *      y = s / T of the block's 8 x 256 tokens; the chunk's partial (chunk_partial)       | barrier
  *   2  every block merges the row's partials (cmerge_calc: the same bits in every block);
  *      top-p: the mass (exact, 2^-80 units) and count of each bin of d2 = 2 (ymax - y), 1/8 wide
- *      over [0, 32) plus one bin past 32, added to the row's histogram with atomics (each token's
- *      bin kept in registers for phase 3: CoopBins)                                         | barrier
- *   3  every block reads the histogram: the target (search_target: top_p times the combine's total,
- *      at most the bins' total), and the bin where the cumulative mass from the top reaches it is the
- *      crossing bin. Its tokens (at most kListCap) are appended to the row's list; a crossing bin of
- *      more than kListCap tokens (flat rows) writes Y instead.
+ *      over [0, 32), added to the row's histogram with atomics; tokens past 32 are not counted (each
+ *      token's bin kept in registers for phase 3: CoopBins)                                 | barrier
+ *   3  every block reads the histogram: the target (topp_target_of_total: top_p times the combine's
+ *      total), and the bin where the cumulative mass from the top reaches it is the crossing bin. Its
+ *      tokens (at most kListCap) are appended to the row's list; a crossing bin of more than kListCap
+ *      tokens (flat rows), or a target the bins do not reach (past 32), writes Y instead.
  *   Without log-prob rows (the ticket path: the bar's case and the bench, which only sample):
  *      each block adds its certain survivors (min-p; for top-p the bins above the crossing one) to
  *      the row's LSE mass and Gumbel-max, fences, and takes a ticket. The row's last block cuts the
@@ -98,191 +98,154 @@ __device__ void coop_print(const CoopProf &pr, bool on) {
 #endif
 }
 
-/* Phase 2's histogram bin of a token in the search (w > 0). */
+/* Phase 2's bin of a token: d2 = 2 (ymax - y), the CPU's window measure (mass_windows), by 1/8 over
+ * [0, 32); kCoopIn past it (-inf included: d2 = +inf). */
 __device__ __forceinline__ int coop_bin(float y, float ymax) {
-  const float d2 = LMF_FMUL(LMF_FSUB(ymax, y), 2.0f); /* the CPU's window measure (mass_windows) */
-  return d2 < 32.0f ? (int)LMF_FMUL(d2, 8.0f) : kCoopBins - 1;
+  const float d2 = LMF_FMUL(LMF_FSUB(ymax, y), 2.0f);
+  return d2 < 32.0f ? (int)LMF_FMUL(d2, 8.0f) : kCoopIn;
 }
 
 /* Each of a thread's tokens' phase-2 bin, kept for phase 3, which would otherwise compute every
- * token's mass and bin again (twice: the gather and the survivors): byte q of `in` is token q's bin
- * below d2 = 32; bit q of `past` marks the bin past 32; bit q of `none` no bin (-inf or zero mass). */
+ * token's bin again (twice: the gather and the survivors): byte q of `in` is token q's bin below
+ * d2 = 32; bit q of `past` marks a token past it. */
 struct CoopBins {
   unsigned long long in;
-  unsigned past, none;
+  unsigned past;
 };
-__device__ __forceinline__ CoopBins coop_bins_none() { return CoopBins{0ull, 0u, 0xffu}; }
-/* Whether token q lies in bin b (coop_in_bin's answer). */
+__device__ __forceinline__ CoopBins coop_bins_none() { return CoopBins{0ull, 0xffu}; }
+/* Whether token q lies in bin b, one below d2 = 32 (coop_pick lists no crossing bin past it). */
 __device__ __forceinline__ bool coop_bins_in(const CoopBins &k, int q, int b) {
-  if ((k.none >> q) & 1u) return false;
-  const bool past = (k.past >> q) & 1u;
-  return b == kCoopBins - 1 ? past : !past && (int)((k.in >> (8 * q)) & 0xffu) == b;
+  return !((k.past >> q) & 1u) && (int)((k.in >> (8 * q)) & 0xffu) == b;
 }
 /* Whether token q lies in a bin above b (coop_above_bin's answer). */
 __device__ __forceinline__ bool coop_bins_above(const CoopBins &k, int q, int b) {
-  if (((k.none | k.past) >> q) & 1u) return false;
-  return (int)((k.in >> (8 * q)) & 0xffu) < b;
+  return !((k.past >> q) & 1u) && (int)((k.in >> (8 * q)) & 0xffu) < b;
 }
 
-/* A token's phase-2 bin (-1: none, -inf or of zero mass; kCoopBins - 1: past d2 = 32) and its mass w,
- * recorded in k as token q's. */
-__device__ __forceinline__ int coop_token_bin(CoopBins &k, int q, float yq, float ymax, float *w) {
-  *w = lmf_lg_is_ninf(yq) ? 0.0f : lmf_lg_exp_neg(LMF_FSUB(yq, ymax));
-  const int b = *w > 0.0f ? coop_bin(yq, ymax) : -1;
-  k.in |= (unsigned long long)((uint32_t)b & 0xffu) << (8 * q);
-  k.past |= (b == kCoopBins - 1 ? 1u : 0u) << q;
-  k.none |= (b < 0 ? 1u : 0u) << q;
-  return b;
-}
-
-/* The thread's tokens' phase-2 bins without the histogram (list mode's flat rows: the pick pass, which
- * computes y again). */
-__device__ CoopBins coop_bins_of(float ymax, const float y[kPer]) {
-  CoopBins k{0ull, 0u, 0u};
-  float w;
-#pragma unroll 1 /* the body's code fetched once (sel8) */
-  for (int q = 0; q < kPer; ++q) (void)coop_token_bin(k, q, sel8(y, q), ymax, &w);
-  return k;
-}
-
-/* coop_bins_of for a crossing bin below d2 = 32 (list mode's flat rows' pick), without the masses: a
- * token within 16 nats of the max has a mass, so its bin alone places it; a token past d2 = 32 (or
- * of zero mass) lies neither in that bin nor above it, marked past either way. */
-__device__ __forceinline__ CoopBins coop_bins_near(float ymax, const float y[kPer]) {
-  CoopBins k{0ull, 0u, 0u};
+/* The thread's tokens' phase-2 bins (a token below d2 = 32 lies within 16 nats of the max: it has a
+ * mass, and its bin alone places it). */
+__device__ __forceinline__ CoopBins coop_bins_of(float ymax, const float y[kPer]) {
+  CoopBins k{0ull, 0u};
 #pragma unroll
   for (int q = 0; q < kPer; ++q) {
-    const int b = lmf_lg_is_ninf(y[q]) ? -1 : coop_bin(y[q], ymax);
+    const int b = coop_bin(y[q], ymax);
     k.in |= (unsigned long long)((uint32_t)b & 0xffu) << (8 * q);
-    k.past |= (b == kCoopBins - 1 ? 1u : 0u) << q;
-    k.none |= (b < 0 ? 1u : 0u) << q;
+    k.past |= (b == kCoopIn ? 1u : 0u) << q;
   }
   return k;
 }
 
-/* Phase 2: this block's tokens into the row's histogram. A bin below d2 = 32 gets its tokens' count
- * and exact mass in shared memory by native 32-bit atomics, no warp vote or shuffle: the mass
- * m 2^sh (fx_parts) goes in as its 16-bit digits, each added to the bin's word for that digit (three
- * words at most; a word's sum stays below 2^32 over kHistChunks chunks of 2048 tokens, so no carry is
- * lost), and each bin's words are summed into 128 bits when the block's histogram goes to the row's
- * (coop_hist_flush): the same integer as the sum of fx_of. (Before: a 64-bit add by compare-and-swap
- * loop, its carry waited for, after a warp match and vote that every lane joined: 136 instructions a
- * token in range on sm_90, now 69.) The bin past 32 (most tokens of a wide row) in registers and one
- * block sum. */
-constexpr int kHistDig = 6;     /* the 16-bit digits of bits 0 .. 95 (a mass <= 1 stays below bit 81) */
+/* Phase 2: the block's tokens below d2 = 32 into the row's histogram, each bin's count and exact mass
+ * (near_digits_add: native shared atomics on the mass's 16-bit digits), the block's bins then added to
+ * the row's with one 128-bit atomic each (coop_hist_flush).
+ *
+ * The tokens past d2 = 32 (about 3 in 4 of the bench's K = 3 rows) are not counted at all. Top-p's
+ * target straight after the combine is top_p times the combine pass's total (topp_target_of_total),
+ * so the bins below d2 = 32 alone place any cut that lies among them, and coop_pick sends a row whose
+ * target they do not hold to the general search. (Until 2026-11-29 every token past 32 also had its
+ * exp and a 128-bit fixed-point add, and each block two more block reductions, for the one use of their
+ * sum: the clamp of the target at every token's mass, which changes no cut the bins place.)
+ *
+ * A warp packs its tokens below d2 = 32 into its run in shared memory and adds them 32 at a time, one
+ * a lane: a warp of the bench's K = 3 rows holds about 70 of its 256 (3 rounds), where a loop over the
+ * thread's 8 tokens ran the exp and the atomics 8 times whenever one lane had a token at that step. */
 constexpr int kHistChunks = 32; /* chunks a block's histogram takes between flushes */
 static_assert(0xffffull * kChunk * kHistChunks < (1ull << 32), "a digit word's sum between flushes");
+static_assert(kCoopIn == kBins && kCoopIn == kThreads, "thread i holds bin i; the near digits' rows");
 struct CoopHist {
-  unsigned hc[kCoopBins - 1];
-  unsigned hd[kHistDig][kCoopBins - 1];
+  unsigned hc[kCoopIn];
+  unsigned hd[kNearDigs][kBins];
 };
-__device__ __forceinline__ CoopHist &coop_hist_smem() {
-  __shared__ CoopHist h;
-  return h;
-}
+/* The histogram and each warp's run of (y, bin), in the block's scratch: k_coop's phase 2 and the flat
+ * rows' bins pass use nothing else of it. */
+struct CoopHistRoom {
+  CoopHist h;
+  uint2 run[kWarps][kPer * 32];
+};
+static_assert(sizeof(CoopHistRoom) <= kScratch, "the histogram and the warps' runs in the block's scratch");
+__device__ __forceinline__ CoopHistRoom &coop_hist_room() { return *static_cast<CoopHistRoom *>(block_scratch()); }
 /* Zeroes the block's histogram (thread i: bin i) and waits for it. */
 __device__ __forceinline__ void coop_hist_zero(CoopHist &H) {
   const int i = threadIdx.x;
   H.hc[i] = 0u;
 #pragma unroll
-  for (int d = 0; d < kHistDig; ++d) H.hd[d][i] = 0u;
+  for (int d = 0; d < kNearDigs; ++d) H.hd[d][i] = 0u;
   __syncthreads();
 }
-/* The thread's tokens into the block's histogram (past d2 = 32: into over, nover). Returns their bins. */
-__device__ __forceinline__ CoopBins coop_hist_add(CoopHist &H, float ymax, const float y[kPer], U128 &over,
-                                                  long long &nover) {
-  constexpr int kIn = kCoopBins - 1;
-  CoopBins k{0ull, 0u, 0u};
-#pragma unroll 1 /* once per launch: the body's code fetched once (sel8) */
-  for (int q = 0; q < kPer; ++q) {
-    float w;
-    const int b = coop_token_bin(k, q, sel8(y, q), ymax, &w);
-    if (b == kIn) {
-      over = add(over, fx_of(w));
-      ++nover;
-    } else if (b >= 0) {
-      uint32_t m;
-      int sh;
-      fx_parts(w, &m, &sh);
-      const int d0 = sh >> 4;
-      const unsigned long long x = (unsigned long long)m << (sh & 15); /* below 2^39 */
-      atomicAdd(&H.hc[b], 1u);
-      atomicAdd(&H.hd[d0][b], (unsigned)x & 0xffffu);
-      atomicAdd(&H.hd[d0 + 1][b], (unsigned)(x >> 16) & 0xffffu);
-      atomicAdd(&H.hd[d0 + 2][b], (unsigned)(x >> 32));
-    }
+/* The thread's tokens below d2 = 32 into the block's histogram. Warp-uniform. Returns their bins. */
+__device__ __forceinline__ CoopBins coop_hist_add(CoopHistRoom &H, float ymax, const float y[kPer]) {
+  const CoopBins k = coop_bins_of(ymax, y);
+  const unsigned m = ~k.past & 0xffu; /* bit q: token q lies below d2 = 32 */
+  const unsigned n = (unsigned)__popc(m);
+  const unsigned inc = warp_incl_scan_u32(n);
+  const unsigned tot = __shfl_sync(kFull, inc, 31);
+  uint2 *const q = H.run[warp_id()];
+  unsigned pos = inc - n;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j)
+    push_shared_if((m >> j) & 1u, q, &pos, make_uint2(__float_as_uint(y[j]), (unsigned)(k.in >> (8 * j)) & 0xffu));
+  __syncwarp();
+#pragma unroll 1
+  for (unsigned i = (unsigned)lane_id(); i < tot; i += 32u) {
+    const uint2 e = q[i];
+    atomicAdd(&H.h.hc[e.y], 1u);
+    near_digits_add(H.h.hd, e.y, lmf_lg_exp_nonpos(LMF_FSUB(__uint_as_float(e.x), ymax)));
   }
+  __syncwarp(); /* the run is read before the warp's next call writes it */
   return k;
 }
-/* The block's histogram and its tokens past d2 = 32 (every thread's over, nover) added to the row's.
- * Thread i reads only bin i, so coop_hist_zero may follow without a barrier. */
-__device__ __forceinline__ void coop_hist_flush(CoopHist &H, CoopRow &CR, U128 over, long long nover,
-                                                Red &red) {
-  constexpr int kIn = kCoopBins - 1;
+/* The block's histogram added to the row's. Thread i reads only bin i, so coop_hist_zero may follow
+ * without a barrier. */
+__device__ __forceinline__ void coop_hist_flush(const CoopHist &H, CoopRow &CR) {
   const int i = threadIdx.x;
-  over = block_sum_u128(over, red);
-  nover = block_reduce_ll<OP_SUM>(nover, red); /* its barriers also order the adds before */
-  if (H.hc[i]) {
-    U128 m = u128(0ull, 0ull);
-#pragma unroll
-    for (int d = 0; d < kHistDig; ++d) { /* digit word d, below 2^32, at bit s = 16 d */
-      const unsigned long long v = H.hd[d][i];
-      const int s = 16 * d;
-      m = add(m, s >= 64 ? u128(0ull, v << (s - 64)) : u128(v << s, s + 32 > 64 ? v >> (64 - s) : 0ull));
-    }
-    atomicAdd(&CR.cnt[i], H.hc[i]);
-    atomic_add_u128(&CR.mass[i], m);
-  }
-  if (i == 0 && nover) {
-    atomicAdd(&CR.cnt[kIn], (unsigned)nover);
-    atomic_add_u128(&CR.mass[kIn], over);
+  __syncthreads(); /* every warp's adds */
+  const unsigned c = H.hc[i];
+  if (c) {
+    atomicAdd(&CR.cnt[i], c);
+    atomic_add_u128(&CR.mass[i], near_digits_sum(H.hd, i));
   }
 }
 /* Phase 2 of one chunk: the block's tokens into the row's histogram. Returns the tokens' bins. */
-__device__ CoopBins coop_hist(CoopRow &CR, float ymax, const float y[kPer], Red &red) {
-  CoopHist &H = coop_hist_smem();
-  coop_hist_zero(H);
-  U128 over = u128(0ull, 0ull);
-  long long nover = 0;
-  const CoopBins k = coop_hist_add(H, ymax, y, over, nover);
-  coop_hist_flush(H, CR, over, nover, red);
+__device__ CoopBins coop_hist(CoopRow &CR, float ymax, const float y[kPer]) {
+  CoopHistRoom &H = coop_hist_room();
+  coop_hist_zero(H.h);
+  const CoopBins k = coop_hist_add(H, ymax, y);
+  coop_hist_flush(H.h, CR);
   return k;
 }
 
-/* Phase 3: the target, then the crossing bin, the mass above it and its count. Block-uniform
- * results. */
+/* Phase 3: the target, then the crossing bin, the mass above it and its count. The crossing bin is the
+ * first where the bins' cumulative mass from the top reaches top_p times the combine's total (the
+ * target of every top-p row these steps take: Row::topp_total). Where the bins below d2 = 32 do not
+ * reach it (top_p within about 1% of 1, or a row without that target), the pick is the bin past 32
+ * with no count: not listed, so Y is written and the row's cut comes from the general search
+ * (block_search), which masses every token. Block-uniform results. */
 struct CoopPick {
   U128 tgt, flo;
   int bin;
   unsigned cnt;
 };
 __device__ CoopPick coop_pick(const KP &p, const Row &R, const CoopRow &CR, Red &red) {
-  __shared__ unsigned long long s_in[2]; /* the mass of the bins below d2 = 32 */
   __shared__ CoopPick s_pick;
   const int t = threadIdx.x;
   const U128 m = u128(__ldcg(&CR.mass[t].lo), __ldcg(&CR.mass[t].hi));
   const unsigned n = __ldcg(&CR.cnt[t]);
   const U128 incl = block_incl_scan_u128(m, red);
-  if (t == kThreads - 1) {
-    s_in[0] = incl.lo;
-    s_in[1] = incl.hi;
-  }
-  const U128 over = u128(__ldcg(&CR.mass[kCoopBins - 1].lo), __ldcg(&CR.mass[kCoopBins - 1].hi));
-  __syncthreads();
-  const U128 in = u128(s_in[0], s_in[1]);
-  const U128 tgt = search_target(p, SK_TOPP, R, add(in, over));
-  long long b = block_reduce_ll<OP_MIN>(ge(incl, tgt) ? t : kCoopBins - 1, red);
-  if (t == (int)b) { /* b < 256 */
+  const U128 tgt = topp_target_of_total(p.job, R.total);
+  const long long b = block_reduce_ll<OP_MIN>(R.topp_total && ge(incl, tgt) ? t : kCoopIn, red);
+  if (t == (int)b) { /* b < kCoopIn */
     s_pick.bin = (int)b;
     s_pick.flo = sub(incl, m);
     s_pick.cnt = n;
   }
-  if (t == 0 && b == kCoopBins - 1) { /* the mass past d2 = 32 holds the target's end */
-    s_pick.bin = (int)b;
-    s_pick.flo = in;
-    s_pick.cnt = __ldcg(&CR.cnt[kCoopBins - 1]);
+  if (t == 0) {
+    s_pick.tgt = tgt;
+    if (b == kCoopIn) { /* the general search's */
+      s_pick.bin = kCoopIn;
+      s_pick.flo = u128(0ull, 0ull);
+      s_pick.cnt = ~0u;
+    }
   }
-  if (t == 0) s_pick.tgt = tgt;
   __syncthreads();
   const CoopPick r = s_pick;
   __syncthreads();
@@ -300,7 +263,7 @@ __device__ uint64_t coop_listcut(const uint2 *G, const CoopPick &pk, float ymax,
   }
   if (threadIdx.x == 0) S.n = n;
   __syncthreads();
-  const uint64_t cut = list_cut(S, ~0ull, false, pk.bin < kCoopBins - 1, ymax, sub(pk.tgt, pk.flo), red);
+  const uint64_t cut = list_cut(S, ~0ull, false, true, ymax, sub(pk.tgt, pk.flo), red); /* a bin below 32 */
   __syncthreads();
   return cut;
 }
@@ -587,7 +550,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   if (t == 0) init_row_in(p, row, R); /* inlined: see init_row_in */
   if (lead) {
     for (int i = t; i < kBins; i += kThreads) p.hist[row * kBins + i] = u128(0ull, 0ull);
-    for (int i = t; i < kCoopBins; i += kThreads) {
+    for (int i = t; i < kCoopIn; i += kThreads) {
       CR.cnt[i] = 0u;
       CR.mass[i] = u128(0ull, 0ull);
     }
@@ -639,7 +602,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   coop_mark(pr, prof); /* the merge */
   const bool search = live && R.search == SK_TOPP;
   const float ymax = live ? R.ymax : 0.0f;
-  const CoopBins kb = search ? coop_hist(CR, ymax, y, red) : coop_bins_none();
+  const CoopBins kb = search ? coop_hist(CR, ymax, y) : coop_bins_none();
   coop_mark(pr, prof); /* phase 2 */
   COOP_SYNC();
   coop_mark(pr, prof);

@@ -101,16 +101,17 @@ struct CPart {
   float ybest; /* k_coop: y of the chunk's best Gumbel key */
 };
 
-/* Per row, in the workspace (KP::coop): k_coop's phase-2 histogram of d2 = 2 (ymax - y) (257 bins:
- * [0, 32) by 1/8, then d2 >= 32), the count of the crossing bin's list and the row's ticket; list
- * mode's flat rows (logits_flat.cuh) use the same. */
-constexpr int kCoopBins = 257;
+/* Per row, in the workspace (KP::coop): k_coop's phase-2 histogram of d2 = 2 (ymax - y) (bins 0 .. 255:
+ * [0, 32) by 1/8; bin kCoopIn, d2 >= 32, is counted nowhere: coop_hist_add), the count of the
+ * crossing bin's list and the row's ticket; list mode's flat rows (logits_flat.cuh) use the same. */
+constexpr int kCoopBins = 257;            /* the bins a token may lie in */
+constexpr int kCoopIn = kCoopBins - 1;    /* the bins below d2 = 32, and the index of the one past */
 struct CoopRow {
-  unsigned cnt[kCoopBins];
+  unsigned cnt[kCoopIn];
   unsigned ngather;
   unsigned done; /* blocks of the row past their last phase (the outputs' ticket) */
   unsigned nbins; /* list mode's flat rows: the row's bins blocks that have finished */
-  U128 mass[kCoopBins];
+  U128 mass[kCoopIn];
 };
 
 struct SPart {
@@ -258,19 +259,13 @@ __device__ __forceinline__ U128 fx_of(float w) {
   return u128(-sh < 64 ? m >> (-sh) : 0ull, 0ull);
 }
 
-/* fx_of(w) for w >= 0 as m 2^sh with m < 2^24 and 0 <= sh <= 57 (k_coop's histogram adds its 16-bit
- * digits). */
-__device__ __forceinline__ void fx_parts(float w, uint32_t *m, int *sh) {
+/* fx_of(w) for a mass within 16 nats of the max (2^-24 <= w <= 1: w >= e^-16) as m 2^sh with m < 2^24
+ * and 33 <= sh <= 57, so its 16-bit digits lie in digits 2 .. 5 of the 128-bit sum (near_digits_add).
+ * fx_of's clamp (fx_split), subnormal and truncated cases do not arise there. */
+__device__ __forceinline__ void fx_parts_near(float w, uint32_t *m, int *sh) {
   const uint32_t b = __float_as_uint(w);
-  uint32_t mm;
-  int s = fx_split(b, &mm);
-  if ((b >> 23) == 0u) mm = 0u; /* subnormal: 0, as fx_of */
-  if (s < 0) { /* below 2^-57: truncated, as fx_of */
-    mm = -s < 32 ? mm >> -s : 0u;
-    s = 0;
-  }
-  *m = mm;
-  *sh = s;
+  *m = (b & 0x7fffffu) | 0x800000u;
+  *sh = (int)(b >> 23) - 70;
 }
 
 __device__ __forceinline__ double fx_to_double(U128 x) {

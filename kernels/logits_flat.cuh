@@ -10,8 +10,8 @@
  * computed again, then two or more walks over Y, by one block, about 0.9 ms at V = 128,256 whatever
  * B was (docs/benchmarks.md, H200, 2026-11-28). Here every block of the row takes its share:
  *   bins         each block computes y of its chunks again from the logits (combine_y: the combine
- *                pass's arithmetic, the same bits) and adds their masses and counts to the row's 257
- *                bins of d2 = 2 (ymax - y) (coop_hist);
+ *                pass's arithmetic, the same bits) and adds their masses and counts to the row's 256
+ *                bins of d2 = 2 (ymax - y) below 32 (coop_hist);
  *   pick         each block reads the bins (coop_pick: the target and the crossing bin, the same bits
  *                in every block), computes y again, appends the crossing bin's tokens to the row's list
  *                (in the row's class lists, unused by then), adds its certain survivors (the bins above
@@ -46,23 +46,18 @@ __device__ void b_flat(const KP &p, const Part &w) {
   bool listed = false, fin = false, samp = false;
   Surv S = surv_of(Rg); /* the certain survivors: no cut yet (maxbin), min-p */
   S.topp_on = 0;
-  bool near = false;
   if constexpr (PICK) {
     pk = coop_pick(p, Rg, CR, red);
     listed = pk.cnt <= (unsigned)kListCap;
-    near = pk.bin < kCoopBins - 1;
     fin = Rg.need_lse != 0;
     samp = !Rg.greedy;
   }
   /* The bins pass: the block's histogram over up to kHistChunks chunks between flushes, in the list
    * cut's room (block_scratch: the launch's static shared memory holds the list cut's and the pick's,
-   * not a third 7 KiB); the pick's instance has none. */
-  static_assert(sizeof(CoopHist) <= kScratch, "the bins pass's histogram in the block's scratch");
-  CoopHist &H = *static_cast<CoopHist *>(block_scratch());
-  U128 over = u128(0ull, 0ull);
-  long long nover = 0;
+   * not a third share); the pick's instance has none. */
+  CoopHistRoom &H = coop_hist_room();
   int held = 0;
-  if constexpr (!PICK) coop_hist_zero(H);
+  if constexpr (!PICK) coop_hist_zero(H.h);
   SurvAcc sa = surv_acc_none(); /* the pick: the thread's certain survivors over its chunks */
   for (int64_t c = w.first; c < nch; c += w.step) {
     const int64_t v0 = c * kChunk + (int64_t)t * kPer; /* this thread's tokens v0 .. v0 + 7 */
@@ -78,17 +73,15 @@ __device__ void b_flat(const KP &p, const Part &w) {
       combine_y<false>(p, Rg, cr, cp, v0, y, &bad);
     }
     if constexpr (!PICK) {
-      (void)coop_hist_add(H, ymax, y, over, nover);
+      (void)coop_hist_add(H, ymax, y);
       if (++held == kHistChunks) { /* the digit words' room */
-        coop_hist_flush(H, CR, over, nover, red);
-        coop_hist_zero(H);
-        over = u128(0ull, 0ull);
-        nover = 0;
+        coop_hist_flush(H.h, CR);
+        coop_hist_zero(H.h);
         held = 0;
       }
       continue;
     }
-    const CoopBins kb = near ? coop_bins_near(ymax, y) : coop_bins_of(ymax, y);
+    const CoopBins kb = coop_bins_of(ymax, y);
     CoopClaim claim{0u, 0u, 0u};
     if (listed) {
       unsigned in = 0u;
@@ -103,7 +96,7 @@ __device__ void b_flat(const KP &p, const Part &w) {
     if (listed) coop_gather(G, claim, y, v0); /* the claim's round trip overlapped the survivors */
   }
   if constexpr (!PICK) {
-    if (held) coop_hist_flush(H, CR, over, nover, red);
+    if (held) coop_hist_flush(H.h, CR);
     return;
   }
   if (fin || samp) coop_survivors_flush(p, Rg, sa, row, fin, samp, red); /* the block's, once */

@@ -97,34 +97,26 @@ __device__ __forceinline__ uint64_t few_cut(const ulonglong2 *ml, const unsigned
   return block_max_u64(last, red);
 }
 
-/* A digit level's histogram of list_cut where every item lies within 16 nats of the max (near): a mass
- * w >= e^-16 > 2^-24 is fx_of(w) = m 2^sh with 33 <= sh <= 57 (fx_parts), so its 16-bit digits lie in
- * digits 2 .. 5 of the 128-bit sum; each goes to that digit's 32-bit word of the bin by a native
- * shared atomic (k_coop's histogram's scheme; a word's sum stays below 4096 x 2^16). The four rows of
- * 256 words take the room of the 64-bit histogram (S.hlo, S.hhi), whose adds were compare-and-swap
- * loops that spun where a warp's items shared a bin: about a quarter of the bar's list cut's stall
- * samples on the H200 (2026-11-28). */
+/* Exact 128-bit sums of masses within 16 nats of the max, bin by bin, by native 32-bit shared atomics
+ * (list_cut's near digit levels; k_coop's and the flat rows' histograms): such a mass is m 2^sh with
+ * 33 <= sh <= 57 (fx_parts_near), so its 16-bit digits lie in digits 2 .. 5 of the sum, and each goes
+ * to that digit's 32-bit word of the bin (a word's sum stays below 2^32 while the rows take fewer than
+ * 2^16 masses a bin). No compare-and-swap loop, no carry waited for: the 64-bit histogram's adds spun
+ * where a warp's items shared a bin, about a quarter of the bar's list cut's stall samples on the H200
+ * (2026-11-28). */
 constexpr int kNearDig0 = 2, kNearDigs = 4;
-static_assert(sizeof(ListSmem::hlo) + sizeof(ListSmem::hhi) == kNearDigs * kBins * sizeof(unsigned) &&
-                  offsetof(ListSmem, hhi) == offsetof(ListSmem, hlo) + sizeof(ListSmem::hlo),
-              "the near digits' rows take the 64-bit histogram's room");
-__device__ __forceinline__ unsigned (*near_rows(ListSmem &S))[kBins] {
-  return reinterpret_cast<unsigned(*)[kBins]>(S.hlo);
-}
-__device__ __forceinline__ void near_add(ListSmem &S, uint32_t bin, float w) {
+__device__ __forceinline__ void near_digits_add(unsigned (*hd)[kBins], uint32_t bin, float w) {
   uint32_t m;
   int sh;
-  fx_parts(w, &m, &sh);
-  unsigned(*const hd)[kBins] = near_rows(S);
+  fx_parts_near(w, &m, &sh);
   const int d = (sh >> 4) - kNearDig0; /* 0 or 1 */
   const unsigned long long x = (unsigned long long)m << (sh & 15); /* below 2^39 */
   atomicAdd(&hd[d][bin], (unsigned)x & 0xffffu);
   atomicAdd(&hd[d + 1][bin], (unsigned)(x >> 16) & 0xffffu);
   atomicAdd(&hd[d + 2][bin], (unsigned)(x >> 32));
 }
-/* Bin i's sum from its digit words (thread i). */
-__device__ __forceinline__ U128 near_sum(ListSmem &S, int i) {
-  unsigned(*const hd)[kBins] = near_rows(S);
+/* Bin i's sum from its digit words. */
+__device__ __forceinline__ U128 near_digits_sum(const unsigned (*hd)[kBins], int i) {
   U128 h = u128(0ull, 0ull);
 #pragma unroll
   for (int r = 0; r < kNearDigs; ++r) {
@@ -135,13 +127,21 @@ __device__ __forceinline__ U128 near_sum(ListSmem &S, int i) {
   return h;
 }
 
+/* list_cut's near digit rows take the room of its 64-bit histogram (S.hlo, S.hhi). */
+static_assert(sizeof(ListSmem::hlo) + sizeof(ListSmem::hhi) == kNearDigs * kBins * sizeof(unsigned) &&
+                  offsetof(ListSmem, hhi) == offsetof(ListSmem, hlo) + sizeof(ListSmem::hlo),
+              "the near digits' rows take the 64-bit histogram's room");
+__device__ __forceinline__ unsigned (*near_rows(ListSmem &S))[kBins] {
+  return reinterpret_cast<unsigned(*)[kBins]>(S.hlo);
+}
+
 /* The smallest order ord (lmf_lg_ord_desc: value descending, then id) at which the cumulative mass of
  * the list's items with ord <= lim (item_fx) reaches tgt (at most their total): a radix select over the
  * 64-bit order, 8-bit digits from the top, exact 128-bit sums, until the crossing digit holds at most
  * kFewCut items (few_cut finishes; one item is the cut). A list of at most kFewCut items goes to
  * few_cut at once (a k_coop crossing bin, 1/16 nat wide, holds 11 to 60 on the bench's K = 3 rows).
  * near: every item lies within 16 nats of ymax (window classes, a crossing bin below d2 = 32), so the
- * masses take the digit words (near_add) where they are not unit masses. */
+ * masses take the digit words (near_digits_add) where they are not unit masses. */
 __device__ LMF_NOINLINE uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, bool near, float ymax, U128 tgt,
                                           Red &red) {
   const int t = threadIdx.x;
@@ -200,13 +200,13 @@ __device__ LMF_NOINLINE uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, 
         bin = (uint32_t)(o >> sh) & 0xffu;
       }
       if (dig) {
-        if (e) near_add(S, bin, lmf_lg_exp_neg(LMF_FSUB(yv, ymax)));
+        if (e) near_digits_add(near_rows(S), bin, lmf_lg_exp_neg(LMF_FSUB(yv, ymax)));
       } else {
         warp_hist_add(S.hlo, S.hhi, e, bin, item_fx(e, unit, yv, ymax));
       }
     }
     __syncthreads();
-    const U128 h = dig ? near_sum(S, t) : u128(S.hlo[t], S.hhi[t]);
+    const U128 h = dig ? near_digits_sum(near_rows(S), t) : u128(S.hlo[t], S.hhi[t]);
     const U128 incl = block_incl_scan_u128(h, red);
     long long b = block_reduce_ll<OP_MIN>(ge(add(flo, incl), tgt) ? t : kBins, red);
     if (b == kBins) b = kBins - 1; /* unreachable: the items hold the target */
@@ -302,8 +302,7 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
   if (unit) {
     t = u128((unsigned long long)p.job.top_k, 0ull);
   } else {
-    t = ceil_fx((double)p.job.top_p * R->total);
-    if (is_zero(t)) t = u128(1ull, 0ull);
+    t = topp_target_of_total(p.job, R->total);
   }
   /* This thread's entries per true class: counts, 10 bits each (a thread reads at most
    * (4 kSupCap + 2 kWinCap) / kThreads < 1024 entries: list_cap), and masses. A token's true class is
@@ -395,7 +394,7 @@ __device__ __forceinline__ void warp_packed_for(unsigned n, uint16_t *q, P pred,
 enum { LC_DONE = 0, LC_SUP_MISS = 1, LC_MISS = 2 };
 
 /* List mode's flat rows (KP::lbins, logits_flat.cuh): a top-p row whose combine lists could not decide
- * its cut (Row::ymiss 2) takes k_coop's 257 bins in two chunk kernels instead of the window pass and
+ * its cut (Row::ymiss 2) takes k_coop's 256 bins in two chunk kernels instead of the window pass and
  * the list cut's one-block search. */
 __device__ __forceinline__ bool flat_pending(const KP &p, const Row &R) {
   return p.lbins && R.status == LMF_ROW_OK && R.ymiss == 2 && R.search == SK_TOPP;
@@ -403,7 +402,7 @@ __device__ __forceinline__ bool flat_pending(const KP &p, const Row &R) {
 
 /* A row's bins, list count and ticket zeroed, by the block's threads. */
 __device__ __forceinline__ void coop_row_clear(CoopRow &CR) {
-  for (int i = threadIdx.x; i < kCoopBins; i += kThreads) {
+  for (int i = threadIdx.x; i < kCoopIn; i += kThreads) {
     CR.cnt[i] = 0u;
     CR.mass[i] = u128(0ull, 0ull);
   }

@@ -130,6 +130,16 @@ __device__ void b_hist(const KP &p, const Part &w, int kind, int level) {
   }
 }
 
+/* Top-p's target straight after the combine (Row::topp_total): top_p times the combine pass's total,
+ * at least one unit. search_target's, less its clamp at the masses' sum, which needs every token's
+ * mass: the callers (the combine's lists, sup_items; k_coop's and the flat rows' bins, coop_pick) hold
+ * the masses of the tokens near the max only, and send a row whose target those do not reach to the
+ * general search. Where they reach it the clamp changes nothing (the target is at most their sum). */
+__device__ __forceinline__ U128 topp_target_of_total(const lmf_lg_job &j, double total) {
+  const U128 t = ceil_fx((double)j.top_p * total);
+  return is_zero(t) ? u128(1ull, 0ull) : t;
+}
+
 /* The target of a search (level 0), as the CPU computes it: fraction times the total mass tot (exact,
  * every token's), except for top-p straight after the combine (Row::topp_total), where it is top_p
  * times the combine pass's total (in double: the chunks' exp-sums rescaled to the row's max), so a

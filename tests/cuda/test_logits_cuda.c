@@ -541,7 +541,7 @@ static void paths_restore(saved_paths s) {
  * GPUs lent (132 SMs): 4 chunks per block, so the combine pass fills the lists; without log-prob rows
  * it leaves Y unwritten, and the rows its lists cannot decide take the second combine pass with the
  * window's work (medium rows) and, where that cannot decide either (flat rows), Y written by the list
- * cut's block; with top-p alone (no log-prob rows) they take the 257 bins spread over their chunks
+ * cut's block; with top-p alone (no log-prob rows) they take the 256 bins spread over their chunks
  * instead (logits_flat.cuh: FlatRowsMatchCpu). B = 600, V = 20480 there: one block per row walking 10 chunks, the combine's unrolled
  * sums (more than kPrefetchChunks chunks a block). */
 void test_cuda_logits_cuts(void) {
@@ -637,8 +637,8 @@ void test_cuda_logits_cuts(void) {
  * lists cannot decide a row takes the bins and the pick (k_listcut_flat). Rows on a 1/64 grid (ties
  * at the cut) of spread 1 (the crossing bin, 1/16 nat wide, is listed: the list cut finds the cut)
  * and 0.05 (it holds more than 4096 tokens: every block writes Y and the last one searches it), and
- * rows of one token 20 nats above a flat rest under top-p 0.9999 (the cut lies past d2 = 32, in the
- * bin past the others: the pick computes the tokens' masses to place them); top-p alone, with
+ * rows of one token 20 nats above a flat rest under top-p 0.9999 (the cut lies past d2 = 32, where
+ * the bins count nothing: the pick sends the row to the general search over Y); top-p alone, with
  * min-p, and greedy with the LSE; rows 1 and 2 bad (a NaN, a +inf: their bins and pick blocks leave
  * at once); top-p alone also replayed from a graph (each replay poisons the tokens and statuses
  * first, so each must write them: k_listcut_flat's blocks count from 0 again in every replay). The
@@ -715,11 +715,26 @@ void test_cuda_logits_flat_rows(void) {
   backends_close(&be);
 }
 
+/* A row whose top-p target lies past d2 = 32 (16 nats below the max): token 0 at 0, the rest tied at
+ * -18, so top_p times the combine's total exceeds token 0's mass (the tail holds about 1.2e-4 of the
+ * total at V = 8192). k_coop's and the flat rows' bins count only the tokens below d2 = 32, so their
+ * pick sends such a row to the general search (coop_pick); the other paths search it as any row. Returns
+ * the number of tokens the cut keeps in double arithmetic (a check that the target is past token 0). */
+static int32_t topp_past_row(float *z, int32_t V, float *top_p, int32_t *other) {
+  (void)other;
+  for (int32_t v = 0; v < V; ++v) z[v] = v == 0 ? 0.0f : -18.0f;
+  *top_p = 0.9999f;
+  const double tail = (double)(V - 1) * exp(-18.0);
+  return (double)*top_p * (1.0 + tail) > 1.0 ? V : 1;
+}
+
 /* Top-p's target rule (lg_topp_total_row: a row where top_p times the combine's total and top_p times
  * every token's mass keep different numbers of tied tokens; lg_topp_group_row: one where that total's
- * 8-token groups, added in fp32, decide it) on each CUDA path: the separate kernels' general search,
- * list mode (the window pass's lists; where a block walks 4 chunks, the combine pass's lists: B = 16
- * at 4 SMs, 600 at 132), without log-prob rows, and the one-launch step. */
+ * 8-token groups, added in fp32, decide it; topp_past_row: a target past the tokens within 16 nats of
+ * the max) on each CUDA path: the separate kernels' general search, list mode (the window pass's lists;
+ * where a block walks 4 chunks, the combine pass's lists: B = 16 at 4 SMs, 600 at 132), without
+ * log-prob rows, and the one-launch step with and without them (B = 4 at 4 SMs: 16 blocks, the grid
+ * the emulator holds at once there). */
 void test_cuda_logits_topp_total(void) {
   REQUIRE_CUDA();
   backends be;
@@ -729,14 +744,14 @@ void test_cuda_logits_topp_total(void) {
   }
   enum { V = 4 * 2048 };
 #if defined(LMF_TEST_EMU)
-  static const int32_t batches[] = {16};
+  static const int32_t batches[] = {4, 16};
 #else
-  static const int32_t batches[] = {16, 600};
+  static const int32_t batches[] = {4, 16, 600};
 #endif
-  static int32_t (*const builders[2])(float *, int32_t, float *, int32_t *) = {lg_topp_total_row,
-                                                                               lg_topp_group_row};
+  static int32_t (*const builders[3])(float *, int32_t, float *, int32_t *) = {lg_topp_total_row,
+                                                                               lg_topp_group_row, topp_past_row};
   const saved_paths keep = paths_save();
-  for (int r = 0; r < 2; ++r) {
+  for (int r = 0; r < 3; ++r) {
     float row[V], top_p = 0.0f;
     if (!LMF_CHECK_MSG(builders[r](row, V, &top_p, NULL) > 1, "row %d", r)) continue;
     for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; ++bi) {
@@ -760,8 +775,8 @@ void test_cuda_logits_topp_total(void) {
             p.seeds = seeds;
             char what[96];
             snprintf(what, sizeof what, "row %d, B %d, top-p %a, mode %d", r, (int)B, (double)top_p, mode);
-            if (mode == 2) PARITY_NO_LOGPROBS(&be, ms.m, ms.K, &p, what);
-            else PARITY(&be, ms.m, ms.K, &p, 0, what);
+            if (mode == 2 || mode == 3) PARITY_NO_LOGPROBS(&be, ms.m, ms.K, &p, what);
+            if (mode != 2) PARITY(&be, ms.m, ms.K, &p, 0, what);
           }
       }
       lg_models_free(&ms);
