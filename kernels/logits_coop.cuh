@@ -232,19 +232,12 @@ __device__ CoopPick coop_pick(const KP &p, const Row &R, const CoopRow &CR, Red 
   const unsigned n = __ldcg(&CR.cnt[t]);
   const U128 incl = block_incl_scan_u128(m, red);
   const U128 tgt = topp_target_of_total(p.job, R.total);
-  const long long b = block_reduce_ll<OP_MIN>(R.topp_total && ge(incl, tgt) ? t : kCoopIn, red);
-  if (t == (int)b) { /* b < kCoopIn */
-    s_pick.bin = (int)b;
-    s_pick.flo = sub(incl, m);
-    s_pick.cnt = n;
-  }
-  if (t == 0) {
+  if (is_crossing_bin(incl, m, tgt)) { /* one thread */
+    const bool reach = R.topp_total && ge(incl, tgt); /* else the general search's */
     s_pick.tgt = tgt;
-    if (b == kCoopIn) { /* the general search's */
-      s_pick.bin = kCoopIn;
-      s_pick.flo = u128(0ull, 0ull);
-      s_pick.cnt = ~0u;
-    }
+    s_pick.bin = reach ? t : kCoopIn;
+    s_pick.flo = reach ? sub(incl, m) : u128(0ull, 0ull);
+    s_pick.cnt = reach ? n : ~0u;
   }
   __syncthreads();
   const CoopPick r = s_pick;

@@ -503,6 +503,17 @@ __device__ U128 block_incl_scan_u128(U128 v, Red &r) {
   return add(pre, v);
 }
 
+/* Whether this thread's bin is the crossing one of a walk over the block's kBins bins (thread t: bin t;
+ * h its mass; at the cumulative mass up to and including it, which grows with t): the first bin where
+ * at reaches tgt, or, where none does, the last. Exactly one thread answers true, with no block
+ * reduction of the least such t (two barriers more): the callers publish its bin through shared
+ * memory under a barrier they take anyway, or only that thread needs it. */
+__device__ __forceinline__ bool is_crossing_bin(U128 at, U128 h, U128 tgt) {
+  static_assert(kThreads == kBins, "thread t holds bin t");
+  const int t = threadIdx.x;
+  return ge(at, tgt) ? t == 0 || !ge(sub(at, h), tgt) : t == kBins - 1;
+}
+
 /* Adds v to a 128-bit counter in global memory: the low word's carries go to the high word, so the
  * result is exact whatever the order of the adds. */
 __device__ __forceinline__ void atomic_add_u128(U128 *p, U128 v) {

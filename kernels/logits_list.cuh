@@ -207,12 +207,14 @@ __device__ LMF_NOINLINE uint64_t list_cut(ListSmem &S, uint64_t lim, bool unit, 
     }
     __syncthreads();
     const U128 h = dig ? near_digits_sum(near_rows(S), t) : u128(S.hlo[t], S.hhi[t]);
-    const U128 incl = block_incl_scan_u128(h, red);
-    long long b = block_reduce_ll<OP_MIN>(ge(add(flo, incl), tgt) ? t : kBins, red);
-    if (b == kBins) b = kBins - 1; /* unreachable: the items hold the target */
-    if (t == (int)b) S.flo = add(flo, sub(incl, h));
+    const U128 at = add(flo, block_incl_scan_u128(h, red));
+    if (is_crossing_bin(at, h, tgt)) { /* the last bin where none reaches tgt: unreachable, the items hold it */
+      S.flo = sub(at, h);
+      S.cross = (unsigned)t;
+    }
     __syncthreads(); /* also: every read of the histogram is done, its room takes few_cut's items */
     flo = S.flo;
+    const unsigned b = S.cross;
     prefix = (prefix << 8) | (uint64_t)b;
     /* The crossing digit's items: counted, and the first kFewCut of them (in any order) put where
      * few_cut reads them, one shared atomic per warp. */
@@ -566,6 +568,7 @@ __device__ bool block_binned(const KP &p, int64_t row, int kind) {
   __shared__ Red red;
   __shared__ unsigned s_cnt[kBins];
   __shared__ unsigned s_n, s_bcnt;
+  __shared__ int s_b;
   __shared__ unsigned long long s_flo[2];
   if (kind != SK_TOPK && kind != SK_TOPP) return false;
   unsigned long long(*wlo)[kBins] = static_cast<unsigned long long(*)[kBins]>(block_scratch());
@@ -591,17 +594,17 @@ __device__ bool block_binned(const KP &p, int64_t row, int kind) {
   const unsigned cnt = s_cnt[t];
   const U128 tgt = search_target(p, kind, *R, block_sum_u128(h, red));
   const U128 incl = block_incl_scan_u128(h, red);
-  long long b = block_reduce_ll<OP_MIN>(ge(incl, tgt) ? t : kBins, red);
-  if (b == kBins) b = kBins - 1; /* unreachable: the bins hold the target */
-  if (t == (int)b) {
+  if (is_crossing_bin(incl, h, tgt)) { /* the last bin where none reaches tgt: unreachable, the bins hold it */
     const U128 f = sub(incl, h);
     s_flo[0] = f.lo;
     s_flo[1] = f.hi;
     s_bcnt = cnt;
+    s_b = t;
     s_n = 0u;
   }
   __syncthreads();
   const unsigned bcnt = s_bcnt;
+  const int b = s_b;
   if (b == kBins - 1 || bcnt > (unsigned)kListCap) return false;
   ListSmem &S = *static_cast<ListSmem *>(block_scratch()); /* the histograms are read */
   binned_walk(p, row, kind, s, [&](uint32_t bin, int64_t v, float y, U128) {

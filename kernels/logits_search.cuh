@@ -31,6 +31,7 @@ struct ListSmem {
   U128 flo;
   int kw, sup;
   unsigned n; /* items in cy / cid */
+  unsigned cross; /* list_cut: the crossing digit (is_crossing_bin) */
   unsigned nfew; /* list_cut: the crossing digit's items put for few_cut */
   unsigned cnt[kClasses];
   float cy[kListCap]; /* the candidates' y and id */
@@ -179,13 +180,10 @@ __device__ void b_smerge(const KP &p, int64_t row, int kind, int level) {
     flo = R->flo;
     tgt = R->target;
   }
-  const U128 incl = block_incl_scan_u128(h, red);
-  const long long cand = ge(add(flo, incl), tgt) ? t : kBins;
-  long long b = block_reduce_ll<OP_MIN>(cand, red);
-  if (b == kBins) b = kBins - 1; /* unreachable: the prefix holds the target */
-  if (t == (int)b) {
-    R->flo = add(flo, sub(incl, h));
-    R->prefix = level == 0 ? (uint32_t)b : ((R->prefix << 8) | (uint32_t)b);
+  const U128 at = add(flo, block_incl_scan_u128(h, red));
+  if (is_crossing_bin(at, h, tgt)) { /* the last bin where none reaches tgt: unreachable, the prefix holds it */
+    R->flo = sub(at, h);
+    R->prefix = level == 0 ? (uint32_t)t : ((R->prefix << 8) | (uint32_t)t);
     if (level == 0) R->target = tgt;
   }
 }
