@@ -412,27 +412,34 @@ struct CombPlan {
   int64_t lim;   /* the models' smallest lim: fold_dense applies to groups below it */
 };
 
-/* Fills cp for row (thread k: model k) and waits for it; every thread of the block calls it. */
+/* Fills cp for row (warp 0's lane k: model k) and waits for it; every thread of the block calls it.
+ * Whether fold_dense applies and the models' smallest lim come from warp 0's votes and reduction, so
+ * one block barrier publishes the plan (thread 0's loop over the written plan took a second). */
 __device__ void comb_plan(const KP &p, const Row &R, int64_t row, CombPlan &cp) {
-  const uint32_t comb = R.comb;
-  const int k = (int)threadIdx.x;
-  if (k < p.job.num_models && ((comb >> k) & 1u)) {
-    const int i = __popc(comb & ((1u << k) - 1u));
-    cp.mv[i] = make_mv(p, R, k, row);
-    cp.w[i] = R.w[k];
-  }
-  if (k == 0) cp.n = __popc(comb);
-  __syncthreads();
-  if (k == 0) {
-    int32_t dt = cp.n ? cp.mv[0].dtype : -1;
-    int64_t lim = INT64_MAX;
-    for (int i = 0; i < cp.n; ++i) {
-      const MV &m = cp.mv[i];
-      if (m.sparse || !m.vec || m.dtype != dt) dt = -1;
-      lim = m.lim < lim ? m.lim : lim;
+  static_assert(kMaxM <= 32, "one model a lane of warp 0");
+  if (warp_id() == 0) { /* warp-uniform */
+    const uint32_t comb = R.comb;
+    const int k = lane_id();
+    const bool on = k < p.job.num_models && ((comb >> k) & 1u);
+    int32_t dt = -1;  /* this model's dtype where it is dense and 16-byte aligned, else -1 */
+    long long lim = INT64_MAX;
+    if (on) {
+      const int i = __popc(comb & ((1u << k) - 1u));
+      const MV mv = make_mv(p, R, k, row);
+      cp.mv[i] = mv;
+      cp.w[i] = R.w[k];
+      dt = mv.sparse || !mv.vec ? -1 : mv.dtype;
+      lim = mv.lim;
     }
-    cp.dense = dt;
-    cp.lim = lim;
+    const unsigned act = __ballot_sync(kFull, on);
+    const int32_t dt0 = __shfl_sync(kFull, dt, act ? __ffs((int)act) - 1 : 0);
+    const bool same = __all_sync(kFull, !on || dt == dt0) != 0;
+    lim = warp_reduce_ll<OP_MIN>(lim);
+    if (k == 0) {
+      cp.n = __popc(act);
+      cp.dense = act && same ? dt0 : -1;
+      cp.lim = (int64_t)lim;
+    }
   }
   __syncthreads();
 }

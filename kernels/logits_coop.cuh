@@ -300,7 +300,7 @@ __device__ __forceinline__ void copy_row(Row &dst, const Row &src) {
 
 /* Phase 1's first act: the lines of the thread's tokens in every dense model the row may combine
  * without a row index, asked for (prefetch8) from the kernel's parameters alone. The loads come after
- * init_row (a round trip for the row's seed) and comb_plan (three block barriers); the lines are on
+ * init_row (a round trip for the row's seed) and comb_plan (two block barriers with init's); the lines are on
  * their way meanwhile. A hint: a model whose per-row coefficient is 0 in this row costs a line read. */
 __device__ __forceinline__ void coop_prefetch_early(const KP &p, int64_t row, int64_t v0) {
   const lmf_lg_job &j = p.job;

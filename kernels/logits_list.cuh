@@ -307,17 +307,25 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
     t = topp_target_of_total(p.job, R->total);
   }
   /* This thread's entries per true class: counts, 10 bits each (a thread reads at most
-   * (4 kSupCap + 2 kWinCap) / kThreads < 1024 entries: list_cap), and masses. A token's true class is
-   * at least its list's, so once lists 0 .. c are read, true class c is complete: the lists are read
-   * in order until the classes so far hold the target (kc), not all of 0 .. ksup (the bench's K = 3
-   * rows: lists 0 .. 2, about 2,300 entries, where 0 .. 3 held about 6,300). */
+   * (4 kSupCap + 2 kWinCap) / kThreads < 1024 entries: list_cap). The block's per true class: counts
+   * and exact masses by shared atomics (near_digits_add: a class of at most 5 lies within 16 nats of
+   * the max) in the near rows' room (S.hlo, free until list_cut), the counts at columns kClasses ..
+   * 2 kClasses - 1 of row 0. A token's true class is at least its list's, so once lists 0 .. c are
+   * read, true class c is complete and no later add touches its words: the lists are read in order
+   * until the classes so far hold the target (kc), not all of 0 .. ksup (the bench's K = 3 rows:
+   * lists 0 .. 2, about 2,300 entries, where 0 .. 3 held about 6,300), with one barrier a list where a
+   * block sum of each thread's class masses took two (and a 128-bit add per class an entry). */
+  unsigned (*const hd)[kBins] = near_rows(S);
+  unsigned *const hc = hd[0] + kClasses;
+  static_assert(2 * kClasses <= kBins && kNearDigs * kClasses <= kThreads, "the classes' words in the near rows");
+  static_assert(0xffffull * kClasses * kSupCap < (1ull << 32), "a class's digit word: every entry of lists 0 .. ksup");
+  if (threadIdx.x < kNearDigs * kClasses) hd[threadIdx.x / kClasses][threadIdx.x % kClasses] = 0u;
+  if (threadIdx.x < kClasses) hc[threadIdx.x] = 0u;
+  __syncthreads();
   unsigned long long mine = 0ull;
-  U128 cm[kClasses];
-#pragma unroll
-  for (int c = 0; c < kClasses; ++c) cm[c] = u128(0ull, 0ull);
   /* kc and the tokens of classes 0 .. kc: this thread's (mk) and the block's (nk). */
   int kc = -1;
-  unsigned mk = 0u;
+  unsigned mk = 0u, nk = 0u;
   U128 cum = u128(0ull, 0ull);
 #pragma unroll
   for (int c = 0; c < kClasses; ++c)
@@ -330,17 +338,17 @@ __device__ bool sup_items(const KP &p, int kind, int64_t row, ListSmem &S, Red &
         const int tc = class_of(LMF_FSUB(ymax, y));
         if (tc > ksup) continue;
         mine += 1ull << (10 * tc);
-        const U128 fx = item_fx(true, unit, y, ymax);
-#pragma unroll
-        for (int k = 0; k < kClasses; ++k)
-          if (k == tc) cm[k] = add(cm[k], fx);
+        atomicAdd(&hc[tc], 1u);
+        if (!unit) near_digits_add(hd, (uint32_t)tc, lmf_lg_exp_neg(LMF_FSUB(y, ymax)));
       }
-      cum = add(cum, block_sum_u128(cm[c], red));
+      __syncthreads(); /* true class c's words are final */
+      const unsigned nc = hc[c];
+      cum = add(cum, unit ? u128((unsigned long long)nc, 0ull) : near_digits_sum(hd, c));
       mk += (unsigned)(mine >> (10 * c)) & 1023u;
+      nk += nc;
       if (ge(cum, t)) kc = c;
     }
   if (kc < 0) return false;
-  const unsigned nk = (unsigned)block_reduce_ll<OP_SUM>((long long)mk, red);
   if (nk > (unsigned)kListCap) return false;
   unsigned pos = block_incl_scan_u32(mk, red) - mk;
   for (int k = 0; k <= kc; ++k) { /* true classes 0 .. kc lie in lists 0 .. kc */
