@@ -53,8 +53,6 @@ constexpr int64_t kCoopMaxBlocks = 4096; /* a grid larger than any device holds 
 #define COOP_BLOCK_LOCAL(T, name) __shared__ T name
 #endif
 
-static_assert(kCoopBins - 1 == kThreads, "coop_hist maps one thread to one bin below d2 = 32");
-
 /* LMF_LOGITS_COOP_PROFILE=1 (KP::coop_profile): thread 0 of row 0's blocks stamps each phase's end and
  * each barrier's release with its SM's clock and the global timer; the block that ends the row (the
  * ticket's last one, or with log-prob rows the row's first) prints its marks once per launch: where
@@ -117,7 +115,7 @@ __device__ __forceinline__ CoopBins coop_bins_none() { return CoopBins{0ull, 0xf
 __device__ __forceinline__ bool coop_bins_in(const CoopBins &k, int q, int b) {
   return !((k.past >> q) & 1u) && (int)((k.in >> (8 * q)) & 0xffu) == b;
 }
-/* Whether token q lies in a bin above b (coop_above_bin's answer). */
+/* Whether token q lies in a bin above b (a certain survivor of a cut in bin b). */
 __device__ __forceinline__ bool coop_bins_above(const CoopBins &k, int q, int b) {
   return !((k.past >> q) & 1u) && (int)((k.in >> (8 * q)) & 0xffu) < b;
 }
