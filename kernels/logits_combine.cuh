@@ -93,6 +93,16 @@ __device__ __forceinline__ uint2 *sup_queue() {
   return q[warp_id()];
 }
 
+/* A float at most a - b (exact): the difference rounded down on the device; in the CPU emulator the
+ * nearest one, an ulp lower. */
+__device__ __forceinline__ float sub_down(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rd(a, b);
+#else
+  return nextafterf(a - b, -INFINITY);
+#endif
+}
+
 /* The combine pass's part of list mode (KP::lstream): this thread's tokens v .. v + 7 of a chunk go to
  * the lists by their class with respect to the block's running max (the max so far of its chunks,
  * this one included). That max is at most the row's, so a token's class here is at most its true
@@ -101,19 +111,25 @@ __device__ __forceinline__ uint2 *sup_queue() {
  *
  * Only tokens below *edge (in g = runmax - y) are appended: once the warp sees a class's count pass
  * its cap, sup_items reads no list from that class on (it stops at the first class over its cap), so
- * the tokens of that class and the later ones are dropped here, uncounted (the count that passed the
- * cap already marks the class). *edge (warp-uniform) starts at 16 (class_edge(kClasses)) and only
- * falls. The warp packs its tokens below the edge into q (this warp's kPer * 32 entries of shared
- * memory) and appends them 32 at a time, one per lane: the lanes of a class find each other with one
- * match, and the lowest takes the class's slots with one atomic. A warp whose chunk holds few such
- * tokens (a peaked row; a flat row once its far classes are full) runs one round, where the per-token
- * loop of list_append8 ran its 8 steps for a warp with any token within 16 nats. */
+ * the tokens of that class and the later ones are dropped here, uncounted but for a few at the edge
+ * (the count that passed the cap already marks the class). *edge (warp-uniform) starts at 16
+ * (class_edge(kClasses)) and only falls. The warp packs its tokens below the edge into q (this warp's
+ * kPer * 32 entries of shared memory) and appends them 32 at a time, one per lane: the lanes of a
+ * class find each other with one match, and the lowest takes the class's slots with one atomic. A
+ * warp whose chunk holds few such tokens (a peaked row; a flat row once its far classes are full)
+ * runs one round, where the per-token loop of list_append8 ran its 8 steps for a warp with any token
+ * within 16 nats. */
 __device__ __forceinline__ void list_append_sup(const KP &p, int64_t row, float runmax, const float y[kPer],
                                                 int64_t v, float *edge, uint2 *q) {
   const float e = *edge;
+  /* y > t for every token with g = FSUB(runmax, y) below e (such a g is below e only where the exact
+   * difference is: e is a float), one compare a token instead of a subtraction and a compare. The few
+   * more it lets in (g at most an ulp or two past e) have a class of at least the one whose count set e
+   * (or none): the round below counts them into a list already past its cap and stores none. */
+  const float t = sub_down(runmax, e);
   unsigned m = 0u; /* bit j: token v + j is appended */
 #pragma unroll
-  for (int j = 0; j < kPer; ++j) m |= (unsigned)(LMF_FSUB(runmax, y[j]) < e) << j; /* NaN, -inf y: not */
+  for (int j = 0; j < kPer; ++j) m |= (unsigned)(y[j] > t) << j; /* NaN, -inf y: not */
   const unsigned n = (unsigned)__popc(m);
   const unsigned inc = warp_incl_scan_u32(n);
   const unsigned tot = __shfl_sync(kFull, inc, 31);
@@ -281,19 +297,25 @@ __device__ __forceinline__ void window_flush(Row *R, U128 cm[kClasses], U128 tot
 
 /* ---- The combine pass ----------------------------------------------------------------------------- */
 
-/* A chunk's (max key, packed argmax, count | flag << 16) over the block, in one round (one pair of
- * barriers): every thread gets the max key; thread 0 also the largest packed argmax and the sum (in
- * the others *pk and *cb are left as they were). The 64-bit argmax's warp max is two 32-bit ones:
- * the high words', then the low words' of the lanes holding that high word. */
-__device__ void block_reduce3(int32_t *mk, unsigned long long *pk, uint32_t *cb, Red &r) {
+/* A chunk's (max key, packed argmax, count | flag << 16) over the block, in one round: every thread
+ * gets the max key; thread 0 also the largest packed argmax and the sum (in the others *pk and *cb are
+ * left as they were; lean: no argmax, *pk left as it was). The 64-bit argmax's warp max is two 32-bit
+ * ones: the high words', then the low words' of the lanes holding that high word. One barrier: the
+ * caller takes the one after the reads of r.k, r.b and r.c, before anything writes them again. */
+__device__ __forceinline__ void block_reduce3(int32_t *mk, unsigned long long *pk, uint32_t *cb, bool lean,
+                                              Red &r) {
   const int32_t m = warp_max32<int32_t>(*mk);
-  const uint32_t qh = (uint32_t)(*pk >> 32);
-  const uint32_t qhm = warp_max32<uint32_t>(qh);
-  const uint32_t qlm = warp_max32<uint32_t>(qh == qhm ? (uint32_t)*pk : 0u);
   const uint32_t s = warp_add_u32(*cb);
+  unsigned long long qm = 0ull;
+  if (!lean) {
+    const uint32_t qh = (uint32_t)(*pk >> 32);
+    const uint32_t qhm = warp_max32<uint32_t>(qh);
+    const uint32_t qlm = warp_max32<uint32_t>(qh == qhm ? (uint32_t)*pk : 0u);
+    qm = ((unsigned long long)qhm << 32) | qlm;
+  }
   if (lane_id() == 0) {
     r.k[warp_id()] = m;
-    r.b[warp_id()] = ((unsigned long long)qhm << 32) | qlm;
+    r.b[warp_id()] = qm;
     r.c[warp_id()] = s;
   }
   __syncthreads();
@@ -308,10 +330,9 @@ __device__ void block_reduce3(int32_t *mk, unsigned long long *pk, uint32_t *cb,
       q = r.b[i] > q ? r.b[i] : q;
       ss += (uint32_t)r.c[i];
     }
-    *pk = q;
+    if (!lean) *pk = q;
     *cb = ss;
   }
-  __syncthreads();
   *mk = mm;
 }
 
@@ -324,10 +345,13 @@ __device__ void block_reduce3(int32_t *mk, unsigned long long *pk, uint32_t *cb,
  * rolled, its code is fetched once per launch where a block has one chunk (B = 1). lean: the row
  * needs neither the argmax nor the count (b_combine's lean), so the partial's arg is -1 and its cnt is 1
  * where the chunk has a token above -inf, else 0 (all the status rule reads of it): about 5
- * instructions a token fewer. Block-uniform. Returns the chunk's max. */
+ * instructions a token fewer. loop: the caller's next use of red is the next chunk's chunk_partial (a
+ * chunk loop), so where the sum's round runs, the two reductions need two barriers, not four: each
+ * round's words are read before the other round's barrier, which every thread passes before it
+ * writes them again. Block-uniform. Returns the chunk's max. */
 __device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t c, const float y[kPer],
                                                const int64_t id[kPer], int bad, bool want_sum, bool warm,
-                                               bool lean, Red &red) {
+                                               bool lean, bool loop, Red &red) {
   /* The thread's max key (key_s's order, the CPU's: -0 below +0) from two maxima of the raw bits, keyed
    * once: the largest as signed integers is the largest float where one is not negative; where all are,
    * the smallest as unsigned is (NaNs included: the order of their keys). Two instructions a token. */
@@ -359,10 +383,12 @@ __device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t
     const int32_t ak = key_s(LMF_FADD(ay, 0.0f)); /* -0 + 0 = +0 */
     pk = ((unsigned long long)((uint32_t)ak ^ 0x80000000u) << 32) | (0xffffffffu - aid);
   }
-  block_reduce3(&mk, &pk, &cb, red);
+  block_reduce3(&mk, &pk, &cb, lean, red);
   const float mx = key_s_inv(mk);
+  const bool sum_round = want_sum && !lmf_lg_is_ninf(mx);
+  if (!(loop && sum_round)) __syncthreads(); /* red's words read before they are written again */
   double sum = 0.0; /* in thread 0, which writes the partial */
-  if (want_sum && !lmf_lg_is_ninf(mx)) {
+  if (sum_round) {
     float s = 0.0f; /* the thread's group (lmf_lg_group_add) */
     if (warm) {
 #pragma unroll
@@ -371,7 +397,7 @@ __device__ __forceinline__ float chunk_partial(const KP &p, int64_t row, int64_t
 #pragma unroll 1 /* the body's code fetched once, not kPer times (sel8) */
       for (int j = 0; j < kPer; ++j) s = lmf_lg_group_add(s, lmf_lg_exp_nonpos(LMF_FSUB(sel8(y, j), mx)));
     }
-    sum = block_sum_f64_lead((double)s, red);
+    sum = block_sum_f64_lead((double)s, red, !loop);
   }
   if (threadIdx.x == 0) {
     CPart &P = p.cpart[row * p.nchunks + c];
@@ -449,18 +475,74 @@ __device__ __forceinline__ void prefetch_models(const CombPlan &cp, int64_t v, b
   for (int i = 0; i < cp.n; ++i) prefetch8(cp.mv[i], v, l1);
 }
 
+/* The models fold_dense loads all at once (more take its loop, one load at a time). 3: the bench's
+ * K = 3; 4 made ptxas keep the loaded bytes in local memory (64 registers in the combine). */
+constexpr int kFoldAhead = 3;
+
 /* fold_models<false> where every model is dense and of dtype DT and the group lies below every
  * model's lim (CombPlan::dense): the same adds in the same order, without load8's tests per model
- * (about 20 instructions a model and group). */
+ * (about 20 instructions a model and group). With at most kFoldAhead models, every model's load is
+ * issued before the first add, so the group waits for one memory latency, not one per model (the
+ * combine pass then needs no prefetch into L1 for it: comb_ahead). Not for fp16, whose conversions
+ * are long: its loop's one copy keeps the code that k_coop's blocks fetch smaller. */
 template <int32_t DT>
 __device__ __forceinline__ void fold_dense(const CombPlan &cp, int64_t v, float y[kPer]) {
-#pragma unroll 1 /* a few models: unrolled by 4, K = 3 would run only the remainder loop */
-  for (int i = 0; i < cp.n; ++i) {
+  const int n = cp.n;
+  if (DT != LMF_DTYPE_F16 && n <= kFoldAhead) {
+    Raw8 r[kFoldAhead];
+#pragma unroll
+    for (int i = 0; i < kFoldAhead; ++i) {
+      r[i].a = r[i].b = make_uint4(0u, 0u, 0u, 0u); /* in registers: a partly written array went to memory */
+      if (i < n) r[i] = raw8_load(cp.mv[i].base, DT, v);
+    }
+#pragma unroll
+    for (int i = 0; i < kFoldAhead; ++i) {
+      if (i < n) {
+        const float wk = cp.w[i];
+        float x[kPer];
+        raw8_floats(r[i], DT, x);
+#pragma unroll
+        for (int q = 0; q < kPer; ++q) y[q] = LMF_FFMA(wk, x[q], y[q]);
+      }
+    }
+    return;
+  }
+#pragma unroll 1 /* many models: one at a time */
+  for (int i = 0; i < n; ++i) {
     const float wk = cp.w[i];
     float x[kPer];
     load8_vec(cp.mv[i].base, DT, v, x);
 #pragma unroll
     for (int q = 0; q < kPer; ++q) y[q] = LMF_FFMA(wk, x[q], y[q]);
+  }
+}
+
+/* fold_dense of the plan's dtype (cp.dense >= 0, v + kPer <= cp.lim), y from 0. */
+__device__ __forceinline__ void fold_dense_any(const CombPlan &cp, int64_t v, float y[kPer]) {
+  if (cp.dense == LMF_DTYPE_BF16) fold_dense<LMF_DTYPE_BF16>(cp, v, y);
+  else if (cp.dense == LMF_DTYPE_F32) fold_dense<LMF_DTYPE_F32>(cp, v, y);
+  else fold_dense<LMF_DTYPE_F16>(cp, v, y);
+}
+
+/* Whether fold_dense loads the row's models all at once wherever it applies (block-uniform). */
+__device__ __forceinline__ bool comb_ahead(const CombPlan &cp) {
+  return cp.dense >= 0 && cp.dense != LMF_DTYPE_F16 && cp.n <= kFoldAhead;
+}
+
+/* A chunk loop's hints for this thread's group: every model's z(v .. v + 7) into L1 (not where ahead,
+ * comb_ahead: fold_dense's loads are all in flight at once), z(vn .. vn + 7) into L2 (the block's next
+ * chunk; nothing past the model's row: lim <= V). Unrolled where ahead: a loop trip cost about 5
+ * instructions a model, the hint 6. */
+__device__ __forceinline__ void prefetch_chunk(const CombPlan &cp, bool ahead, int64_t v, int64_t vn) {
+  if (ahead) {
+#pragma unroll
+    for (int i = 0; i < kFoldAhead; ++i)
+      if (i < cp.n) prefetch8(cp.mv[i], vn, false);
+  } else {
+    for (int i = 0; i < cp.n; ++i) {
+      prefetch8(cp.mv[i], v, true);
+      prefetch8(cp.mv[i], vn, false);
+    }
   }
 }
 
@@ -473,9 +555,7 @@ __device__ __forceinline__ bool fold_models(const CombPlan &cp, int64_t v, float
 #pragma unroll
   for (int q = 0; q < kPer; ++q) y[q] = 0.0f;
   if (!RULE && cp.dense >= 0 && v + kPer <= cp.lim) {
-    if (cp.dense == LMF_DTYPE_BF16) fold_dense<LMF_DTYPE_BF16>(cp, v, y);
-    else if (cp.dense == LMF_DTYPE_F32) fold_dense<LMF_DTYPE_F32>(cp, v, y);
-    else fold_dense<LMF_DTYPE_F16>(cp, v, y);
+    fold_dense_any(cp, v, y);
     return false;
   }
   for (int i = 0; i < cp.n; ++i) {
@@ -553,6 +633,7 @@ struct CombRow {
   float *Dr;            /* the nucleus model's x, then GeDi's logP (null without either) */
   lmf_lg_divisor Td;    /* the row's temperature */
   bool divide, plaus, nuc, nuc_on;
+  bool plain; /* no mask, no bias: y is the models' sum / T (combine_plain) */
   uint64_t nuc_cut;
   float plaus_thr;
 };
@@ -574,7 +655,34 @@ __device__ __forceinline__ CombRow comb_row_of(const KP &p, const Row &R, int64_
   r.nuc_on = R.nuc_on != 0;
   r.nuc_cut = R.nuc_cut;
   r.plaus_thr = R.plaus_thr;
+  r.plain = !r.plaus && !r.nuc && !p.job.bias;
   return r;
+}
+
+/* combine_y's common case in fewer instructions: a plain row (no GeDi either) whose group lies below
+ * every model's lim in a dense plan (fold_models' fold_dense), where every sum is finite and, with a
+ * temperature, in the fast division's range (one range test a token, for both): then the sums / T
+ * are combine_y's bits (its finite test, the fast division and its last NaN / +inf test have nothing
+ * to change; below lim <= V no token is past the row). Returns false where that does not hold, and
+ * combine_y computes the group in full. */
+__device__ __forceinline__ bool combine_plain(const CombRow &cr, const CombPlan &cp, int64_t v, float y[kPer]) {
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) y[q] = 0.0f;
+  fold_dense_any(cp, v, y);
+  bool ok = true;
+  if (cr.divide) {
+    ok = cr.Td.fast != 0;
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) ok &= lmf_lg_div_fast_ok(y[q]) != 0; /* |y| in [2^-60, 2^60]: finite */
+    if (ok) {
+#pragma unroll
+      for (int q = 0; q < kPer; ++q) y[q] = lmf_lg_div_fast(cr.Td, y[q]);
+    }
+  } else {
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) ok &= LMF_FABS(y[q]) < __uint_as_float(0x7f800000u);
+  }
+  return ok;
 }
 
 /* y(v .. v + 7) for v < V, in the CPU's order: the nucleus mask (D holds the nucleus model's x until
@@ -585,6 +693,10 @@ __device__ __forceinline__ CombRow comb_row_of(const KP &p, const Row &R, int64_
 template <bool GEDI>
 __device__ __forceinline__ void combine_y(const KP &p, const Row &R, const CombRow &cr, const CombPlan &cp,
                                           int64_t v, float y[kPer], int *bad) {
+  if (!GEDI && cr.plain && cp.dense >= 0 && v + kPer <= cp.lim) {
+    const bool done = combine_plain(cr, cp, v, y);
+    if (done) return;
+  }
   const lmf_lg_job &j = p.job;
   uint32_t nkeep = 0xffu;
   if (cr.nuc) {
@@ -642,6 +754,20 @@ __device__ __forceinline__ void combine_y(const KP &p, const Row &R, const CombR
  * a row the general search then needs (in the list cut's block). */
 enum { CM_PLAIN = 0, CM_SUP = 1, CM_RECOMP = 2, CM_RECWIN = 3 };
 
+/* y = -inf for a thread whose group lies past the row, in a chunk loop. On the device as volatile
+ * moves: the compiler hoisted plain ones above the branch, which put 8 instructions a chunk on every
+ * thread's path (all but the row's last chunk have no such thread). */
+__device__ __forceinline__ void ninf8_past(float y[kPer]) {
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("mov.b32 %0, 0xff800000;" : "=f"(y[q]));
+#else
+    y[q] = ninf(); /* the CPU emulator (tests/emu) */
+#endif
+  }
+}
+
 /* GEDI: the GeDi terms are compiled in (its divisions need more registers: 3 blocks per SM). */
 template <bool GEDI, int MODE>
 __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
@@ -672,6 +798,7 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
   if constexpr (MODE == CM_SUP) sq = sup_queue();
   __shared__ CombPlan cp;
   comb_plan(p, R, row, cp);
+  const bool ahead = comb_ahead(cp); /* its groups below cp.lim need no prefetch into L1 */
   /* A block with few chunks (small batches: B = 1 spreads a row over the SMs) asks L2 for all of them
    * first, so its later chunks wait on L2 rather than on memory; with many, the next one at a time
    * (below), which keeps the batch's lines from evicting each other. Many chunks also keep the code
@@ -695,22 +822,18 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
     }
     if (v < V) {
       const int64_t vn = v + w.step * kChunk; /* this thread's group in the block's next chunk */
-      for (int i = 0; i < cp.n; ++i) {
-        prefetch8(cp.mv[i], v, true);
-        prefetch8(cp.mv[i], vn, false); /* nothing past the model's row: lim <= V */
-      }
+      prefetch_chunk(cp, ahead, v, vn);
       combine_y<GEDI>(p, R, cr, cp, v, y, &bad);
       if (p.need_y && MODE != CM_RECWIN && !(MODE == CM_SUP && R.ymiss)) store8_f32(Yr + v, y);
     } else {
-#pragma unroll
-      for (int q = 0; q < kPer; ++q) y[q] = ninf();
+      ninf8_past(y);
     }
     if (MODE == CM_RECWIN) {
       const float none[kPer] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
       window_chunk(p.kind, srow, &p.rows[row], Lw, (unsigned)p.lcap, y, none, id[0], 1, V, cm, wtot, !few);
     }
     if (MODE == CM_RECOMP || MODE == CM_RECWIN) continue; /* the partials are the first pass's */
-    const float mx = chunk_partial(p, row, c, y, id, bad, want_sum, !few, lean, red);
+    const float mx = chunk_partial(p, row, c, y, id, bad, want_sum, !few, lean, true, red);
     if (sup) {
       runmax = mx > runmax ? mx : runmax;
       list_append_sup(p, row, runmax, y, v, &sedge, sq); /* this thread's tokens are v .. v + 7 */
@@ -756,7 +879,7 @@ __device__ void b_temp(const KP &p, const Part &w) {
         y[q] = x;
       }
     }
-    chunk_partial(p, row, c, y, id, bad, false, false, false, red);
+    chunk_partial(p, row, c, y, id, bad, false, false, false, false, red);
   }
 }
 

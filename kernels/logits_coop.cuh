@@ -556,7 +556,8 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
   if (live) {
     __shared__ CombPlan cp;
     comb_plan(p, R, row, cp);
-    if (v0 < V) prefetch_models(cp, v0, true); /* every model's line on its way first */
+    /* every model's line on its way first, where fold_dense does not load them all at once */
+    if (v0 < V && !comb_ahead(cp)) prefetch_models(cp, v0, true);
     int bad = 0;
     int64_t id[kPer];
 #pragma unroll
@@ -569,7 +570,7 @@ __global__ void __launch_bounds__(kThreads) k_coop(const __grid_constant__ KP p)
       bias_and_T(p, row, v0, lmf_lg_divisor_of(R.Teff), R.fuse_T && R.Teff != 1.0f, y, &bad);
     }
     coop_mark(pr, prof); /* y */
-    chunk_partial(p, row, c, y, id, bad, R.want_sum != 0, false, false, red);
+    chunk_partial(p, row, c, y, id, bad, R.want_sum != 0, false, false, false, red);
   } else {
     coop_mark(pr, prof); /* y: none (the marks keep their places) */
   }

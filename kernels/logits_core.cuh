@@ -411,8 +411,10 @@ __device__ U128 block_sum_u128(U128 v, Red &r) {
 
 /* The block's sum of v in thread 0 (0 in the others), in one fixed order: a warp butterfly (every
  * lane of a warp gets the same bits: each addition's operands only swap sides), then the warps in
- * order. So the sum depends on which thread holds which value, never on timing. */
-__device__ double block_sum_f64_lead(double v, Red &r) {
+ * order. So the sum depends on which thread holds which value, never on timing. tail: a barrier
+ * after thread 0's reads of r.a (without: the caller's next barrier must come before r.a is written
+ * again). */
+__device__ double block_sum_f64_lead(double v, Red &r, bool tail = true) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
   if (lane_id() == 0) r.a[warp_id()] = (unsigned long long)__double_as_longlong(v);
@@ -422,7 +424,7 @@ __device__ double block_sum_f64_lead(double v, Red &r) {
 #pragma unroll
     for (int i = 0; i < kWarps; ++i) s += __longlong_as_double((long long)r.a[i]);
   }
-  __syncthreads();
+  if (tail) __syncthreads();
   return s;
 }
 

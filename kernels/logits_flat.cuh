@@ -39,6 +39,7 @@ __device__ void b_flat(const KP &p, const Part &w) {
   const CombRow cr = comb_row_of(p, Rg, row);
   __shared__ CombPlan cp;
   comb_plan(p, Rg, row, cp);
+  const bool ahead = comb_ahead(cp);
   const float ymax = Rg.ymax;
   CoopPick pk;
   pk.cnt = 0u;
@@ -66,10 +67,7 @@ __device__ void b_flat(const KP &p, const Part &w) {
 #pragma unroll
     for (int q = 0; q < kPer; ++q) y[q] = ninf();
     if (v0 < V) {
-      for (int i = 0; i < cp.n; ++i) {
-        prefetch8(cp.mv[i], v0, true);
-        prefetch8(cp.mv[i], v0 + w.step * kChunk, false); /* nothing past the model's row: lim <= V */
-      }
+      prefetch_chunk(cp, ahead, v0, v0 + w.step * kChunk);
       combine_y<false>(p, Rg, cr, cp, v0, y, &bad);
     }
     if constexpr (!PICK) {

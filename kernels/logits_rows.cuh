@@ -71,16 +71,32 @@ __device__ __forceinline__ float load1(const MV &m, int64_t v) {
   return m.sparse ? sparse_value(m, x) : x;
 }
 
-/* The 8 elements at base + v (of dtype; a 16-byte aligned group) as floats: vector loads. */
-__device__ __forceinline__ void load8_vec(const void *base, int32_t dtype, int64_t v, float x[kPer]) {
+/* The 16 (16-bit dtypes: a) or 32 bytes (fp32: a, b) of the 8 elements at base + v, a 16-byte aligned
+ * group: load8_vec's loads, which fold_dense issues for every model before it converts any. */
+struct Raw8 {
+  uint4 a, b;
+};
+
+__device__ __forceinline__ Raw8 raw8_load(const void *base, int32_t dtype, int64_t v) {
+  Raw8 r;
   if (dtype == LMF_DTYPE_F32) {
-    const float4 *q = reinterpret_cast<const float4 *>(static_cast<const float *>(base) + v);
-    const float4 a = q[0], b = q[1];
-    x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w;
-    x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+    const uint4 *q = reinterpret_cast<const uint4 *>(static_cast<const float *>(base) + v);
+    r.a = q[0], r.b = q[1];
   } else {
-    const uint4 u = *reinterpret_cast<const uint4 *>(static_cast<const uint16_t *>(base) + v);
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+    r.a = *reinterpret_cast<const uint4 *>(static_cast<const uint16_t *>(base) + v);
+    r.b = make_uint4(0u, 0u, 0u, 0u);
+  }
+  return r;
+}
+
+/* raw8_load's bytes as 8 floats. */
+__device__ __forceinline__ void raw8_floats(const Raw8 &r, int32_t dtype, float x[kPer]) {
+  if (dtype == LMF_DTYPE_F32) {
+    x[0] = __uint_as_float(r.a.x), x[1] = __uint_as_float(r.a.y), x[2] = __uint_as_float(r.a.z);
+    x[3] = __uint_as_float(r.a.w), x[4] = __uint_as_float(r.b.x), x[5] = __uint_as_float(r.b.y);
+    x[6] = __uint_as_float(r.b.z), x[7] = __uint_as_float(r.b.w);
+  } else {
+    const uint32_t w[4] = {r.a.x, r.a.y, r.a.z, r.a.w};
     /* One branch per 8 tokens, not one per token (the compiler kept a per-token select's branches). */
     if (dtype == LMF_DTYPE_BF16) {
 #pragma unroll
@@ -96,6 +112,11 @@ __device__ __forceinline__ void load8_vec(const void *base, int32_t dtype, int64
       }
     }
   }
+}
+
+/* The 8 elements at base + v (of dtype; a 16-byte aligned group) as floats: vector loads. */
+__device__ __forceinline__ void load8_vec(const void *base, int32_t dtype, int64_t v, float x[kPer]) {
+  raw8_floats(raw8_load(base, dtype, v), dtype, x);
 }
 
 /* z(v .. v + 7) (v a multiple of 8), -inf at and beyond lim. */

@@ -312,7 +312,21 @@ void test_cuda_logits_random_batches(void) {
  * (CombPlan::dense), in each dtype. Model 1's vocabulary ends inside an 8-token group (V - 13 of
  * V_out = V), so its last group and the tokens past it take the general fold; in the second call
  * model 2's row stride is V + 1, which leaves most of its rows unaligned (those rows' blocks take the
- * general fold). Shapes: the vocabulary split over blocks, and blocks that walk many chunks. */
+ * general fold). Shapes: the vocabulary split over blocks, and blocks that walk many chunks. Every
+ * 131st token (from 5) is masked by model 0 (-inf) or is 0 in every model (a sum of exactly 0), and
+ * in row 1 outside fp16 one token is 1e30 in model 1 (a sum past 2^60), in row 2 one is +inf in model
+ * 0 (a bad input): the groups that combine_plain's range test sends to the full computation. */
+static void dense_model_specials(float *z, int k, int32_t B, int32_t w, int32_t V, int32_t dtype) {
+  for (int32_t b = 0; b < B; ++b)
+    for (int32_t v = 5, i = 0; v < V; v += 131, ++i) {
+      float *x = &z[(int64_t)b * w + v];
+      if (i % 3 == 0 && k == 0) *x = -INFINITY;
+      else if (i % 3 == 1) *x = 0.0f;
+      else if (i == 2 && k == 1 && b == 1 && dtype != LMF_DTYPE_F16) *x = 1e30f; /* once: no tie at 1e30 */
+      else if (i == 5 && k == 0 && b == 2) *x = INFINITY; /* row 2: a bad input, its status */
+    }
+}
+
 void test_cuda_logits_dense_models(void) {
   REQUIRE_CUDA();
   backends be;
@@ -336,6 +350,7 @@ void test_cuda_logits_dense_models(void) {
         for (int k = 0; k < 3; ++k) {
           const int32_t w = (k == 2 && stride) ? V + 1 : V; /* the buffer's row stride */
           fill_q(z, (int64_t)B * w, k == 0 ? 2.0 : 1.0, 300 * si + 10 * (uint64_t)d + (uint64_t)k);
+          dense_model_specials(z, k, B, w, V, lg_dtypes[d]);
           lg_models_add(&ms, lg_dtypes[d], z, B, w, coeff[k]);
           ms.m[k].vocab = V;
         }
