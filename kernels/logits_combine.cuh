@@ -633,7 +633,8 @@ struct CombRow {
   float *Dr;            /* the nucleus model's x, then GeDi's logP (null without either) */
   lmf_lg_divisor Td;    /* the row's temperature */
   bool divide, plaus, nuc, nuc_on;
-  bool plain; /* no mask, no bias: y is the models' sum / T (combine_plain) */
+  bool plain;   /* no mask, no bias: y is the models' sum / T (combine_plain) */
+  int64_t plim; /* combine_plain takes the groups below it (0: none; comb_row_plan) */
   uint64_t nuc_cut;
   float plaus_thr;
 };
@@ -656,7 +657,19 @@ __device__ __forceinline__ CombRow comb_row_of(const KP &p, const Row &R, int64_
   r.nuc_cut = R.nuc_cut;
   r.plaus_thr = R.plaus_thr;
   r.plain = !r.plaus && !r.nuc && !p.job.bias;
+  r.plim = 0;
   return r;
+}
+
+/* cr.plim from the row's plan: the models' smallest lim where the row is plain and the plan dense.
+ * Kept in a register: the compiler had rebuilt the test from the job's fields and the plan's shared
+ * words in every chunk (about 20 instructions). */
+__device__ __forceinline__ void comb_row_plan(CombRow &cr, const CombPlan &cp) {
+  int64_t lim = cr.plain && cp.dense >= 0 ? cp.lim : 0;
+#if defined(__CUDA_ARCH__)
+  asm("" : "+l"(lim));
+#endif
+  cr.plim = lim;
 }
 
 /* combine_y's common case in fewer instructions: a plain row (no GeDi either) whose group lies below
@@ -693,7 +706,7 @@ __device__ __forceinline__ bool combine_plain(const CombRow &cr, const CombPlan 
 template <bool GEDI>
 __device__ __forceinline__ void combine_y(const KP &p, const Row &R, const CombRow &cr, const CombPlan &cp,
                                           int64_t v, float y[kPer], int *bad) {
-  if (!GEDI && cr.plain && cp.dense >= 0 && v + kPer <= cp.lim) {
+  if (!GEDI && v + kPer <= cr.plim) {
     const bool done = combine_plain(cr, cp, v, y);
     if (done) return;
   }
@@ -777,7 +790,7 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
   if (R.status != LMF_ROW_OK) return;
   if ((MODE == CM_RECOMP || MODE == CM_RECWIN) && !(R.ymiss == 2 && R.search == p.kind)) return;
   const int64_t V = p.job.vocab_out;
-  const CombRow cr = comb_row_of(p, R, row);
+  CombRow cr = comb_row_of(p, R, row);
   const bool want_sum = R.want_sum != 0;
   float *Yr = p.Y + w.row * p.ystride;
   /* CM_RECWIN: the window pass's sums and lists (b_window). */
@@ -798,6 +811,7 @@ __device__ __forceinline__ void b_combine(const KP &p, const Part &w) {
   if constexpr (MODE == CM_SUP) sq = sup_queue();
   __shared__ CombPlan cp;
   comb_plan(p, R, row, cp);
+  comb_row_plan(cr, cp);
   const bool ahead = comb_ahead(cp); /* its groups below cp.lim need no prefetch into L1 */
   /* A block with few chunks (small batches: B = 1 spreads a row over the SMs) asks L2 for all of them
    * first, so its later chunks wait on L2 rather than on memory; with many, the next one at a time

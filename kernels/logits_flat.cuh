@@ -36,9 +36,10 @@ __device__ void b_flat(const KP &p, const Part &w) {
   const int t = threadIdx.x;
   CoopRow &CR = p.coop[row];
   uint2 *const G = p.cand + row * (int64_t)kClasses * p.lcap; /* kClasses lcap >= min(V, kListCap) */
-  const CombRow cr = comb_row_of(p, Rg, row);
+  CombRow cr = comb_row_of(p, Rg, row);
   __shared__ CombPlan cp;
   comb_plan(p, Rg, row, cp);
+  comb_row_plan(cr, cp);
   const bool ahead = comb_ahead(cp);
   const float ymax = Rg.ymax;
   CoopPick pk;
