@@ -134,8 +134,9 @@ __device__ __forceinline__ void load8(const MV &m, int64_t v, float x[kPer]) {
 }
 
 /* Asks for z(v .. v + 7) ahead of its load: into L1 for the chunk at hand, into L2 for the block's next
- * one. The combine pass loads the models one after another; with every model's line already on its
- * way, a chunk waits about one memory latency instead of one per model. A hint: nothing is read. */
+ * one. Where the combine pass loads the models one after another (not fold_dense's loads all at
+ * once), with every model's line already on its way a chunk waits about one memory latency instead
+ * of one per model. A hint: nothing is read. */
 __device__ __forceinline__ void prefetch8(const MV &m, int64_t v, bool l1) {
   /* In 32 bits (a vocabulary is below 2^31; a v past 2^32 would wrap to a token of the row, and a hint
    * at any of its tokens is harmless): one wide product for the address, one compare. */
